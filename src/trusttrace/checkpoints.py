@@ -58,7 +58,7 @@ class CheckpointSeries:
     Example:
         >>> s = CheckpointSeries.resolve("EleutherAI/pythia-70m").select("log:5")
         >>> [c.name for c in s]
-        ['step0', 'step2', 'step16', 'step1000', 'step143000']
+        ['step0', 'step16', 'step512', 'step7000', 'step143000']
     """
 
     model: str

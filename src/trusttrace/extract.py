@@ -24,7 +24,7 @@ class ExtractConfig:
     """How statements are batched through the model."""
 
     max_tokens: int = 4096  # padded tokens per forward pass: bounds memory; ~4k keeps CPU matmuls efficient
-    max_batch: int = 256  # statements per forward pass at most
+    max_batch: int = 1024  # statements per forward pass at most (short statements: the token budget binds)
     # Both sides give the same activations. With right padding, causal attention already keeps every real
     # token from seeing the pads after it, so no padding mask is passed and attention takes its is_causal
     # fast path; left padding needs the mask (and position ids that skip the pads).
