@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ._alloc import keep_freed_memory
 from .models import LoadedModel
 
 
@@ -113,6 +114,8 @@ def extract_last_token(
         A CPU tensor ``[n_layers, n_statements, d_model]`` in the model's dtype, rows in input order.
         Layer l is the output of decoder block l (0-based), before the final norm.
     """
+    if lm.info.device == "cpu":
+        keep_freed_memory()
     ids = tokenize(lm, statements, config.add_special_tokens)
     n_layers, d_model = len(lm.blocks), lm.info.hidden_size
     dtype = next(lm.model.parameters()).dtype
