@@ -6,7 +6,8 @@ scikit-learn's ``LogisticRegression()`` defaults (L2, C = 1, intercept not penal
     f(w, b) = (1/n) Σᵢ [log(1 + exp(zᵢ)) − yᵢ zᵢ] + ‖w‖² / (2 C n),   zᵢ = xᵢ·w + b,
 
 which is sklearn's ``C Σ logloss + ½‖w‖²`` divided by ``C n`` (same minimiser). All layers are solved
-together by one L-BFGS loop whose every step is a batched matmul, so thirty layers cost about what one does.
+together by one L-BFGS loop whose every step is a batched matmul; each problem's line search is the
+Moré–Thuente search of scipy's L-BFGS-B, so probes land where sklearn's ``lbfgs`` solver lands.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedKFold
+
+try:  # the Moré–Thuente line search of scipy's L-BFGS-B, in its reverse-communication form
+    from scipy.optimize._dcsrch import DCSRCH
+except ImportError as err:  # pragma: no cover - scipy < 1.11 or a moved private module
+    raise ImportError("trusttrace's probes need scipy>=1.11 (scipy.optimize._dcsrch); "
+                      "`pip install -U scipy`.") from err
 
 Protocol = Literal["cv", "paper-code"]
 PROTOCOLS: tuple[str, ...] = ("cv", "paper-code")
@@ -80,7 +87,12 @@ class BatchedLogisticRegression:
 
 def _lbfgs(fg, theta: torch.Tensor, tol: float, max_iter: int, m: int
            ) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """Batched L-BFGS with a per-problem Armijo backtracking line search; converged problems freeze."""
+    """Batched L-BFGS: the two-loop recursion of L-BFGS-B (unconstrained), per-problem line searches.
+
+    Every problem keeps its own history and step; converged problems freeze. The line search is the
+    Moré–Thuente search scipy's L-BFGS-B uses, with its settings, so each probe follows nearly the same
+    path as sklearn's ``lbfgs`` solver and stops by the same rule (gradient max-norm ≤ ``tol``).
+    """
     f, g = fg(theta)
     S: list[torch.Tensor] = []
     Y: list[torch.Tensor] = []
@@ -90,37 +102,12 @@ def _lbfgs(fg, theta: torch.Tensor, tol: float, max_iter: int, m: int
     for it in range(1, max_iter + 1):
         if not active.any():
             break
-        q = g.clone()
-        alphas = []
-        for s, yv, rho in zip(reversed(S), reversed(Y), reversed(R)):
-            a = rho * (s * q).sum(-1)
-            q -= a[:, None] * yv
-            alphas.append(a)
-        if S:
-            sy, yy = (S[-1] * Y[-1]).sum(-1), (Y[-1] * Y[-1]).sum(-1)
-            gamma = torch.where((sy > 0) & (yy > 0), sy / yy.clamp_min(1e-300), torch.ones_like(sy))
-        else:
-            gamma = 1.0 / g.norm(dim=-1).clamp_min(1e-12)
-        d = q * gamma[:, None]
-        for s, yv, rho, a in zip(S, Y, R, reversed(alphas)):
-            d += s * (a - rho * (yv * d).sum(-1))[:, None]
-        d = -d
+        d = -_two_loop(g, S, Y, R)
         slope = (g * d).sum(-1)
-        bad = slope >= 0  # not a descent direction: fall back to steepest descent
-        d = torch.where(bad[:, None], -g, d)
-        slope = torch.where(bad, -(g * g).sum(-1), slope)
-        t = torch.where(active, torch.ones_like(f), torch.zeros_like(f))
-        for _ in range(40):
-            f_new, g_new = fg(theta + t[:, None] * d)
-            ok = (f_new <= f + 1e-4 * t * slope) | ~active
-            if ok.all():
-                break
-            t = torch.where(ok, t, t * 0.5)
-        else:
-            ok_final = (f_new <= f) | ~active
-            t = torch.where(ok_final, t, torch.zeros_like(t))
-            f_new, g_new = fg(theta + t[:, None] * d)
-        s = t[:, None] * d
+        # L-BFGS-B's first step is 1/‖d‖; after that the quasi-Newton step 1
+        first = 1.0 / d.norm(dim=-1).clamp_min(1e-300) if not S else torch.ones_like(f)
+        step, f_new, g_new = _wolfe_search(fg, theta, f, g, d, slope, first, active)
+        s = step[:, None] * d
         yv = g_new - g
         sy = (s * yv).sum(-1)
         S.append(s)
@@ -129,8 +116,55 @@ def _lbfgs(fg, theta: torch.Tensor, tol: float, max_iter: int, m: int
         if len(S) > m:
             S.pop(0), Y.pop(0), R.pop(0)
         theta, f, g = theta + s, f_new, g_new
-        active = active & (g.abs().amax(-1) > tol) & (t > 0)
+        active = active & (g.abs().amax(-1) > tol) & (step > 0)
     return theta, it, g.abs().amax(-1) <= tol
+
+
+def _two_loop(g: torch.Tensor, S: list[torch.Tensor], Y: list[torch.Tensor], R: list[torch.Tensor]
+              ) -> torch.Tensor:
+    """H·g for the L-BFGS inverse-Hessian estimate of every problem, H₀ = (sᵀy / yᵀy)·I."""
+    q = g.clone()
+    alphas = []
+    for s, yv, rho in zip(reversed(S), reversed(Y), reversed(R)):
+        a = rho * (s * q).sum(-1)
+        q -= a[:, None] * yv
+        alphas.append(a)
+    if S:
+        sy, yy = (S[-1] * Y[-1]).sum(-1), (Y[-1] * Y[-1]).sum(-1)
+        q *= torch.where((sy > 0) & (yy > 0), sy / yy.clamp_min(1e-300), torch.ones_like(sy))[:, None]
+    for s, yv, rho, a in zip(S, Y, R, reversed(alphas)):
+        q += s * (a - rho * (yv * q).sum(-1))[:, None]
+    return q
+
+
+def _wolfe_search(fg, theta: torch.Tensor, f: torch.Tensor, g: torch.Tensor, d: torch.Tensor,
+                  slope: torch.Tensor, first: torch.Tensor, active: torch.Tensor, max_evals: int = 50
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-problem strong-Wolfe steps along ``d``; each round is one batched evaluation of ``fg``.
+
+    Returns (step, f, g) at the accepted points; a problem whose search fails keeps step 0.
+    """
+    searches = {b: DCSRCH(None, None, ftol=1e-3, gtol=0.9, xtol=0.1, stpmin=0.0, stpmax=1e10)
+                for b in torch.nonzero(active).flatten().tolist()}
+    trial = torch.where(active, first, torch.zeros_like(first)).tolist()
+    task: dict[int, bytes] = {}
+    for b, search in searches.items():
+        trial[b], _, _, task[b] = search._iterate(trial[b], float(f[b]), float(slope[b]), b"START")
+    step, f_out, g_out = torch.zeros_like(f), f.clone(), g.clone()
+    for _ in range(max_evals):
+        if not searches:
+            break
+        t = torch.tensor(trial, dtype=f.dtype, device=f.device)
+        f_try, g_try = fg(theta + t[:, None] * d)
+        dg = (g_try * d).sum(-1)
+        for b in list(searches):
+            trial[b], _, _, task[b] = searches[b]._iterate(trial[b], float(f_try[b]), float(dg[b]), task[b])
+            if task[b][:2] == b"FG":
+                continue  # wants another evaluation at the new trial step
+            del searches[b]
+            if task[b][:4] == b"CONV":
+                step[b], f_out[b], g_out[b] = t[b], f_try[b], g_try[b]
+    return step, f_out, g_out
 
 
 # ---------------------------------------------------------------- protocols
