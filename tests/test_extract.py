@@ -4,7 +4,7 @@ import torch
 from trusttrace.extract import ExtractConfig, extract_last_token, length_buckets
 from trusttrace.models import load_model
 
-from .conftest import planted_statements
+from trusttrace.testing import planted_statements
 
 
 def reference(lm, statement):

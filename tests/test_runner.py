@@ -93,3 +93,24 @@ def test_cli_trace_and_errors(tiny_series, data_dir, tmp_path):
     assert res.exit_code == 2 and "Unknown dimension" in res.output and "Traceback" not in res.output
     res = cli.invoke(app, ["checkpoints", str(tiny_series), "--select", "log:2"])
     assert res.exit_code == 0 and "step0" in res.output and "step100" in res.output
+
+
+def test_each_checkpoint_model_is_released_before_the_next(tiny_series, data_dir, tmp_path, monkeypatch):
+    """Memory must not grow with the number of checkpoints: no model outlives its checkpoint."""
+    import gc
+    import weakref
+
+    alive = []
+    real = runner_mod.load_model
+
+    def tracking(*a, **kw):
+        gc.collect()
+        assert all(ref() is None for ref in alive), "an earlier checkpoint's model is still in memory"
+        lm = real(*a, **kw)
+        alive.append(weakref.ref(lm.model))
+        return lm
+
+    monkeypatch.setattr(runner_mod, "load_model", tracking)
+    run_trace(config(tiny_series, data_dir, tmp_path / "run"))
+    gc.collect()
+    assert len(alive) == 3 and all(ref() is None for ref in alive)
