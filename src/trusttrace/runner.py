@@ -226,7 +226,9 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
         todo = [c for c in series if not (out / "parts" / f"{_safe(c.name)}.csv").exists()]
         for i, ckpt in enumerate(todo):
             progress.checkpoint(ckpt.name)
-            fetcher.prefetch(todo[i + 1] if i + 1 < len(todo) else None)
+            upcoming = [c for c in todo[i:i + 2] if _needs_model(config, c, datasets, out)]
+            for c in upcoming:  # the one needed now goes first in the download queue
+                fetcher.prefetch(c)
             record = _trace_checkpoint(config, ckpt, datasets, probe_config, fetcher, progress, out)
             manifest["checkpoints"][ckpt.name] = record
             write_json_atomic(out / "manifest.json", manifest)
@@ -239,6 +241,17 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
     manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(out / "manifest.json", manifest)
     return TraceResult(out, results, manifest)
+
+
+def _expected_metadata(config: TraceConfig, ds: TrustDataset) -> dict[str, str]:
+    """Metadata a stored activation file must carry to be reused for ``ds``."""
+    return {"dataset_sha256": ds.sha256, "n_rows": str(len(ds)), "token_position": config.token_position}
+
+
+def _needs_model(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset], out: Path) -> bool:
+    """Whether some dataset of ``ckpt`` still has to be extracted (else stored activations suffice)."""
+    return not all(is_complete(activation_path(out, ckpt.name, name), _expected_metadata(config, ds))
+                   for name, ds in datasets.items())
 
 
 def _safe(name: str) -> str:
@@ -255,7 +268,7 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
     try:
         for name, ds in datasets.items():
             path = activation_path(out, ckpt.name, name)
-            expect = {"dataset_sha256": ds.sha256, "n_rows": str(len(ds)), "token_position": config.token_position}
+            expect = _expected_metadata(config, ds)
             if not is_complete(path, expect):
                 if lm is None:
                     source, commit, downloaded = fetcher.get(ckpt)

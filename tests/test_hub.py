@@ -1,0 +1,65 @@
+"""The hub code paths, against a stand-in for huggingface_hub (no network in tests)."""
+
+from types import SimpleNamespace
+
+import huggingface_hub
+import pandas as pd
+import pytest
+
+from trusttrace import models as models_mod
+from trusttrace.checkpoints import CheckpointSeries
+from trusttrace.runner import TraceConfig, run_trace
+
+COMMITS = {"step0": "a" * 40, "step10": "b" * 40, "step100": "c" * 40}
+
+
+def test_branch_listing_sorted_by_step_with_commits(monkeypatch):
+    branches = [SimpleNamespace(name=n, target_commit=c) for n, c in
+                [("step100-tokens1B", "1" * 40), ("main", "2" * 40), ("step20-tokens84M", "3" * 40)]]
+    monkeypatch.setattr(huggingface_hub, "list_repo_refs", lambda repo: SimpleNamespace(branches=branches))
+    series = CheckpointSeries.resolve("allenai/OLMo-7B")
+    assert series.source == "hub" and series.names == ["step20-tokens84M", "step100-tokens1B"]
+    assert series.checkpoints[0].commit == "3" * 40
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tiny_series, tmp_path):
+    """snapshot_download serves the tiny series from snapshot folders named by commit; deletions are logged."""
+    fetched, deleted = [], []
+    for name, commit in COMMITS.items():
+        snap = tmp_path / "hub" / "snapshots" / commit
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        snap.symlink_to(tiny_series / name)
+
+    def snapshot_download(repo_id, revision=None, cache_dir=None, allow_patterns=None, local_files_only=False):
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        assert "*.bin" not in allow_patterns  # safetensors only
+        fetched.append(revision)
+        return str(tmp_path / "hub" / "snapshots" / COMMITS[revision])
+
+    def scan_cache_dir(cache_dir=None):
+        strategy = SimpleNamespace(expected_freed_size_str="1M",
+                                   execute=lambda: None)
+        return SimpleNamespace(delete_revisions=lambda *c: deleted.extend(c) or strategy)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "scan_cache_dir", scan_cache_dir)
+    return fetched, deleted
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_hub_sweep_fetches_records_commits_and_deletes(fake_hub, data_dir, tmp_path, keep):
+    fetched, deleted = fake_hub
+    out = tmp_path / "run"
+    run_trace(TraceConfig(model="org/tiny", out=str(out), revisions=("step0", "step10", "step100"),
+                          dimensions=("privacy",), data_dir=str(data_dir), dtype="float32", keep_checkpoints=keep))
+    assert fetched == ["step0", "step10", "step100"]
+    df = pd.read_csv(out / "results.csv", dtype={"commit": str})
+    assert dict(zip(df.revision, df.commit)) == COMMITS
+    assert deleted == ([] if keep else list(COMMITS.values()))
+
+
+def test_fetch_checkpoint_reads_commit(fake_hub):
+    folder, commit = models_mod.fetch_checkpoint("org/tiny", "step10")
+    assert commit == COMMITS["step10"] and (folder / "config.json").exists()
