@@ -8,7 +8,7 @@ DATA_DIR ?= $(or $(TRUSTTRACE_DATA_DIR),$(wildcard $(abspath ../shared/datasets)
 export TRUSTTRACE_DATA_DIR := $(DATA_DIR)
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -39,9 +39,13 @@ test: setup
 test-slow: setup
 	$(call PYTEST,-m slow)
 
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
 bench: setup
 	$(BIN)/python benchmarks/extraction.py --model smollm2-135m-instruct --limit 400
 	$(BIN)/python benchmarks/probes.py --limit 1952
+	$(BIN)/python benchmarks/trace_memory.py --checkpoints 6
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

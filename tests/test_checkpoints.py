@@ -1,7 +1,11 @@
 import pytest
 
 from trusttrace.checkpoints import (
-    AMBER_REVISIONS, PYTHIA_STEPS, CheckpointSeries, log_spaced_indices, step_of,
+    AMBER_REVISIONS,
+    PYTHIA_STEPS,
+    CheckpointSeries,
+    log_spaced_indices,
+    step_of,
 )
 
 

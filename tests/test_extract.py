@@ -3,7 +3,6 @@ import torch
 
 from trusttrace.extract import ExtractConfig, extract_last_token, length_buckets
 from trusttrace.models import load_model
-
 from trusttrace.testing import planted_statements
 
 

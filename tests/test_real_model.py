@@ -5,9 +5,9 @@ import os
 import pytest
 
 from trusttrace.data import load_dataset
+from trusttrace.extract import extract_last_token
 from trusttrace.models import builtin_gguf_path, load_model
 from trusttrace.probes import ProbeConfig, probe_layers
-from trusttrace.extract import extract_last_token
 
 SHARED_DATA = os.environ.get("TRUSTTRACE_DATA_DIR")  # read before the autouse fixture clears it
 

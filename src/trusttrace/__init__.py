@@ -7,17 +7,34 @@ blocks), ``load_dataset`` (the five dimensions), ``extract_last_token`` (activat
 
 __version__ = "0.1.0"
 
-from .checkpoints import Checkpoint, CheckpointSeries  # noqa: E402
-from .data import DIMENSIONS, TrustDataset, load_dataset  # noqa: E402
-from .extract import ExtractConfig, extract_last_token  # noqa: E402
-from .models import LoadedModel, ModelInfo, find_blocks, load_model  # noqa: E402
-from .probes import BatchedLogisticRegression, ProbeConfig, probe_layers  # noqa: E402
-from .runner import TraceConfig, TraceResult, run_trace, trace_summary  # noqa: E402
-from .store import load_activations, save_activations  # noqa: E402
+from .checkpoints import Checkpoint, CheckpointSeries
+from .data import DIMENSIONS, TrustDataset, load_dataset
+from .extract import ExtractConfig, extract_last_token
+from .models import LoadedModel, ModelInfo, find_blocks, load_model
+from .probes import BatchedLogisticRegression, ProbeConfig, probe_layers
+from .runner import TraceConfig, TraceResult, run_trace, trace_summary
+from .store import load_activations, save_activations
 
 __all__ = [
-    "__version__", "Checkpoint", "CheckpointSeries", "DIMENSIONS", "TrustDataset", "load_dataset",
-    "ExtractConfig", "extract_last_token", "LoadedModel", "ModelInfo", "find_blocks", "load_model",
-    "BatchedLogisticRegression", "ProbeConfig", "probe_layers", "TraceConfig", "TraceResult", "run_trace",
-    "trace_summary", "load_activations", "save_activations",
+    "DIMENSIONS",
+    "BatchedLogisticRegression",
+    "Checkpoint",
+    "CheckpointSeries",
+    "ExtractConfig",
+    "LoadedModel",
+    "ModelInfo",
+    "ProbeConfig",
+    "TraceConfig",
+    "TraceResult",
+    "TrustDataset",
+    "__version__",
+    "extract_last_token",
+    "find_blocks",
+    "load_activations",
+    "load_dataset",
+    "load_model",
+    "probe_layers",
+    "run_trace",
+    "save_activations",
+    "trace_summary",
 ]

@@ -6,8 +6,9 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -40,6 +41,9 @@ def _setup_logging(quiet: bool, log_file: Path | None = None) -> None:
         root.addHandler(file_handler)
     for noisy in ("transformers", "huggingface_hub", "accelerate", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars; trusttrace shows its own progress
 
 
 def _fail(err: Exception) -> None:
@@ -78,20 +82,20 @@ def trace(
     model: Annotated[str, typer.Option(help="Hub id, local series folder, checkpoint folder, .gguf file, "
                                             "or smollm2-135m-instruct.")],
     out: Annotated[Path, typer.Option(help="Run folder (created; a rerun resumes).")],
-    revisions: Annotated[Optional[str], typer.Option(help="Comma-separated hub revisions.")] = None,
-    select: Annotated[Optional[str], typer.Option(help=SELECTOR_HELP)] = None,
+    revisions: Annotated[str | None, typer.Option(help="Comma-separated hub revisions.")] = None,
+    select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
     dimensions: Annotated[str, typer.Option(help=f"all, or comma-separated: {', '.join(DIMENSIONS)}.")] = "all",
-    limit: Annotated[Optional[int], typer.Option(help="First N statements of each dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N statements of each dataset.")] = None,
     protocol: Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")] = "cv",
     folds: Annotated[int, typer.Option(help="k for the cv protocol.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the cv folds.")] = 0,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the published CSVs "
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs "
                                                           "(default $TRUSTTRACE_DATA_DIR, else download).")] = None,
     dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep downloaded checkpoints after use.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Hub download folder.")] = None,
-    blocks: Annotated[Optional[str], typer.Option(help="Dotted path of the decoder blocks, if unknown.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Hub download folder.")] = None,
+    blocks: Annotated[str | None, typer.Option(help="Dotted path of the decoder blocks, if unknown.")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Accept pickle (*.bin) weights.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub repo.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")] = False,
@@ -111,22 +115,29 @@ def trace(
             result = runner.run_trace(config, _RichProgress(bars))
     except USER_ERRORS as err:
         _fail(err)
-    summary = runner.trace_summary(result.results)
-    table = Table(title="best layer per checkpoint and dimension")
-    for col in summary.columns:
-        table.add_column(col)
-    for row in summary.itertuples(index=False):
-        table.add_row(*[str(v) for v in row])
-    Console().print(table)
+    _print_summary(runner.trace_summary(result.results))
     for name, path in result.outputs.items():
         console.print(f"{name:>16}: {path}")
+
+
+_SUMMARY_HEADERS = {"revision": "revision", "step": "step", "dimension": "dimension", "best_layer": "best layer",
+                    "best_accuracy": "accuracy", "layer0_accuracy": "layer 0", "majority_baseline": "majority"}
+
+
+def _print_summary(summary) -> None:
+    table = Table(title="probe accuracy: best layer per checkpoint and dimension (layer l = block l's output)")
+    for col in summary.columns:
+        table.add_column(_SUMMARY_HEADERS.get(col, col), no_wrap=True)
+    for row in summary.itertuples(index=False):
+        table.add_row(*["-" if pd.isna(v) else str(v) for v in row])
+    Console().print(table)
 
 
 @app.command()
 def checkpoints(
     model: Annotated[str, typer.Argument(help="Hub id, local series folder, or checkpoint.")],
-    select: Annotated[Optional[str], typer.Option(help=SELECTOR_HELP)] = None,
-    revisions: Annotated[Optional[str], typer.Option(help="Comma-separated hub revisions.")] = None,
+    select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
+    revisions: Annotated[str | None, typer.Option(help="Comma-separated hub revisions.")] = None,
 ) -> None:
     """List the checkpoints a trace would visit, in order."""
     _setup_logging(quiet=True)

@@ -251,7 +251,7 @@ def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig = P
             bases.append(_majority(labels[tr], labels[te]))
             sizes.append((len(tr), len(te)))
         acc_mat = np.stack(accs)  # [folds, layers]
-        n_tr, n_te = (int(round(np.mean(s))) for s in zip(*sizes))
+        n_tr, n_te = (int(np.rint(np.mean(s))) for s in zip(*sizes))
         rows = [(l, "accuracy", acc_mat[:, l].mean(), n_tr, n_te) for l in range(n_layers)]
         rows += [(l, "accuracy_std", acc_mat[:, l].std(ddof=1), n_tr, n_te) for l in range(n_layers)]
         rows += [(l, "majority_baseline", float(np.mean(bases)), n_tr, n_te) for l in range(n_layers)]
