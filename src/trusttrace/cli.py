@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import runner
@@ -59,7 +58,7 @@ class _RichProgress(runner.Progress):
     def __init__(self, bars: Progress) -> None:
         self.bars = bars
         self.ckpt_task = bars.add_task("checkpoints", total=None)
-        self.step_task: int | None = None
+        self.step_task: TaskID | None = None
 
     def start(self, total_checkpoints: int) -> None:
         self.bars.update(self.ckpt_task, total=total_checkpoints)
@@ -171,4 +170,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -83,7 +83,9 @@ class LoadedModel:
     @property
     def body(self) -> nn.Module:
         """The model without its LM head (``model.base_model``): enough for hidden states."""
-        return self.model.base_model
+        body = self.model.base_model
+        assert isinstance(body, nn.Module)
+        return body
 
 
 # ---------------------------------------------------------------- dtype and device
@@ -263,7 +265,7 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Mo
     ]
     if len(candidates) == 1:
         BLOCK_PATHS.setdefault(arch, candidates[0])  # resolve once per architecture
-        return list(_get_path(model, candidates[0])), candidates[0]  # type: ignore[arg-type]
+        return list(model.get_submodule(candidates[0])), candidates[0]
     lists = [name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList)]
     raise ValueError(
         f"Cannot tell which modules are the decoder blocks of architecture {arch!r} "

@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -207,7 +208,7 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
     out = Path(config.out)
     series = CheckpointSeries.resolve(config.model, config.revisions).select(config.select)
     datasets = _load_datasets(config)
-    manifest = {
+    manifest: dict[str, Any] = {
         "config": asdict(config), "versions": _versions(), "seeds": {"cv_folds": config.seed},
         "series": {"source": series.source, "checkpoints": [asdict(c) for c in series]},
         "datasets": {name: _dataset_info(ds) for name, ds in datasets.items()},
