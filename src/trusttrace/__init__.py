@@ -12,7 +12,7 @@ from .data import DIMENSIONS, TrustDataset, load_dataset
 from .extract import ExtractConfig, extract_last_token
 from .models import LoadedModel, ModelInfo, find_blocks, load_model
 from .probes import BatchedLogisticRegression, ProbeConfig, probe_layers
-from .runner import TraceConfig, TraceResult, run_trace, trace_summary
+from .runner import TraceConfig, TraceResult, run_probe, run_trace, trace_summary
 from .store import load_activations, save_activations
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "probe_layers",
+    "run_probe",
     "run_trace",
     "save_activations",
     "trace_summary",

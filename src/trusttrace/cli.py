@@ -17,7 +17,7 @@ from rich.table import Table
 from . import runner
 from .checkpoints import SELECTOR_HELP, CheckpointSeries
 from .data import DIMENSIONS, SPECS
-from .probes import PROTOCOLS
+from .probes import PROTOCOLS, ProbeConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.")
@@ -117,6 +117,29 @@ def trace(
     _print_summary(runner.trace_summary(result.results))
     for name, path in result.outputs.items():
         console.print(f"{name:>16}: {path}")
+
+
+@app.command()
+def probe(
+    run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
+    out: Annotated[Path, typer.Option(help="Folder for the new results table.")],
+    protocol: Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")] = "cv",
+    folds: Annotated[int, typer.Option(help="k for the cv protocol.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the cv folds.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")] = False,
+) -> None:
+    """Re-fit the probes of a run from its stored activations, under another protocol (no model needed)."""
+    _setup_logging(quiet, out / "log.txt")
+    try:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+        config = ProbeConfig(protocol=protocol, folds=folds, seed=seed)  # type: ignore[arg-type]
+        result = runner.run_probe(run, out, config)
+    except USER_ERRORS as err:
+        _fail(err)
+    _print_summary(runner.trace_summary(result.results))
+    for name in ("results.csv", "results.parquet", "manifest.json"):
+        console.print(f"{name:>16}: {out / name}")
 
 
 _SUMMARY_HEADERS = {"revision": "revision", "step": "step", "dimension": "dimension", "best_layer": "best layer",

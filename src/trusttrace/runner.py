@@ -282,7 +282,8 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
                                   n_layers=lm.info.n_layers, hidden_size=lm.info.hidden_size)
                 acts = extract_last_token(lm, ds.statements, ExtractConfig(max_tokens=config.max_tokens),
                                           progress.extract(name, len(ds)))
-                meta = {"model": config.model, "revision": ckpt.name, "commit": commit or "", "dataset": name,
+                meta = {"model": config.model, "revision": ckpt.name, "step": "" if ckpt.step is None else str(ckpt.step),
+                        "commit": commit or "", "dataset": name,
                         "dtype": lm.info.dtype, "trusttrace_version": __version__, **expect}
                 save_activations(path, acts, ds.labels, meta)
                 del acts
@@ -318,3 +319,38 @@ def trace_summary(results: pd.DataFrame, dimensions: Sequence[str] | None = None
                      "layer0_accuracy": round(float(layer0.iloc[0]), 4) if len(layer0) else None,
                      "majority_baseline": round(float(base[(rev, dim)]), 4)})
     return pd.DataFrame(rows)
+
+
+def run_probe(run_dir: str | Path, out: str | Path, probe_config: ProbeConfig) -> TraceResult:
+    """Re-fit probes on a run's stored activations (no model needed) and write a results table to ``out``.
+
+    Use it to score the same activations under another protocol, fold count or seed.
+    """
+    source = Path(run_dir)
+    files = sorted((source / "activations").glob("*/*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{source} has no stored activations (activations/<revision>/<dataset>.safetensors). "
+                                "Run `trusttrace trace` first, or point at its --out folder.")
+    out = Path(out)
+    frames = []
+    for path in files:
+        stored = load_activations(path)
+        meta = stored.metadata
+        rows = probe_layers(stored.layers, stored.labels, probe_config)
+        step = int(meta["step"]) if meta.get("step") else None
+        frames.append(rows.assign(model=meta.get("model", ""), revision=meta.get("revision", path.parent.name),
+                                  step=step, dimension=meta.get("dataset", path.stem), seed=probe_config.seed,
+                                  protocol=probe_config.protocol, dtype=meta.get("dtype", ""),
+                                  commit=meta.get("commit", ""))[RESULT_COLUMNS])
+    results = pd.concat(frames, ignore_index=True)
+    results["step"] = results["step"].astype("Int64")
+    results = results.sort_values(["step", "revision", "dimension", "metric", "layer"], na_position="last",
+                                  kind="stable").reset_index(drop=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_with(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
+    write_with(out / "results.parquet", lambda tmp: results.to_parquet(tmp, index=False))
+    manifest = {"probe_config": asdict(probe_config), "activations_from": str(source.resolve()),
+                "versions": _versions(), "files": [str(f.relative_to(source)) for f in files],
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json_atomic(out / "manifest.json", manifest)
+    return TraceResult(out, results, manifest)
