@@ -124,7 +124,7 @@ def extract_last_token(
     target: dict[str, torch.Tensor] = {}
 
     def sink(layer: int, rows: torch.Tensor) -> None:
-        out[layer, target["idx"]] = rows.to("cpu", non_blocking=True)
+        out[layer, target["idx"]] = rows.to("cpu")
 
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     buckets = length_buckets([len(s) for s in ids], config.max_tokens, config.max_batch)
