@@ -204,7 +204,7 @@ def read_statements(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, str]
     labels = np.array([_label(v, path, i) for i, v in enumerate(frame["label"], start=1)], dtype=np.int64)
     if len(statements) == 0:
         raise ValueError(f"{path} has no rows. Add statement,label rows.")
-    _warn_duplicates(frame, statements, labels, path)
+    _warn_duplicates(statements, labels, path)
     return tuple(statements), labels, text_sha256(text)
 
 
@@ -223,7 +223,7 @@ def _label(value: object, path: Path, row: int) -> int:
                      "(see the polarity table in the trusttrace.data docs).")
 
 
-def _warn_duplicates(frame: pd.DataFrame, statements: list[str], labels: np.ndarray, path: Path) -> None:
+def _warn_duplicates(statements: list[str], labels: np.ndarray, path: Path) -> None:
     pairs = pd.DataFrame({"s": statements, "y": labels})
     dup = pairs.duplicated()
     if dup.any():

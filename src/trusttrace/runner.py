@@ -135,10 +135,16 @@ def _merge_parts(out: Path) -> pd.DataFrame:
     parts = sorted((out / "parts").glob("*.csv"))
     frame = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in parts],
                       ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)
+    return _write_results(out, frame)
+
+
+def _write_results(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Put rows in training order and write ``results.csv`` and ``results.parquet`` atomically."""
     frame["step"] = pd.to_numeric(frame["step"]).astype("Int64")
     frame["commit"] = frame["commit"].fillna("").astype(str)
     frame = frame.sort_values(["step", "revision", "dimension", "metric", "layer"], na_position="last",
                               kind="stable").reset_index(drop=True)
+    out.mkdir(parents=True, exist_ok=True)
     write_with(out / "results.csv", lambda tmp: frame.to_csv(tmp, index=False))
     write_with(out / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     return frame
@@ -342,13 +348,7 @@ def run_probe(run_dir: str | Path, out: str | Path, probe_config: ProbeConfig) -
                                   step=step, dimension=meta.get("dataset", path.stem), seed=probe_config.seed,
                                   protocol=probe_config.protocol, dtype=meta.get("dtype", ""),
                                   commit=meta.get("commit", ""))[RESULT_COLUMNS])
-    results = pd.concat(frames, ignore_index=True)
-    results["step"] = results["step"].astype("Int64")
-    results = results.sort_values(["step", "revision", "dimension", "metric", "layer"], na_position="last",
-                                  kind="stable").reset_index(drop=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_with(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
-    write_with(out / "results.parquet", lambda tmp: results.to_parquet(tmp, index=False))
+    results = _write_results(out, pd.concat(frames, ignore_index=True))
     manifest = {"probe_config": asdict(probe_config), "activations_from": str(source.resolve()),
                 "versions": _versions(), "files": [str(f.relative_to(source)) for f in files],
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
