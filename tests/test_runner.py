@@ -50,6 +50,7 @@ def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         run_trace(config(tiny_series, data_dir, out))
     assert sorted(p.name for p in (out / "parts").iterdir()) == ["step0.csv"]
+    assert set(pd.read_csv(out / "results.csv").revision) == {"step0"}  # current after each checkpoint
     assert not list(out.rglob(".*tmp*"))  # nothing half-written
     calls.clear()
     run_trace(config(tiny_series, data_dir, out))

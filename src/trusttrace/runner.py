@@ -9,7 +9,8 @@ Run folder::
     OUT/log.txt
 
 A rerun with the same settings skips finished checkpoints and stored activations, so a killed sweep
-resumes where it stopped. Hub checkpoints are fetched one ahead of use and deleted after it unless kept.
+resumes where it stopped; a rerun that selects more checkpoints extends the folder's table. The results
+table is rewritten after every checkpoint. Hub checkpoints are fetched one ahead of use and deleted after it unless kept.
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
     progress.start(len(series))
     try:
         todo = [c for c in series if not (out / "parts" / f"{_safe(c.name)}.csv").exists()]
+        for _ in range(len(series) - len(todo)):  # finished by an earlier attempt
+            progress.done_checkpoint()
         for i, ckpt in enumerate(todo):
             progress.checkpoint(ckpt.name)
             upcoming = [c for c in todo[i:i + 2] if _needs_model(config, c, datasets, out)]
@@ -239,8 +242,7 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
             record = _trace_checkpoint(config, ckpt, datasets, probe_config, fetcher, progress, out)
             manifest["checkpoints"][ckpt.name] = record
             write_json_atomic(out / "manifest.json", manifest)
-            progress.done_checkpoint()
-        for _ in range(len(series) - len(todo)):
+            _merge_parts(out)  # the table is current after every checkpoint, for watching long sweeps
             progress.done_checkpoint()
     finally:
         fetcher.close()
