@@ -20,7 +20,9 @@ def test_trace_writes_tidy_results_and_manifest(tiny_series, data_dir, tmp_path)
     result = run_trace(config(tiny_series, data_dir, tmp_path / "run"))
     df = pd.read_csv(tmp_path / "run" / "results.csv")
     assert list(df.columns) == RESULT_COLUMNS
-    assert len(df) == 3 * len(DIMS) * 3 * 3  # checkpoints × dims × layers × metrics
+    assert len(df) == 3 * len(DIMS) * 3 * 5  # checkpoints × dims × layers × metrics (3 probe, 2 MI)
+    mi = df[df.metric.isin(["mi_tx", "mi_ty"])]
+    assert (mi.n_train == 96).all() and (mi.value >= 0).all()  # the first cv fold's training rows
     assert list(dict.fromkeys(df.revision)) == ["step0", "step10", "step100"]
     acc = df[df.metric == "accuracy"]
     assert acc.value.min() > 0.9  # the planted label is in the last token
@@ -55,7 +57,7 @@ def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monke
     calls.clear()
     run_trace(config(tiny_series, data_dir, out))
     assert len(calls) == 1 + 2  # step10's missing dataset, then step100's two
-    assert len(pd.read_csv(out / "results.csv")) == 3 * len(DIMS) * 3 * 3
+    assert len(pd.read_csv(out / "results.csv")) == 3 * len(DIMS) * 3 * 5
     calls.clear()
     run_trace(config(tiny_series, data_dir, out))
     assert calls == []
@@ -71,8 +73,15 @@ def test_rerun_with_other_settings_is_refused(tiny_series, data_dir, tmp_path):
 def test_paper_code_protocol_and_selection(tiny_series, data_dir, tmp_path):
     result = run_trace(config(tiny_series, data_dir, tmp_path / "r", protocol="paper-code", select="last:1"))
     assert set(result.results.revision) == {"step100"}
-    assert set(result.results.metric) == {"accuracy", "majority_baseline"}
-    assert (result.results.n_test == 24).all()
+    assert set(result.results.metric) == {"accuracy", "majority_baseline", "mi_tx", "mi_ty"}
+    probe_rows = result.results[result.results.metric.isin(["accuracy", "majority_baseline"])]
+    assert (probe_rows.n_test == 24).all()
+    assert (result.results[result.results.metric == "mi_tx"].n_train == 96).all()  # first 80 %
+
+
+def test_analyses_can_leave_out_mi(tiny_series, data_dir, tmp_path):
+    result = run_trace(config(tiny_series, data_dir, tmp_path / "r", analyses=("probe",), select="first:1"))
+    assert set(result.results.metric) == {"accuracy", "accuracy_std", "majority_baseline"}
 
 
 def test_bad_settings():
@@ -80,6 +89,10 @@ def test_bad_settings():
         TraceConfig(model="m", out="o", dimensions=("honesty",))
     with pytest.raises(ValueError, match="protocol"):
         TraceConfig(model="m", out="o", protocol="random")
+    with pytest.raises(ValueError, match="choose one or more of probe, mi"):
+        TraceConfig(model="m", out="o", analyses=("probes",))
+    with pytest.raises(ValueError, match="mi_estimator"):
+        TraceConfig(model="m", out="o", mi_estimator="kraskov")
 
 
 def test_cli_trace_and_errors(tiny_series, data_dir, tmp_path):
@@ -124,7 +137,8 @@ def test_probe_refits_stored_activations_under_another_protocol(tiny_series, dat
                            "paper-code", "-q"])
     assert res.exit_code == 0, res.output
     df = pd.read_csv(tmp_path / "pc" / "results.csv")
-    assert set(df.protocol) == {"paper-code"} and set(df.metric) == {"accuracy", "majority_baseline"}
+    assert set(df.protocol) == {"paper-code"}
+    assert set(df.metric) == {"accuracy", "majority_baseline", "mi_tx", "mi_ty"}
     assert list(dict.fromkeys(df.revision)) == ["step0", "step10", "step100"] and list(df.step.unique()) == [0, 10, 100]
     assert len(df[df.metric == "accuracy"]) == len(first.results[first.results.metric == "accuracy"])
     res = cli.invoke(app, ["probe", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])

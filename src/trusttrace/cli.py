@@ -17,7 +17,7 @@ from rich.table import Table
 from . import runner
 from .checkpoints import SELECTOR_HELP, CheckpointSeries
 from .data import DIMENSIONS, SPECS
-from .probes import PROTOCOLS, ProbeConfig
+from .probes import PROTOCOLS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.")
@@ -52,6 +52,21 @@ def _fail(err: Exception) -> None:
 
 def _split(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]
+MiEstimatorOpt = Annotated[str, typer.Option(help="MI estimator: paper-code | hsic | nhsic.")]
+MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
+MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded subsamples of this many rows.")]
+
+
+def _sigma(value: str) -> float | None:
+    if value == "median":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--mi-sigma {value!r} is neither a number nor 'median'.") from None
 
 
 class _RichProgress(runner.Progress):
@@ -97,9 +112,13 @@ def trace(
     blocks: Annotated[str | None, typer.Option(help="Dotted path of the decoder blocks, if unknown.")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Accept pickle (*.bin) weights.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub repo.")] = False,
+    analyses: AnalysesOpt = "probe,mi",
+    mi_estimator: MiEstimatorOpt = "paper-code",
+    mi_sigma: MiSigmaOpt = "50",
+    mi_max_samples: MiMaxSamplesOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")] = False,
 ) -> None:
-    """Extract last-token activations of every layer and probe them, for each checkpoint and dimension."""
+    """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
     _setup_logging(quiet, out / "log.txt")
     try:
         dims = DIMENSIONS if dimensions.strip() == "all" else _split(dimensions) or ()
@@ -108,7 +127,8 @@ def trace(
             limit=limit, data_dir=str(data_dir) if data_dir else None, protocol=protocol, folds=folds, seed=seed,
             dtype=dtype, device=device, keep_checkpoints=keep_checkpoints,
             cache_dir=str(cache_dir) if cache_dir else None, trust_remote_code=trust_remote_code,
-            allow_pickle=allow_pickle, blocks=blocks)
+            allow_pickle=allow_pickle, blocks=blocks, analyses=_split(analyses) or (),
+            mi_estimator=mi_estimator, mi_sigma=_sigma(mi_sigma), mi_max_samples=mi_max_samples)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=quiet, transient=False) as bars:
             result = runner.run_trace(config, _RichProgress(bars))
@@ -126,15 +146,19 @@ def probe(
     protocol: Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")] = "cv",
     folds: Annotated[int, typer.Option(help="k for the cv protocol.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the cv folds.")] = 0,
+    analyses: AnalysesOpt = "probe,mi",
+    mi_estimator: MiEstimatorOpt = "paper-code",
+    mi_sigma: MiSigmaOpt = "50",
+    mi_max_samples: MiMaxSamplesOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")] = False,
 ) -> None:
-    """Re-fit the probes of a run from its stored activations, under another protocol (no model needed)."""
+    """Re-run probes and MI on a run's stored activations, with other settings (no model needed)."""
     _setup_logging(quiet, out / "log.txt")
     try:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
-        config = ProbeConfig(protocol=protocol, folds=folds, seed=seed)  # type: ignore[arg-type]
-        result = runner.run_probe(run, out, config)
+        config = runner.TraceConfig(
+            model="-", out=str(out), protocol=protocol, folds=folds, seed=seed, analyses=_split(analyses) or (),
+            mi_estimator=mi_estimator, mi_sigma=_sigma(mi_sigma), mi_max_samples=mi_max_samples)
+        result = runner.run_probe(run, out, config.analysis_config())
     except USER_ERRORS as err:
         _fail(err)
     _print_summary(runner.trace_summary(result.results))

@@ -258,6 +258,23 @@ def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig = P
     return pd.DataFrame(rows, columns=["layer", "metric", "value", "n_train", "n_test"])
 
 
+def training_split(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig) -> tuple[torch.Tensor, np.ndarray]:
+    """The probe's training rows, z-scored as the protocol does, for analyses that follow the probe (MI).
+
+    ``paper-code``: the first 80 % of rows, z-scored with statistics over all rows (the released code).
+    ``cv``: the training rows of the first seeded fold, z-scored on themselves.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    _check_inputs(acts, labels, config)
+    X = acts.to(torch.float64)
+    if config.protocol == "paper-code":
+        cut = int(X.shape[1] * 0.8)
+        return _zscore(X)[0][:, :cut], labels[:cut]
+    folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
+    train, _ = next(folds.split(np.zeros(len(labels)), labels))
+    return _zscore(X[:, train])[0], labels[train]
+
+
 def _check_inputs(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig) -> None:
     if config.protocol not in PROTOCOLS:
         raise ValueError(f"protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}.")

@@ -27,7 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 
 from . import __version__
 from ._io import write_json_atomic, write_with
@@ -35,7 +37,8 @@ from .checkpoints import Checkpoint, CheckpointSeries
 from .data import DIMENSIONS, TrustDataset, load_dataset
 from .extract import ExtractConfig, extract_last_token
 from .models import LoadedModel, fetch_checkpoint, load_model
-from .probes import PROTOCOLS, ProbeConfig, probe_layers
+from .mutual_info import ESTIMATORS, MIConfig, mi_rows
+from .probes import PROTOCOLS, ProbeConfig, probe_layers, training_split
 from .store import activation_path, is_complete, load_activations, save_activations
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,38 @@ log = logging.getLogger(__name__)
 RESULT_COLUMNS = ["model", "revision", "step", "dimension", "layer", "metric", "value", "n_train", "n_test",
                   "seed", "protocol", "dtype", "commit"]
 # Settings that change the numbers: a run folder holds results of one value of each.
-_FINGERPRINT = ("model", "limit", "protocol", "folds", "seed", "dtype", "token_position")
+_FINGERPRINT = ("model", "limit", "protocol", "folds", "seed", "dtype", "token_position", "analyses",
+                "mi_estimator", "mi_sigma", "mi_eps", "mi_max_samples")
+ANALYSES: tuple[str, ...] = ("probe", "mi")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What is computed from one (checkpoint, dataset) activation file."""
+
+    analyses: tuple[str, ...] = ANALYSES
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    mi: MIConfig = field(default_factory=MIConfig)
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.analyses if a not in ANALYSES]
+        if bad or not self.analyses:
+            raise ValueError(f"analyses {list(self.analyses)}: choose one or more of {', '.join(ANALYSES)}.")
+
+
+def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig) -> pd.DataFrame:
+    """Probe rows and/or MI rows (``mi_tx``, ``mi_ty``) for one activation set ``[n_layers, n, d]``.
+
+    MI follows the released code: X = layer 0, T = layer l, Y = labels, on the probe's training split of
+    z-scored activations (see ``probes.training_split``).
+    """
+    frames = []
+    if "probe" in config.analyses:
+        frames.append(probe_layers(layers, labels, config.probe))
+    if "mi" in config.analyses:
+        rows, y = training_split(layers, labels, config.probe)
+        frames.append(mi_rows(rows[0], rows, y, config.mi))
+    return pd.concat(frames, ignore_index=True)
 
 
 @dataclass(frozen=True)
@@ -69,6 +103,20 @@ class TraceConfig:
     allow_pickle: bool = False
     blocks: str | None = None
     token_position: str = "last"
+    analyses: tuple[str, ...] = ANALYSES  # probe, mi
+    mi_estimator: str = "paper-code"  # paper-code | hsic | nhsic
+    mi_sigma: float | None = 50.0  # None: median heuristic (hsic/nhsic)
+    mi_eps: float = 1e-5
+    mi_max_samples: int | None = None  # estimate MI on seeded subsamples of this many rows
+
+    def analysis_config(self) -> AnalysisConfig:
+        """The probe and MI settings of this run."""
+        from .models import choose_device
+
+        probe = ProbeConfig(protocol=self.protocol, folds=self.folds, seed=self.seed)  # type: ignore[arg-type]
+        mi = MIConfig(estimator=self.mi_estimator, sigma=self.mi_sigma, eps=self.mi_eps,  # type: ignore[arg-type]
+                      max_samples=self.mi_max_samples, seed=self.seed, device=str(choose_device(self.device)))
+        return AnalysisConfig(self.analyses, probe, mi)
 
     def __post_init__(self) -> None:
         bad = [d for d in self.dimensions if d not in DIMENSIONS and not Path(d).is_file()]
@@ -79,6 +127,9 @@ class TraceConfig:
             raise ValueError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
         if self.limit is not None and self.limit < 10:
             raise ValueError(f"limit={self.limit}: probes need at least 10 statements per dimension.")
+        if self.mi_estimator not in ESTIMATORS:
+            raise ValueError(f"mi_estimator {self.mi_estimator!r} is not one of {', '.join(ESTIMATORS)}.")
+        AnalysisConfig(self.analyses)  # validates the names
 
 
 @dataclass
@@ -121,8 +172,8 @@ def _check_fingerprint(out: Path, manifest: dict) -> None:
     if not old_path.exists():
         return
     old = json.loads(old_path.read_text())
-    diff = {k: (old["config"].get(k), manifest["config"].get(k)) for k in _FINGERPRINT
-            if old["config"].get(k) != manifest["config"].get(k)}
+    new = json.loads(json.dumps(manifest["config"], default=str))  # as it will read back (tuples → lists)
+    diff = {k: (old["config"].get(k), new.get(k)) for k in _FINGERPRINT if old["config"].get(k) != new.get(k)}
     shas = {d: v["sha256"] for d, v in manifest["datasets"].items()}
     old_shas = {d: v["sha256"] for d, v in old.get("datasets", {}).items() if d in shas}
     diff.update({f"dataset {d}": (old_shas[d][:12], shas[d][:12]) for d in old_shas if old_shas[d] != shas[d]})
@@ -227,7 +278,7 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
     if old.exists():  # keep what earlier attempts recorded about finished checkpoints
         manifest["checkpoints"] = json.loads(old.read_text()).get("checkpoints", {})
     write_json_atomic(old, manifest)
-    probe_config = ProbeConfig(protocol=config.protocol, folds=config.folds, seed=config.seed)  # type: ignore[arg-type]
+    analysis = config.analysis_config()
     fetcher = _Fetcher(config)
     progress.start(len(series))
     try:
@@ -239,7 +290,7 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
             upcoming = [c for c in todo[i:i + 2] if _needs_model(config, c, datasets, out)]
             for c in upcoming:  # the one needed now goes first in the download queue
                 fetcher.prefetch(c)
-            record = _trace_checkpoint(config, ckpt, datasets, probe_config, fetcher, progress, out)
+            record = _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, progress, out)
             manifest["checkpoints"][ckpt.name] = record
             write_json_atomic(out / "manifest.json", manifest)
             _merge_parts(out)  # the table is current after every checkpoint, for watching long sweeps
@@ -268,7 +319,7 @@ def _safe(name: str) -> str:
 
 
 def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
-                      probe_config: ProbeConfig, fetcher: _Fetcher, progress: Progress, out: Path) -> dict:
+                      analysis: AnalysisConfig, fetcher: _Fetcher, progress: Progress, out: Path) -> dict:
     started = time.perf_counter()
     lm: LoadedModel | None = None
     commit, downloaded = ckpt.commit, False
@@ -297,7 +348,7 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
                 del acts
             stored = load_activations(path)
             record.setdefault("dtype", stored.metadata.get("dtype"))
-            rows = probe_layers(stored.layers, stored.labels, probe_config)
+            rows = analyse(stored.layers, stored.labels, analysis)
             rows.insert(0, "dimension", name)
             frames.append(rows)
     finally:
@@ -329,10 +380,10 @@ def trace_summary(results: pd.DataFrame, dimensions: Sequence[str] | None = None
     return pd.DataFrame(rows)
 
 
-def run_probe(run_dir: str | Path, out: str | Path, probe_config: ProbeConfig) -> TraceResult:
-    """Re-fit probes on a run's stored activations (no model needed) and write a results table to ``out``.
+def run_probe(run_dir: str | Path, out: str | Path, analysis: AnalysisConfig = AnalysisConfig()) -> TraceResult:
+    """Re-run the analyses on a run's stored activations (no model needed); write a results table to ``out``.
 
-    Use it to score the same activations under another protocol, fold count or seed.
+    Use it to score the same activations under another protocol, fold count, seed or MI estimator.
     """
     source = Path(run_dir)
     files = sorted((source / "activations").glob("*/*.safetensors"))
@@ -344,14 +395,14 @@ def run_probe(run_dir: str | Path, out: str | Path, probe_config: ProbeConfig) -
     for path in files:
         stored = load_activations(path)
         meta = stored.metadata
-        rows = probe_layers(stored.layers, stored.labels, probe_config)
+        rows = analyse(stored.layers, stored.labels, analysis)
         step = int(meta["step"]) if meta.get("step") else None
         frames.append(rows.assign(model=meta.get("model", ""), revision=meta.get("revision", path.parent.name),
-                                  step=step, dimension=meta.get("dataset", path.stem), seed=probe_config.seed,
-                                  protocol=probe_config.protocol, dtype=meta.get("dtype", ""),
+                                  step=step, dimension=meta.get("dataset", path.stem), seed=analysis.probe.seed,
+                                  protocol=analysis.probe.protocol, dtype=meta.get("dtype", ""),
                                   commit=meta.get("commit", ""))[RESULT_COLUMNS])
     results = _write_results(out, pd.concat(frames, ignore_index=True))
-    manifest = {"probe_config": asdict(probe_config), "activations_from": str(source.resolve()),
+    manifest = {"analysis": asdict(analysis), "activations_from": str(source.resolve()),
                 "versions": _versions(), "files": [str(f.relative_to(source)) for f in files],
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(out / "manifest.json", manifest)
