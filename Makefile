@@ -45,6 +45,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/extraction.py --model smollm2-135m-instruct --limit 400
 	$(BIN)/python benchmarks/probes.py --limit 1952
+	$(BIN)/python benchmarks/mi.py --limit 1952
 	$(BIN)/python benchmarks/trace_memory.py --checkpoints 6
 
 clean:

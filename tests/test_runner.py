@@ -143,3 +143,14 @@ def test_probe_refits_stored_activations_under_another_protocol(tiny_series, dat
     assert len(df[df.metric == "accuracy"]) == len(first.results[first.results.metric == "accuracy"])
     res = cli.invoke(app, ["probe", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "no stored activations" in res.output
+
+
+def test_trace_then_phases_end_to_end(tiny_series, data_dir, tmp_path):
+    out = tmp_path / "run"
+    run_trace(config(tiny_series, data_dir, out))
+    res = CliRunner().invoke(app, ["phases", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "reliability:" in res.output and "fairness:" in res.output
+    phases = pd.read_csv(out / "mi" / "phases.csv")
+    assert len(phases) == len(DIMS) * 3 and set(phases.peak_step) <= {0, 10, 100}
+    assert (out / "mi" / "reliability_information_plane.png").exists()

@@ -11,6 +11,8 @@ from .checkpoints import Checkpoint, CheckpointSeries
 from .data import DIMENSIONS, TrustDataset, load_dataset
 from .extract import ExtractConfig, extract_last_token
 from .models import LoadedModel, ModelInfo, find_blocks, load_model
+from .mutual_info import MIConfig, estimate_mi, mi_rows
+from .phases import PhaseRule, detect_phases, run_phases
 from .probes import BatchedLogisticRegression, ProbeConfig, probe_layers
 from .runner import TraceConfig, TraceResult, run_probe, run_trace, trace_summary
 from .store import load_activations, save_activations
@@ -22,18 +24,24 @@ __all__ = [
     "CheckpointSeries",
     "ExtractConfig",
     "LoadedModel",
+    "MIConfig",
     "ModelInfo",
+    "PhaseRule",
     "ProbeConfig",
     "TraceConfig",
     "TraceResult",
     "TrustDataset",
     "__version__",
+    "detect_phases",
+    "estimate_mi",
     "extract_last_token",
     "find_blocks",
     "load_activations",
     "load_dataset",
     "load_model",
+    "mi_rows",
     "probe_layers",
+    "run_phases",
     "run_probe",
     "run_trace",
     "save_activations",

@@ -17,6 +17,7 @@ from rich.table import Table
 from . import runner
 from .checkpoints import SELECTOR_HELP, CheckpointSeries
 from .data import DIMENSIONS, SPECS
+from .phases import PhaseRule, run_phases
 from .probes import PROTOCOLS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -164,6 +165,32 @@ def probe(
     _print_summary(runner.trace_summary(result.results))
     for name in ("results.csv", "results.parquet", "manifest.json"):
         console.print(f"{name:>16}: {out / name}")
+
+
+@app.command()
+def phases(
+    run: Annotated[Path, typer.Argument(help="A trace run folder with MI rows over several checkpoints.")],
+    smooth: Annotated[int, typer.Option(help="Checkpoints in the moving average.")] = PhaseRule.smooth,
+    min_drop: Annotated[float, typer.Option(help="Relative fall after the peak that counts as compression.")]
+    = PhaseRule.min_drop,
+    plots: Annotated[bool, typer.Option(help="Write the figures (PNG and HTML).")] = True,
+) -> None:
+    """Where I(T;X) peaks per dimension and layer, whether compression follows, and whether I(T;Y) rises."""
+    _setup_logging(quiet=True)
+    try:
+        result = run_phases(run, PhaseRule(smooth=smooth, min_drop=min_drop), plots=plots)
+    except USER_ERRORS as err:
+        _fail(err)
+    table = Table(title="fitting → compression per dimension (layer counts)")
+    for col in result.summary.columns:
+        table.add_column(col.replace("_", " "), no_wrap=True)
+    for row in result.summary.itertuples(index=False):
+        table.add_row(*["-" if pd.isna(v) else str(v) for v in row])
+    Console().print(table)
+    for line in result.lines:
+        Console().print(line)
+    for path in result.outputs:
+        console.print(f"wrote {path}")
 
 
 _SUMMARY_HEADERS = {"revision": "revision", "step": "step", "dimension": "dimension", "best_layer": "best layer",
