@@ -15,6 +15,7 @@ from .mutual_info import MIConfig, estimate_mi, mi_rows
 from .phases import PhaseRule, detect_phases, run_phases
 from .probes import BatchedLogisticRegression, ProbeConfig, probe_layers
 from .runner import TraceConfig, TraceResult, run_probe, run_trace, trace_summary
+from .steering import SteeringVector, build_vector, steer, vector_from_run
 from .store import load_activations, save_activations
 
 __all__ = [
@@ -28,10 +29,12 @@ __all__ = [
     "ModelInfo",
     "PhaseRule",
     "ProbeConfig",
+    "SteeringVector",
     "TraceConfig",
     "TraceResult",
     "TrustDataset",
     "__version__",
+    "build_vector",
     "detect_phases",
     "estimate_mi",
     "extract_last_token",
@@ -45,5 +48,7 @@ __all__ = [
     "run_probe",
     "run_trace",
     "save_activations",
+    "steer",
     "trace_summary",
+    "vector_from_run",
 ]

@@ -39,6 +39,7 @@ from .extract import ExtractConfig, extract_last_token
 from .models import LoadedModel, fetch_checkpoint, load_model
 from .mutual_info import ESTIMATORS, MIConfig, mi_rows
 from .probes import PROTOCOLS, ProbeConfig, probe_layers, training_split
+from .steering import vocab_sha256
 from .store import activation_path, is_complete, load_activations, save_activations
 
 log = logging.getLogger(__name__)
@@ -342,7 +343,7 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
                 acts = extract_last_token(lm, ds.statements, ExtractConfig(max_tokens=config.max_tokens),
                                           progress.extract(name, len(ds)))
                 meta = {"model": config.model, "revision": ckpt.name, "step": "" if ckpt.step is None else str(ckpt.step),
-                        "commit": commit or "", "dataset": name,
+                        "commit": commit or "", "dataset": name, "vocab_sha256": vocab_sha256(lm.tokenizer),
                         "dtype": lm.info.dtype, "trusttrace_version": __version__, **expect}
                 save_activations(path, acts, ds.labels, meta)
                 del acts
