@@ -81,7 +81,8 @@ def length_buckets(lengths: Sequence[int], max_tokens: int, max_batch: int) -> l
     return buckets
 
 
-def _pad(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``[batch, width]`` padded on ``side`` and the matching attention mask."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -130,7 +131,7 @@ def extract_last_token(
     buckets = length_buckets([len(s) for s in ids], config.max_tokens, config.max_batch)
     with torch.inference_mode(), record_last_token(lm.blocks, sink) as state:
         for bucket in buckets:
-            input_ids, mask = _pad([ids[i] for i in bucket], pad_id, config.padding_side)
+            input_ids, mask = pad_batch([ids[i] for i in bucket], pad_id, config.padding_side)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens count 0, 1, 2, … on either side
             lengths = mask.sum(-1)
             last = torch.full_like(lengths, input_ids.shape[1] - 1) if config.padding_side == "left" else lengths - 1

@@ -1,0 +1,67 @@
+"""Batched greedy generation: left-padded, length-sorted batches through ``generate`` with the KV cache.
+
+Left padding puts every prompt's last token at position −1, so the ``last``-position steering hook and the
+cache line up for every row; HF ``generate`` derives position ids from the attention mask, so a padded row
+sees the same positions as it would alone. Results come back in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .._alloc import keep_freed_memory
+from ..extract import length_buckets, pad_batch
+from ..models import LoadedModel
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How continuations are generated."""
+
+    max_new_tokens: int = 64  # the released ToxiGen evaluation's length
+    max_batch: int = 32  # prompts per generate() call
+    max_prompt_tokens: int = 4096  # padded prompt tokens per call
+    add_special_tokens: bool = True
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """One prompt's greedy continuation."""
+
+    text: str
+    token_ids: tuple[int, ...]  # up to and excluding the first EOS/pad
+
+
+def _trim(ids: list[int], stop: set[int]) -> tuple[int, ...]:
+    for i, tok in enumerate(ids):
+        if tok in stop:
+            return tuple(ids[:i])
+    return tuple(ids)
+
+
+def generate(lm: LoadedModel, prompts: Sequence[str], config: GenerationConfig = GenerationConfig(),
+             progress: Callable[[int], None] | None = None) -> list[Continuation]:
+    """Greedy continuations of ``prompts``, batched; deterministic for a given model, dtype and batch plan."""
+    if lm.info.device == "cpu":
+        keep_freed_memory()
+    tok = lm.tokenizer
+    encoded = tok(list(prompts), add_special_tokens=config.add_special_tokens)["input_ids"]
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    stop = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
+    device = torch.device(lm.info.device)
+    results: list[Continuation | None] = [None] * len(prompts)
+    for bucket in length_buckets([len(e) for e in encoded], config.max_prompt_tokens, config.max_batch):
+        ids, mask = pad_batch([encoded[i] for i in bucket], pad_id, "left")
+        width = ids.shape[1]
+        with torch.inference_mode():
+            out = lm.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                    max_new_tokens=config.max_new_tokens, pad_token_id=pad_id)
+        for row, i in enumerate(bucket):
+            new = _trim(out[row, width:].tolist(), stop)
+            results[i] = Continuation(tok.decode(list(new), skip_special_tokens=True), new)
+        if progress is not None:
+            progress(len(bucket))
+    return [r for r in results if r is not None]

@@ -1,0 +1,43 @@
+"""Deterministic scorers that read the model's next-token distribution instead of parsing generations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..extract import length_buckets, pad_batch
+from ..models import LoadedModel
+
+
+def _single_token(lm: LoadedModel, text: str) -> int:
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"{text!r} is {len(ids)} tokens for this tokenizer; the 0/1 scorer needs one token each.")
+    return int(ids[0])
+
+
+def binary_choice(lm: LoadedModel, prompts: Sequence[str], choices: tuple[str, str] = ("0", "1"),
+                  max_batch: int = 32, max_tokens: int = 4096) -> np.ndarray:
+    """log p(choices[1]) − log p(choices[0]) for the token after each prompt; > 0 means the model says 1.
+
+    The released code generated two tokens and parsed them, falling back to an unseeded random label; this
+    compares the two next-token log-probabilities, so every prompt gets a deterministic answer.
+    """
+    zero, one = (_single_token(lm, c) for c in choices)
+    tok = lm.tokenizer
+    encoded = tok(list(prompts))["input_ids"]
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    device = torch.device(lm.info.device)
+    margin = np.empty(len(prompts))
+    for bucket in length_buckets([len(e) for e in encoded], max_tokens, max_batch):
+        # left padding: every prompt's next-token logits sit at position −1
+        ids, mask = pad_batch([encoded[i] for i in bucket], pad_id, "left")
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                              position_ids=positions.to(device), logits_to_keep=1).logits[:, -1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        margin[bucket] = (logp[:, one] - logp[:, zero]).cpu().numpy()
+    return margin
