@@ -35,3 +35,59 @@ def test_binary_choice_needs_single_token_choices(lm):
     with pytest.raises(ValueError, match="one token each"):
         binary_choice(lm, ["w1"], choices=("w1 w2", "good"))
     assert np.isfinite(binary_choice(lm, ["w1"], choices=("bad", "good"))).all()
+
+
+# ---- likelihoods, perplexity and TruthfulQA MC
+
+import math
+
+import pandas as pd
+
+from trusttrace.evaluate.likelihood import continuation_logprobs, perplexity
+from trusttrace.evaluate.truthfulqa import evaluate_mc, load_mc_items, mc_scores, prompt_for
+
+
+def manual_logprob(lm, context, continuation):
+    ctx = lm.tokenizer(context)["input_ids"]
+    cont = lm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), -1)
+    return sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+
+
+def test_continuation_logprobs_match_a_single_forward(lm):
+    contexts = ["w1 w2", "w3", "w4 w5 w6 w7", "w8 w9"]
+    conts = [" good", " bad w1", " w2 w3 w4", " maybe"]
+    got = continuation_logprobs(lm, contexts, conts, max_batch=3)
+    for c, k, g in zip(contexts, conts, got):
+        assert g == pytest.approx(manual_logprob(lm, c, k), abs=1e-4)
+
+
+def test_perplexity_matches_the_definition(lm):
+    texts = ["w1 w2 w3 good", "w4 w5 bad"]
+    ppl, n = perplexity(lm, texts)
+    total = sum(manual_logprob(lm, t.split(" ")[0], " " + " ".join(t.split(" ")[1:])) for t in texts)
+    assert n == 3 + 2 + 2  # tokens after the first real one (BOS, then words)
+    assert ppl == pytest.approx(math.exp(-(total + sum(
+        manual_logprob(lm, "", t.split(" ")[0]) for t in texts)) / n), rel=1e-4)
+
+
+def test_mc_scores_on_hand_made_cases():
+    assert mc_scores(math.log(0.3), [math.log(0.3)], [math.log(0.7)]) == pytest.approx((0.0, 0.3))
+    mc1, mc2 = mc_scores(math.log(0.6), [math.log(0.6), math.log(0.05)], [math.log(0.2), math.log(0.15)])
+    assert mc1 == 1.0 and mc2 == pytest.approx(0.65 / 1.0)
+
+
+def test_mc_items_and_evaluation(tmp_path, lm):
+    pd.DataFrame({"Question": ["q one?", "q two?", "q missing?"]}).to_csv(tmp_path / "truthfulqa_test.csv",
+                                                                         index=False)
+    pd.DataFrame({"Question": ["q one?", "q two?"], "Best Answer": ["w1 good", "w2"],
+                  "Correct Answers": ["w1 good; w3", "w4"], "Incorrect Answers": ["w5 bad; w6", "w7; w8; w9"]}
+                 ).to_csv(tmp_path / "truthfulqa_mc.csv", index=False)
+    items, skipped = load_mc_items(tmp_path)
+    assert skipped == ["q missing?"] and len(items) == 2
+    assert items[1].true == ("w2", "w4") and items[1].false == ("w7", "w8", "w9")
+    scores = evaluate_mc(lm, items)
+    assert scores.mc1.isin([0.0, 1.0]).all() and scores.mc2.between(0, 1).all()
+    assert prompt_for("q one?").endswith("Barcelona, Spain.\n\nQ: q one?\nA:")

@@ -128,7 +128,7 @@ def load_dataset(
             )
         statements, labels, sha = read_statements(path)
         return TrustDataset(path.stem, statements, labels, sha, str(path), "user").head(limit)
-    path, source = _locate(spec, data_dir, download)
+    path, source = locate_file(_published(spec), data_dir, download)
     statements, labels, sha = read_statements(path)
     if sha != spec.sha256:
         log.warning("%s differs from the published %s.csv (sha256 %s…, expected %s…); using it as given.",
@@ -137,26 +137,55 @@ def load_dataset(
     return ds.head(limit)
 
 
-def _locate(spec: DatasetSpec, data_dir: str | Path | None, download: bool) -> tuple[Path, str]:
+@dataclass(frozen=True)
+class PublishedFile:
+    """A file trusttrace can fetch: where it is published and the sha256 of its normalised text."""
+
+    file: str  # stem; the file is <stem>.csv
+    url: str
+    sha256: str
+    purpose: str  # named in error messages
+
+
+def _published(spec: DatasetSpec) -> PublishedFile:
+    return PublishedFile(spec.file, AUTHORS_URL.format(name=spec.file), spec.sha256, spec.dimension)
+
+
+# Evaluation tables (not probing data): the 407 held-out TruthfulQA questions (the authors' split) and the
+# original TruthfulQA table with its best/correct/incorrect answers.
+EVAL_FILES: dict[str, PublishedFile] = {
+    "truthfulqa_test": PublishedFile(
+        "truthfulqa_test", AUTHORS_URL.format(name="truthfulqa_test"),
+        "51106103e08cb129d103a47f55259d52b6c9aea3b19ec3a66b268be275ce52c1", "TruthfulQA test questions"),
+    "truthfulqa_mc": PublishedFile(
+        "truthfulqa_mc", "https://raw.githubusercontent.com/sylinrl/TruthfulQA/main/TruthfulQA.csv",
+        "b9828ea189e07e8f111efa49615867364144f25fded943318001f8310db3b9bc", "TruthfulQA answers"),
+}
+
+
+def locate_file(published: PublishedFile, data_dir: str | Path | None = None, download: bool = True
+                ) -> tuple[Path, str]:
+    """Find a published file: the data folder, else the user cache, else a verified download."""
     folder = data_dir or os.environ.get("TRUSTTRACE_DATA_DIR")
+    name = f"{published.file}.csv"
     if folder:
-        path = Path(folder).expanduser() / f"{spec.file}.csv"
+        path = Path(folder).expanduser() / name
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path} not found: the data folder {folder} has no {spec.file}.csv for {spec.dimension}. "
+                f"{path} not found: the data folder {folder} has no {name} ({published.purpose}). "
                 "Put the file there, or unset TRUSTTRACE_DATA_DIR / --data-dir to download it."
             )
         return path, "data-dir"
-    cached = default_cache_dir() / "datasets" / f"{spec.file}.csv"
+    cached = default_cache_dir() / "datasets" / name
     if cached.is_file():
         return cached, "cache"
     if not download:
-        raise FileNotFoundError(f"No local copy of {spec.file}.csv; pass --data-dir or allow the download.")
-    return _download(spec, cached), "download"
+        raise FileNotFoundError(f"No local copy of {name}; pass --data-dir or allow the download.")
+    return _download(published, cached), "download"
 
 
-def _download(spec: DatasetSpec, dest: Path) -> Path:
-    url = AUTHORS_URL.format(name=spec.file)
+def _download(published: PublishedFile, dest: Path) -> Path:
+    url = published.url
     log.info("downloading %s", url)
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
@@ -164,15 +193,15 @@ def _download(spec: DatasetSpec, dest: Path) -> Path:
     except OSError as err:
         raise ConnectionError(
             f"Could not download {url} ({err}). Without a network, pass --data-dir (or set "
-            f"TRUSTTRACE_DATA_DIR) to a folder holding {spec.file}.csv."
+            f"TRUSTTRACE_DATA_DIR) to a folder holding {published.file}.csv."
         ) from err
     got = text_sha256(text)
-    if got != spec.sha256:
+    if got != published.sha256:
         raise ValueError(
-            f"{url} has sha256 {got} but {spec.sha256} was expected: the published file changed or the "
+            f"{url} has sha256 {got} but {published.sha256} was expected: the published file changed or the "
             "download was corrupted. Nothing was saved; pass --data-dir to use a copy you trust."
         )
-    write_text_atomic(dest, text.replace("\r\n", "\n"))
+    write_text_atomic(dest, text.removeprefix("\ufeff").replace("\r\n", "\n"))
     return dest
 
 

@@ -1,0 +1,66 @@
+"""Log-likelihoods of token spans, batched: continuation scores (TruthfulQA MC) and perplexity.
+
+Sequences are left-padded, so every row's scored tokens sit at the end; the model is asked only for the
+logits of the last positions (``logits_to_keep``), so its own head (and any logit scaling it applies)
+runs, but no [batch, length, vocab] tensor is ever built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .._alloc import keep_freed_memory
+from ..extract import length_buckets, pad_batch
+from ..models import LoadedModel
+
+
+def score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Sequence[int], max_batch: int = 32,
+                max_tokens: int = 4096) -> np.ndarray:
+    """Σ log p(token | everything before it) over the last ``n_scored[i]`` tokens of each sequence."""
+    if any(k < 1 or k >= len(s) for s, k in zip(seqs, n_scored)):
+        raise ValueError("Each scored span needs at least one token and at least one token of context before it.")
+    if lm.info.device == "cpu":
+        keep_freed_memory()
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    device = torch.device(lm.info.device)
+    totals = np.empty(len(seqs))
+    for bucket in length_buckets([len(s) for s in seqs], max_tokens, max_batch):
+        ids, mask = pad_batch([list(seqs[i]) for i in bucket], pad_id, "left")
+        k_max = max(n_scored[i] for i in bucket)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                              position_ids=positions.to(device), logits_to_keep=k_max + 1).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, k_max, vocab]: predicts the last k_max
+        targets = ids[:, -k_max:].to(device)
+        picked = logp.gather(-1, targets[..., None])[..., 0]  # [batch, k_max]
+        for row, i in enumerate(bucket):
+            totals[i] = float(picked[row, k_max - n_scored[i]:].sum())
+    return totals
+
+
+def continuation_logprobs(lm: LoadedModel, contexts: Sequence[str], continuations: Sequence[str],
+                          max_batch: int = 32) -> np.ndarray:
+    """Σ log p(continuation | context); the two are tokenised apart and joined (lm-eval's convention)."""
+    if len(contexts) != len(continuations):
+        raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations; they must pair up.")
+    ctx = lm.tokenizer(list(contexts), add_special_tokens=True)["input_ids"]
+    cont = lm.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+    return score_tails(lm, [c + k for c, k in zip(ctx, cont)], [len(k) for k in cont], max_batch)
+
+
+def perplexity(lm: LoadedModel, texts: Sequence[str], max_batch: int = 32) -> tuple[float, int]:
+    """exp(mean negative log-likelihood per predicted token) over ``texts``, and the token count.
+
+    Each text is scored on its own: every token after the first (after BOS, where the tokenizer adds one).
+    """
+    ids = [s for s in lm.tokenizer(list(texts), add_special_tokens=True)["input_ids"] if len(s) >= 2]
+    if not ids:
+        raise ValueError("No text is long enough to score (each needs two tokens or more).")
+    n = [len(s) - 1 for s in ids]
+    total = score_tails(lm, ids, n, max_batch).sum()
+    return math.exp(-total / sum(n)), sum(n)
