@@ -91,3 +91,54 @@ def test_mc_items_and_evaluation(tmp_path, lm):
     scores = evaluate_mc(lm, items)
     assert scores.mc1.isin([0.0, 1.0]).all() and scores.mc2.between(0, 1).all()
     assert prompt_for("q one?").endswith("Barcelona, Spain.\n\nQ: q one?\nA:")
+
+
+# ---- the suite end to end on a tiny model
+
+from typer.testing import CliRunner
+
+from trusttrace.cli import app
+from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
+from trusttrace.steering import SteeringVector
+
+
+@pytest.fixture
+def eval_data(data_dir, tmp_path):
+    folder = tmp_path / "eval-data"
+    folder.mkdir()
+    for f in data_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    pd.DataFrame({"Question": ["w1 w2?", "w3?"]}).to_csv(folder / "truthfulqa_test.csv", index=False)
+    pd.DataFrame({"Question": ["w1 w2?", "w3?"], "Best Answer": ["good", "w4"], "Correct Answers": ["good", "w4"],
+                  "Incorrect Answers": ["bad; w5", "w6"]}).to_csv(folder / "truthfulqa_mc.csv", index=False)
+    return folder
+
+
+def test_suite_reports_every_dimension(tiny_models, eval_data):
+    lm = load_model(str(tiny_models["llama"]), dtype="float32")
+    config = EvalConfig(limit=12, data_dir=str(eval_data), toxicity_prompts=6, max_new_tokens=4,
+                        perplexity_statements=5)
+    plain = evaluate_suite(lm, config)
+    assert set(zip(plain.dimension, plain.metric)) == {
+        ("reliability", "mc1"), ("reliability", "mc2"), ("toxicity", "toxic_ratio"), ("toxicity", "judge_accuracy"),
+        ("privacy", "accuracy"), ("fairness", "accuracy"), ("robustness", "accuracy"), ("general", "perplexity")}
+    assert plain.value.notna().all() and (plain[plain.metric == "accuracy"].n == 12).all()
+    assert "test-half statements" in plain[plain.metric == "perplexity"].spec.iloc[0]
+    g = torch.Generator().manual_seed(0)
+    v = SteeringVector({l: 50 * torch.randn(32, generator=g) for l in range(3)})
+    steered = evaluate_suite(lm, EvalConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data),
+                                            perplexity_statements=5), Steering(v, 1, 1.0, "all"))
+    ppl = lambda df: df[df.metric == "perplexity"].value.iloc[0]
+    assert ppl(steered) != ppl(plain)  # the vector reached the model
+    assert all(not b._forward_hooks for b in lm.blocks)
+
+
+def test_cli_evaluate_and_its_errors(tiny_models, eval_data, tmp_path):
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_models["gpt2"]), "--dimensions", "fairness",
+                                   "--limit", "10", "--data-dir", str(eval_data), "--dtype", "float32",
+                                   "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "ev" / "evaluate.csv").metric.tolist() == ["accuracy", "perplexity"]
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_models["gpt2"]), "--vector", str(tmp_path / "v"),
+                                   "--data-dir", str(eval_data)])
+    assert res.exit_code == 2 and "needs --layer" in res.output

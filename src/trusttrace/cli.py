@@ -17,6 +17,7 @@ from rich.table import Table
 from . import runner
 from .checkpoints import SELECTOR_HELP, CheckpointSeries
 from .data import DIMENSIONS, SPECS
+from .models import load_model
 from .phases import PhaseRule, run_phases
 from .probes import PROTOCOLS
 
@@ -204,6 +205,55 @@ def _print_summary(summary) -> None:
     for row in summary.itertuples(index=False):
         table.add_row(*["-" if pd.isna(v) else str(v) for v in row])
     Console().print(table)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="Hub id, local folder, .gguf file, or smollm2-135m-instruct.")],
+    dimensions: Annotated[str, typer.Option(help=f"all, or comma-separated: {', '.join(DIMENSIONS)}.")] = "all",
+    limit: Annotated[int | None, typer.Option(help="Items per benchmark at most.")] = None,
+    vector: Annotated[Path | None, typer.Option(help="A steering vector (.safetensors) to apply.")] = None,
+    layer: Annotated[int | None, typer.Option(help="Layer to steer (block output).")] = None,
+    alpha: Annotated[float, typer.Option(help="Steering strength (negative: away from label 1).")] = 1.0,
+    positions: Annotated[str, typer.Option(help="last | all | generated.")] = "last",
+    allow_mismatch: Annotated[bool, typer.Option(help="Apply a vector from a differently shaped model.")] = False,
+    perplexity_file: Annotated[Path | None, typer.Option(help="Text file for perplexity, one passage a line.")]
+    = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs.")] = None,
+    dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Write evaluate.csv here.")] = None,
+) -> None:
+    """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector."""
+    from .evaluate.suite import EvalConfig, Steering, evaluate_suite
+    from .steering import SteeringVector
+
+    _setup_logging(quiet=False, log_file=out / "log.txt" if out else None)
+    try:
+        dims = DIMENSIONS if dimensions.strip() == "all" else _split(dimensions) or ()
+        config = EvalConfig(dimensions=tuple(dims), limit=limit, data_dir=str(data_dir) if data_dir else None,
+                            perplexity_file=str(perplexity_file) if perplexity_file else None)
+        steering = None
+        if vector is not None:
+            if layer is None:
+                raise ValueError("--vector needs --layer (the block whose output is steered).")
+            steering = Steering(SteeringVector.load(vector), layer, alpha, positions, allow_mismatch)  # type: ignore[arg-type]
+        lm = load_model(model, dtype=dtype, device=device)
+        result = evaluate_suite(lm, config, steering)
+    except USER_ERRORS as err:
+        _fail(err)
+    title = f"{model}" + (f" + {alpha:g}·{vector.name} at layer {layer} ({positions})" if vector else "")
+    table = Table(title=title)
+    for col in ("dimension", "metric", "value", "n", "spec"):
+        table.add_column(col, overflow="fold")
+    for row in result.itertuples(index=False):
+        table.add_row(row.dimension, row.metric, f"{row.value:.4f}", str(row.n), row.spec)
+    Console().print(table)
+    if out is not None:
+        from ._io import write_with
+
+        write_with(out / "evaluate.csv", lambda tmp: result.to_csv(tmp, index=False))
+        console.print(f"    evaluate.csv: {out / 'evaluate.csv'}")
 
 
 @app.command()

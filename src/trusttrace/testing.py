@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-WORDS = [f"w{i}" for i in range(40)] + ["good", "bad", "maybe"]
+WORDS = [f"w{i}" for i in range(40)] + ["good", "bad", "maybe", "0", "1"]
 
 
 def make_tokenizer():
