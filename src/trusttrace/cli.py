@@ -257,6 +257,50 @@ def evaluate(
 
 
 @app.command()
+def steer(
+    source: Annotated[str, typer.Option(help="Source model or series (hub id, local series folder, folder).")],
+    target: Annotated[str, typer.Option(help="The model to steer.")],
+    dimension: Annotated[str, typer.Option(help=f"One of {', '.join(DIMENSIONS)}.")],
+    out: Annotated[Path, typer.Option(help="Output folder (steering.csv, best.csv, traces).")],
+    revisions: Annotated[str | None, typer.Option(help="Comma-separated source revisions.")] = None,
+    select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
+    layers: Annotated[str, typer.Option(help="Comma-separated layers (block outputs).")] = "14",
+    alphas: Annotated[str, typer.Option(help="Comma-separated strengths; negative moves away from label 1.")]
+    = "-2,-1,1,2",
+    positions: Annotated[str, typer.Option(help="last | all | generated.")] = "last",
+    limit: Annotated[int | None, typer.Option(help="Evaluation items at most.")] = None,
+    source_limit: Annotated[int | None, typer.Option(help="Statements used to build each vector.")] = None,
+    ppl_budget: Annotated[float, typer.Option(help="Best α only within this × unsteered perplexity.")] = 1.33,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs.")] = None,
+    dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")] = "auto",
+    allow_mismatch: Annotated[bool, typer.Option(help="Apply vectors across differently shaped models.")] = False,
+) -> None:
+    """Build steering vectors from source checkpoints and sweep layer × α on a target model."""
+    from .sweep import SteerConfig, best_alphas, run_steer
+
+    _setup_logging(quiet=False, log_file=out / "log.txt")
+    try:
+        config = SteerConfig(
+            source=source, target=target, dimension=dimension, out=str(out), revisions=_split(revisions),
+            select=select, layers=tuple(int(v) for v in _split(layers) or ()),
+            alphas=tuple(float(v) for v in _split(alphas) or ()), positions=positions, limit=limit,
+            source_limit=source_limit, ppl_budget=ppl_budget, data_dir=str(data_dir) if data_dir else None,
+            dtype=dtype, allow_mismatch=allow_mismatch)
+        table = run_steer(config)
+    except USER_ERRORS as err:
+        _fail(err)
+    best = best_alphas(table, dimension, ppl_budget)
+    result = Table(title=f"best α per source for {dimension} (perplexity ≤ {ppl_budget}× unsteered)")
+    for col in best.columns:
+        result.add_column(col)
+    for row in best.itertuples(index=False):
+        result.add_row(*["-" if pd.isna(v) else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row])
+    Console().print(result)
+    for name in ("steering.csv", "best.csv"):
+        console.print(f"{name:>16}: {out / name}")
+
+
+@app.command()
 def checkpoints(
     model: Annotated[str, typer.Argument(help="Hub id, local series folder, or checkpoint.")],
     select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,

@@ -1,0 +1,43 @@
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from trusttrace.cli import app
+from trusttrace.sweep import SteerConfig, best_alphas
+
+
+def test_steer_sweeps_sources_on_a_separate_target(tiny_series, data_dir, tmp_path):
+    out = tmp_path / "steer"
+    res = CliRunner().invoke(app, [
+        "steer", "--source", str(tiny_series), "--target", str(tiny_series / "step100"), "--dimension", "privacy",
+        "--select", "first:2", "--layers", "1", "--alphas", "-4,4", "--limit", "20", "--data-dir", str(data_dir),
+        "--dtype", "float32", "--positions", "all", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "steering.csv")
+    assert set(table.source_revision) == {"unsteered", "self", "step0", "step10"}
+    steered = table[(table.source_revision == "step0") & (table.metric == "perplexity")]
+    assert len(steered) == 2 and (steered.value != table[(table.source_revision == "unsteered")
+                                                        & (table.metric == "perplexity")].value.iloc[0]).all()
+    cos = table[(table.source_revision == "self") & (table.metric == "cosine_to_self")].value
+    assert cos.iloc[0] == pytest.approx(1.0)
+    best = pd.read_csv(out / "best.csv")
+    assert list(best.source_revision) == ["unsteered", "self", "step0", "step10"]
+    assert (out / "source" / "results.csv").exists() and (out / "target" / "results.csv").exists()
+
+
+def test_best_alpha_respects_the_perplexity_budget():
+    rows = []
+    for src, alpha, tox, ppl in [("unsteered", 0, 0.10, 10.0), ("a", -1, 0.05, 12.0), ("a", -2, 0.01, 30.0),
+                                 ("b", -1, 0.20, 50.0)]:
+        rows += [(src, 1, alpha, "toxicity", "toxic_ratio", tox), (src, 1, alpha, "general", "perplexity", ppl)]
+    table = pd.DataFrame(rows, columns=["source_revision", "layer", "alpha", "dimension", "metric", "value"])
+    best = best_alphas(table, "toxicity", 1.33).set_index("source_revision")
+    assert best.loc["a", "alpha"] == -1 and best.loc["a", "toxic_ratio"] == 0.05  # α=-2 breaks the budget
+    assert not best.loc["b", "within_budget"]
+
+
+def test_bad_steer_config():
+    with pytest.raises(ValueError, match="dimension"):
+        SteerConfig(source="s", target="t", dimension="honesty", out="o")
+    with pytest.raises(ValueError, match="at least one layer"):
+        SteerConfig(source="s", target="t", dimension="privacy", out="o", layers=())
