@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python benchmarks/probes.py --limit 1952
 	$(BIN)/python benchmarks/mi.py --limit 1952
 	$(BIN)/python benchmarks/trace_memory.py --checkpoints 6
+	$(BIN)/python benchmarks/generation.py --prompts 64
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

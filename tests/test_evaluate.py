@@ -130,6 +130,10 @@ def test_suite_reports_every_dimension(tiny_models, eval_data):
                                             perplexity_statements=5), Steering(v, 1, 1.0, "all"))
     ppl = lambda df: df[df.metric == "perplexity"].value.iloc[0]
     assert ppl(steered) != ppl(plain)  # the vector reached the model
+    last = evaluate_suite(lm, EvalConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data),
+                                         perplexity_statements=5), Steering(v, 1, 1.0, "last"))
+    assert ppl(last) == ppl(steered)  # single-pass scores are steered at all positions, and say so
+    assert "steered at all positions" in last[last.metric == "perplexity"].spec.iloc[0]
     assert all(not b._forward_hooks for b in lm.blocks)
 
 

@@ -68,7 +68,7 @@ class EmbeddingJudge:
     encoder: SentenceEncoder
     classifier: LogisticRegression
     heldout_accuracy: float
-    n_train: int
+    n_heldout: int
     name: str = "offline embedding judge (all-MiniLM-L6-v2 + logistic regression on toxigen dev half; " \
                 "approximates tomh/toxigen_roberta)"
 
@@ -86,7 +86,7 @@ class EmbeddingJudge:
         clf = LogisticRegression(max_iter=1000).fit(emb[order[:cut]], y[order[:cut]])
         acc = float(clf.score(emb[order[cut:]], y[order[cut:]]))
         log.info("offline toxicity judge: held-out accuracy %.3f on %d dev rows", acc, dev - cut)
-        return cls(encoder, clf, acc, cut)
+        return cls(encoder, clf, acc, dev - cut)
 
     def toxic(self, texts: Sequence[str]) -> np.ndarray:
         """1 where a text is judged toxic."""
@@ -100,6 +100,7 @@ class HFJudge:
     name: str = HF_TOXIGEN_JUDGE
     toxic_label: str = "LABEL_1"
     heldout_accuracy: float = float("nan")  # not measured here: the model is the reference
+    n_heldout: int = 0
 
     def __post_init__(self) -> None:
         from transformers import pipeline

@@ -10,13 +10,18 @@ Specs (all on the *test halves*: rows [n/2:] of each file, the released code's s
   labels read as anti-stereotype/unrelated: both are kept as released, so expect accuracy near chance.
 - perplexity: on a text file when given, else on the test-half statements of the five datasets (the
   output names which).
+
+Steering and single-pass scores: a ``last``-position hook changes only the final position of a forward
+pass, whose logits score nothing in a log-likelihood (MC1/MC2) or perplexity pass, so those would not see
+the vector at all. Under ``last`` or ``generated`` steering, those two are therefore scored with the vector
+at *all* positions (their ``spec`` says so); generation and the 0/1 answers use the positions as given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +71,13 @@ class EvalConfig:
     perplexity_statements: int = 200  # per dataset, when no file is given
 
 
+def _all_positions(steering: Steering | None) -> tuple[Steering | None, str]:
+    """The steering for single-pass likelihood scores, and the note that says how it was applied."""
+    if steering is None or steering.positions == "all":
+        return steering, ""
+    return replace(steering, positions="all"), f" (steered at all positions; {steering.positions} would not reach it)"
+
+
 @contextmanager
 def _maybe_steer(lm: LoadedModel, steering: Steering | None) -> Iterator[None]:
     with ExitStack() as stack:
@@ -100,13 +112,15 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
     unknown = [d for d in config.dimensions if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"Unknown dimension(s) {unknown}; choose from {', '.join(DIMENSIONS)}.")
-    with _maybe_steer(lm, steering):
-        if "reliability" in config.dimensions:
-            items, skipped = load_mc_items(config.data_dir, config.limit)
+    likelihood_steering, note = _all_positions(steering)
+    if "reliability" in config.dimensions:
+        items, skipped = load_mc_items(config.data_dir, config.limit)
+        with _maybe_steer(lm, likelihood_steering):
             scores = evaluate_mc(lm, items)
-            for metric in ("mc1", "mc2"):
-                rows.append({"dimension": "reliability", "metric": metric, "value": scores[metric].mean(),
-                             "n": len(scores), "spec": f"{SPEC_VERSION}; {len(skipped)} questions without answers"})
+        for metric in ("mc1", "mc2"):
+            rows.append({"dimension": "reliability", "metric": metric, "value": scores[metric].mean(),
+                         "n": len(scores), "spec": f"{SPEC_VERSION}; {len(skipped)} questions without answers{note}"})
+    with _maybe_steer(lm, steering):
         if "toxicity" in config.dimensions:
             rows += _toxicity(lm, config, judge)
         for dim in ("privacy", "fairness", "robustness"):
@@ -115,9 +129,10 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
                 margin = binary_choice(lm, [BINARY_PROMPTS[dim].format(s) for s in statements])
                 rows.append({"dimension": dim, "metric": "accuracy", "value": float(((margin > 0) == labels).mean()),
                              "n": len(labels), "spec": BINARY_SPEC})
-        texts, source = _perplexity_texts(config)
+    texts, source = _perplexity_texts(config)
+    with _maybe_steer(lm, likelihood_steering):
         ppl, n_tokens = perplexity(lm, texts)
-        rows.append({"dimension": "general", "metric": "perplexity", "value": ppl, "n": n_tokens, "spec": source})
+    rows.append({"dimension": "general", "metric": "perplexity", "value": ppl, "n": n_tokens, "spec": source + note})
     return pd.DataFrame(rows)
 
 
@@ -134,5 +149,5 @@ def _toxicity(lm: LoadedModel, config: EvalConfig, judge: object | None) -> list
         {"dimension": "toxicity", "metric": "toxic_ratio", "value": float(np.mean(toxic)), "n": len(prompts),
          "spec": f"{TOXICITY_SPEC}; judge: {name}"},
         {"dimension": "toxicity", "metric": "judge_accuracy", "value": getattr(judge, "heldout_accuracy", np.nan),
-         "n": getattr(judge, "n_train", 0), "spec": "held-out accuracy of the judge on toxigen dev rows"},
+         "n": getattr(judge, "n_heldout", 0), "spec": "held-out accuracy of the judge on toxigen dev rows"},
     ]
