@@ -27,3 +27,25 @@ def test_fairness_probe_peaks_in_the_middle():
     acc = rows[rows.metric == "accuracy"].set_index("layer").value
     # the released pipeline: 0.916 at layer 14, 0.757 at layer 0 on all 1952 statements
     assert acc.max() > 0.85 and acc.max() > acc[0]
+
+
+def test_own_toxicity_vector_detoxifies(tmp_path):
+    """Steering SmolLM2 with its own toxicity vector (α < 0: away from label 1 = toxic) lowers the
+    offline-judged toxic ratio on 100 prompts; perplexity is reported beside it."""
+    from trusttrace.evaluate.judges import EmbeddingJudge
+    from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
+    from trusttrace.runner import TraceConfig, run_trace
+    from trusttrace.steering import vector_from_run
+
+    run_trace(TraceConfig(model="smollm2-135m-instruct", out=str(tmp_path / "run"), dimensions=("toxicity",),
+                          limit=1000, data_dir=SHARED_DATA, analyses=("probe",)))
+    vector = vector_from_run(tmp_path / "run", "final", "toxicity")
+    lm = load_model("smollm2-135m-instruct")
+    judge = EmbeddingJudge.train(SHARED_DATA)
+    config = EvalConfig(dimensions=("toxicity",), limit=100, data_dir=SHARED_DATA, perplexity_statements=40)
+    plain = evaluate_suite(lm, config, judge=judge).set_index("metric").value
+    steered = evaluate_suite(lm, config, Steering(vector, 14, -4.0), judge=judge).set_index("metric").value
+    print(f"toxic ratio {plain['toxic_ratio']:.3f} -> {steered['toxic_ratio']:.3f}; "
+          f"perplexity {plain['perplexity']:.1f} -> {steered['perplexity']:.1f}")
+    assert steered["toxic_ratio"] < plain["toxic_ratio"]
+    assert steered["perplexity"] > 0 and plain["judge_accuracy"] > 0.6

@@ -233,8 +233,11 @@ def read_statements(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, str]
     labels = np.array([_label(v, path, i) for i, v in enumerate(frame["label"], start=1)], dtype=np.int64)
     if len(statements) == 0:
         raise ValueError(f"{path} has no rows. Add statement,label rows.")
-    _warn_duplicates(statements, labels, path)
-    return tuple(statements), labels, text_sha256(text)
+    sha = text_sha256(text)
+    if (str(path), sha) not in _WARNED:  # once per file and content, not on every reload
+        _WARNED.add((str(path), sha))
+        _warn_duplicates(statements, labels, path)
+    return tuple(statements), labels, sha
 
 
 def _statement(value: object, path: Path, row: int) -> str:
@@ -250,6 +253,9 @@ def _label(value: object, path: Path, row: int) -> int:
         return int(float(text))
     raise ValueError(f"{path}, data row {row}: label {value!r} is not 0 or 1. Labels must be 0 or 1 "
                      "(see the polarity table in the trusttrace.data docs).")
+
+
+_WARNED: set[tuple[str, str]] = set()  # (file, sha256) already reported in this process
 
 
 def _warn_duplicates(statements: list[str], labels: np.ndarray, path: Path) -> None:
