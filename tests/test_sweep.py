@@ -10,18 +10,20 @@ def test_steer_sweeps_sources_on_a_separate_target(tiny_series, data_dir, tmp_pa
     out = tmp_path / "steer"
     res = CliRunner().invoke(app, [
         "steer", "--source", str(tiny_series), "--target", str(tiny_series / "step100"), "--dimension", "privacy",
-        "--select", "first:2", "--layers", "1", "--alphas", "-4,4", "--limit", "20", "--data-dir", str(data_dir),
+        "--select", "all", "--layers", "1", "--alphas", "-4,4", "--limit", "20", "--data-dir", str(data_dir),
         "--dtype", "float32", "--positions", "all", "--out", str(out)])
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "steering.csv")
-    assert set(table.source_revision) == {"unsteered", "self", "step0", "step10"}
+    assert set(table.source_revision) == {"unsteered", "self", "step0", "step10", "step100"}
     steered = table[(table.source_revision == "step0") & (table.metric == "perplexity")]
     assert len(steered) == 2 and (steered.value != table[(table.source_revision == "unsteered")
                                                         & (table.metric == "perplexity")].value.iloc[0]).all()
     cos = table[(table.source_revision == "self") & (table.metric == "cosine_to_self")].value
     assert cos.iloc[0] == pytest.approx(1.0)
     best = pd.read_csv(out / "best.csv")
-    assert list(best.source_revision) == ["unsteered", "self", "step0", "step10"]
+    assert list(best.source_revision) == ["unsteered", "self", "step0", "step10", "step100"]
+    corr = pd.read_csv(out / "correlation.csv")  # three sources: probe accuracy against the effect
+    assert set(corr.alpha) == {-4.0, 4.0} and corr.n_sources.eq(3).all()
     assert (out / "source" / "results.csv").exists() and (out / "target" / "results.csv").exists()
 
 

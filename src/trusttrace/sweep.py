@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ._io import write_json_atomic, write_with
+from .correlation import probe_vs_effect
 from .data import DIMENSIONS
 from .evaluate.judges import EmbeddingJudge
 from .evaluate.suite import EvalConfig, Steering, evaluate_suite
@@ -100,6 +101,10 @@ def run_steer(config: SteerConfig) -> pd.DataFrame:
     write_with(out / "steering.csv", lambda tmp: table.to_csv(tmp, index=False))
     best = best_alphas(table, config.dimension, config.ppl_budget)
     write_with(out / "best.csv", lambda tmp: best.to_csv(tmp, index=False))
+    if len(sources) >= 3:  # the paper's Fig. 5: probe accuracy at the layer against the steering effect
+        probes = pd.read_csv(out / "source" / "results.csv")
+        corr = probe_vs_effect(probes, table, config.dimension, HEADLINE[config.dimension])
+        write_with(out / "correlation.csv", lambda tmp: corr.to_csv(tmp, index=False))
     return table
 
 
