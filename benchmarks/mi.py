@@ -11,19 +11,15 @@ probe's training split), X = layer 0. Prints one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
 import torch
+from _common import paper_split, parser
 
 from trusttrace._alloc import keep_freed_memory
-from trusttrace.data import load_dataset
-from trusttrace.extract import extract_last_token
-from trusttrace.models import load_model
 from trusttrace.mutual_info import MIConfig, estimate_mi
-from trusttrace.probes import _zscore
 
 
 def released_hsic_cca(a: torch.Tensor, b: torch.Tensor, sigma: float = 50.0, eps: float = 1e-5) -> float:
@@ -48,18 +44,9 @@ def released_all_layers(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--dimension", default="fairness")
-    parser.add_argument("--limit", type=int, default=1952)
-    parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args()
-
-    ds = load_dataset(args.dimension, args.data_dir, limit=args.limit)
-    acts = extract_last_token(load_model(args.model), ds.statements).float()
-    (z,) = _zscore(acts.double())
-    cut = int(len(ds) * 0.8)
-    t64, y = z[:, :cut].contiguous(), ds.labels[:cut]
+    args = parser(__doc__, limit=1952).parse_args()
+    z, labels, cut = paper_split(args)
+    t64, y = z[:, :cut].contiguous(), labels[:cut]
     x64, y64 = t64[0], torch.as_tensor(y, dtype=torch.float64)
     keep_freed_memory()  # the same allocator settings for every contender
 

@@ -9,36 +9,21 @@ Prints one JSON line: speedup_vs_sklearn, max_acc_diff and both timings.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
 
 import numpy as np
-import torch
+from _common import paper_split, parser
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from trusttrace.data import load_dataset
-from trusttrace.extract import extract_last_token
-from trusttrace.models import load_model
-from trusttrace.probes import ProbeConfig, _fit_score, _zscore
+from trusttrace.probes import ProbeConfig, _fit_score
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--dimension", default="fairness")
-    parser.add_argument("--limit", type=int, default=1952)
-    parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args()
-
-    ds = load_dataset(args.dimension, args.data_dir, limit=args.limit)
-    lm = load_model(args.model)
-    acts = extract_last_token(lm, ds.statements).to(torch.bfloat16).float()  # as stored
-    y = ds.labels
-    (X,) = _zscore(acts.double())
-    cut = int(len(y) * 0.8)
+    args = parser(__doc__, limit=1952).parse_args()
+    X, y, cut = paper_split(args)
     Xtr, Xte = X[:, :cut], X[:, cut:]
 
     start = time.perf_counter()

@@ -121,7 +121,8 @@ def test_suite_reports_every_dimension(tiny_models, eval_data):
     plain = evaluate_suite(lm, config)
     assert set(zip(plain.dimension, plain.metric)) == {
         ("reliability", "mc1"), ("reliability", "mc2"), ("toxicity", "toxic_ratio"), ("toxicity", "judge_accuracy"),
-        ("privacy", "accuracy"), ("fairness", "accuracy"), ("robustness", "accuracy"), ("general", "perplexity")}
+        ("privacy", "accuracy"), ("fairness", "accuracy"), ("robustness", "accuracy"), ("general", "perplexity"),
+        ("privacy", "auc"), ("fairness", "auc"), ("robustness", "auc")}
     assert plain.value.notna().all() and (plain[plain.metric == "accuracy"].n == 12).all()
     assert "test-half statements" in plain[plain.metric == "perplexity"].spec.iloc[0]
     g = torch.Generator().manual_seed(0)
@@ -142,7 +143,7 @@ def test_cli_evaluate_and_its_errors(tiny_models, eval_data, tmp_path):
                                    "--limit", "10", "--data-dir", str(eval_data), "--dtype", "float32",
                                    "--out", str(tmp_path / "ev")])
     assert res.exit_code == 0, res.output
-    assert pd.read_csv(tmp_path / "ev" / "evaluate.csv").metric.tolist() == ["accuracy", "perplexity"]
+    assert pd.read_csv(tmp_path / "ev" / "evaluate.csv").metric.tolist() == ["accuracy", "auc", "perplexity"]
     res = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_models["gpt2"]), "--vector", str(tmp_path / "v"),
                                    "--data-dir", str(eval_data)])
     assert res.exit_code == 2 and "needs --layer" in res.output

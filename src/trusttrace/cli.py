@@ -56,6 +56,10 @@ def _split(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
+ProtocolOpt = Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")]
+FoldsOpt = Annotated[int, typer.Option(help="k for the cv protocol.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the cv folds (and MI subsamples).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")]
 AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]
 MiEstimatorOpt = Annotated[str, typer.Option(help="MI estimator: paper-code | hsic | nhsic.")]
 MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
@@ -102,9 +106,9 @@ def trace(
     select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
     dimensions: Annotated[str, typer.Option(help=f"all, or comma-separated: {', '.join(DIMENSIONS)}.")] = "all",
     limit: Annotated[int | None, typer.Option(help="First N statements of each dataset.")] = None,
-    protocol: Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")] = "cv",
-    folds: Annotated[int, typer.Option(help="k for the cv protocol.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the cv folds.")] = 0,
+    protocol: ProtocolOpt = "cv",
+    folds: FoldsOpt = 5,
+    seed: SeedOpt = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs "
                                                           "(default $TRUSTTRACE_DATA_DIR, else download).")] = None,
     dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")] = "auto",
@@ -118,7 +122,7 @@ def trace(
     mi_estimator: MiEstimatorOpt = "paper-code",
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
     _setup_logging(quiet, out / "log.txt")
@@ -145,14 +149,14 @@ def trace(
 def probe(
     run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
     out: Annotated[Path, typer.Option(help="Folder for the new results table.")],
-    protocol: Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")] = "cv",
-    folds: Annotated[int, typer.Option(help="k for the cv protocol.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the cv folds.")] = 0,
+    protocol: ProtocolOpt = "cv",
+    folds: FoldsOpt = 5,
+    seed: SeedOpt = 0,
     analyses: AnalysesOpt = "probe,mi",
     mi_estimator: MiEstimatorOpt = "paper-code",
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Re-run probes and MI on a run's stored activations, with other settings (no model needed)."""
     _setup_logging(quiet, out / "log.txt")

@@ -8,6 +8,8 @@ Specs (all on the *test halves*: rows [n/2:] of each file, the released code's s
   next-token log-probabilities of "0" and "1" (deterministic; no parsing, no random fallback). The released
   robustness prompt asks for *sentiment* while sst2.csv's labels are original/perturbed, and the fairness
   labels read as anti-stereotype/unrelated: both are kept as released, so expect accuracy near chance.
+  ``auc`` (ROC AUC of the log-odds) is reported beside accuracy: a model that answers "1" to everything
+  scores the label share in accuracy, while its log-odds may still rank the statements.
 - perplexity: on a text file when given, else on the test-half statements of the five datasets (the
   output names which).
 
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from ..data import DIMENSIONS, load_dataset
 from ..models import LoadedModel
@@ -129,6 +132,10 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
                 margin = binary_choice(lm, [BINARY_PROMPTS[dim].format(s) for s in statements])
                 rows.append({"dimension": dim, "metric": "accuracy", "value": float(((margin > 0) == labels).mean()),
                              "n": len(labels), "spec": BINARY_SPEC})
+                # threshold-free: still informative when a model gives every prompt the same answer
+                auc = roc_auc_score(labels, margin) if 0 < labels.mean() < 1 else np.nan
+                rows.append({"dimension": dim, "metric": "auc", "value": float(auc), "n": len(labels),
+                             "spec": f"{BINARY_SPEC}; ROC AUC of log p(1) − log p(0)"})
     texts, source = _perplexity_texts(config)
     with _maybe_steer(lm, likelihood_steering):
         ppl, n_tokens = perplexity(lm, texts)
