@@ -147,3 +147,15 @@ def test_cli_evaluate_and_its_errors(tiny_models, eval_data, tmp_path):
     res = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_models["gpt2"]), "--vector", str(tmp_path / "v"),
                                    "--data-dir", str(eval_data)])
     assert res.exit_code == 2 and "needs --layer" in res.output
+
+
+def test_generate_and_parse_mode_is_seeded_and_reports_fallbacks(tiny_models, eval_data):
+    lm = load_model(str(tiny_models["llama"]), dtype="float32")
+    config = EvalConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data), binary_mode="generate",
+                        perplexity_statements=5)
+    a, b = evaluate_suite(lm, config), evaluate_suite(lm, config)
+    assert a.equals(b)  # the fallback draws are seeded
+    rate = a[a.metric == "fallback_rate"].value.iloc[0]
+    assert 0.0 <= rate <= 1.0 and "seeded fallback" in a.spec.iloc[0]
+    with pytest.raises(ValueError, match="binary_mode"):
+        evaluate_suite(lm, EvalConfig(dimensions=("privacy",), binary_mode="parse", data_dir=str(eval_data)))

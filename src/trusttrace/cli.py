@@ -226,6 +226,8 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs.")] = None,
     dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    binary_mode: Annotated[str, typer.Option(help="0/1 tasks: logprob (deterministic) | generate (released "
+                                                  "parse, seeded fallback).")] = "logprob",
     out: Annotated[Path | None, typer.Option(help="Write evaluate.csv here.")] = None,
 ) -> None:
     """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector."""
@@ -236,7 +238,8 @@ def evaluate(
     try:
         dims = DIMENSIONS if dimensions.strip() == "all" else _split(dimensions) or ()
         config = EvalConfig(dimensions=tuple(dims), limit=limit, data_dir=str(data_dir) if data_dir else None,
-                            perplexity_file=str(perplexity_file) if perplexity_file else None)
+                            perplexity_file=str(perplexity_file) if perplexity_file else None,
+                            binary_mode=binary_mode)
         steering = None
         if vector is not None:
             if layer is None:

@@ -41,3 +41,27 @@ def binary_choice(lm: LoadedModel, prompts: Sequence[str], choices: tuple[str, s
         logp = torch.log_softmax(logits, dim=-1)
         margin[bucket] = (logp[:, one] - logp[:, zero]).cpu().numpy()
     return margin
+
+
+def parse_binary(lm: LoadedModel, prompts: Sequence[str], seed: int = 0) -> tuple[np.ndarray, float]:
+    """The released generate-and-parse answers, made reproducible: (answers, fallback rate).
+
+    As released: greedy, two new tokens, the last one dropped (its ``[input_len:-1]`` slice), then "0"
+    is looked for before "1". Where neither appears the released code drew an unseeded random label; here
+    the draw is seeded and the share of such answers is returned, so it can be reported.
+    """
+    from .generation import GenerationConfig, generate
+
+    outputs = generate(lm, prompts, GenerationConfig(max_new_tokens=2))
+    rng = np.random.default_rng(seed)
+    answers, fallbacks = np.empty(len(prompts), dtype=np.int64), 0
+    for i, out in enumerate(outputs):
+        text = lm.tokenizer.decode(list(out.token_ids[:1]), skip_special_tokens=True)
+        if "0" in text:
+            answers[i] = 0
+        elif "1" in text:
+            answers[i] = 1
+        else:
+            answers[i] = int(rng.integers(0, 2))
+            fallbacks += 1
+    return answers, fallbacks / max(len(prompts), 1)

@@ -35,7 +35,7 @@ from ..models import LoadedModel
 from ..steering import Positions, SteeringVector, steer
 from .generation import GenerationConfig, generate
 from .likelihood import perplexity
-from .scoring import binary_choice
+from .scoring import binary_choice, parse_binary
 from .truthfulqa import SPEC_VERSION, evaluate_mc, load_mc_items
 
 BINARY_SPEC = "released-01-logprob/1"
@@ -72,6 +72,8 @@ class EvalConfig:
     max_new_tokens: int = 64
     perplexity_file: str | None = None  # plain text, one passage per line
     perplexity_statements: int = 200  # per dataset, when no file is given
+    binary_mode: str = "logprob"  # logprob (deterministic) | generate (the released parse, seeded fallback)
+    seed: int = 0  # the generate mode's fallback draws
 
 
 def _all_positions(steering: Steering | None) -> tuple[Steering | None, str]:
@@ -112,6 +114,8 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
                    judge: object | None = None) -> pd.DataFrame:
     """Rows (dimension, metric, value, n, spec) for each requested dimension, plus perplexity."""
     rows: list[dict[str, object]] = []
+    if config.binary_mode not in ("logprob", "generate"):
+        raise ValueError(f"binary_mode {config.binary_mode!r} is not one of logprob, generate.")
     unknown = [d for d in config.dimensions if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"Unknown dimension(s) {unknown}; choose from {', '.join(DIMENSIONS)}.")
@@ -127,7 +131,9 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
         if "toxicity" in config.dimensions:
             rows += _toxicity(lm, config, judge)
         for dim in ("privacy", "fairness", "robustness"):
-            if dim in config.dimensions:
+            if dim in config.dimensions and config.binary_mode == "generate":
+                rows += _parsed(lm, dim, config)
+            elif dim in config.dimensions:
                 statements, labels = _test_half(dim, config)
                 margin = binary_choice(lm, [BINARY_PROMPTS[dim].format(s) for s in statements])
                 rows.append({"dimension": dim, "metric": "accuracy", "value": float(((margin > 0) == labels).mean()),
@@ -141,6 +147,15 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
         ppl, n_tokens = perplexity(lm, texts)
     rows.append({"dimension": "general", "metric": "perplexity", "value": ppl, "n": n_tokens, "spec": source + note})
     return pd.DataFrame(rows)
+
+
+def _parsed(lm: LoadedModel, dim: str, config: EvalConfig) -> list[dict[str, object]]:
+    statements, labels = _test_half(dim, config)
+    answers, fallback = parse_binary(lm, [BINARY_PROMPTS[dim].format(s) for s in statements], config.seed)
+    spec = f"released generate-and-parse, seeded fallback (seed {config.seed})"
+    return [{"dimension": dim, "metric": "accuracy", "value": float((answers == labels).mean()), "n": len(labels),
+             "spec": spec},
+            {"dimension": dim, "metric": "fallback_rate", "value": fallback, "n": len(labels), "spec": spec}]
 
 
 def _toxicity(lm: LoadedModel, config: EvalConfig, judge: object | None) -> list[dict[str, object]]:
