@@ -161,10 +161,9 @@ def probe(
     """Re-run probes and MI on a run's stored activations, with other settings (no model needed)."""
     _setup_logging(quiet, out / "log.txt")
     try:
-        config = runner.TraceConfig(
-            model="-", out=str(out), protocol=protocol, folds=folds, seed=seed, analyses=_split(analyses) or (),
-            mi_estimator=mi_estimator, mi_sigma=_sigma(mi_sigma), mi_max_samples=mi_max_samples)
-        result = runner.run_probe(run, out, config.analysis_config())
+        config = runner.AnalysisConfig.build(_split(analyses) or (), protocol, folds, seed, mi_estimator,
+                                             _sigma(mi_sigma), mi_max_samples=mi_max_samples)
+        result = runner.run_probe(run, out, config)
     except USER_ERRORS as err:
         _fail(err)
     _print_summary(runner.trace_summary(result.results))

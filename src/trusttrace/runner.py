@@ -20,7 +20,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -64,6 +64,22 @@ class AnalysisConfig:
         bad = [a for a in self.analyses if a not in ANALYSES]
         if bad or not self.analyses:
             raise ValueError(f"analyses {list(self.analyses)}: choose one or more of {', '.join(ANALYSES)}.")
+        if self.probe.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.probe.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+        if self.mi.estimator not in ESTIMATORS:
+            raise ValueError(f"mi_estimator {self.mi.estimator!r} is not one of {', '.join(ESTIMATORS)}.")
+
+    @classmethod
+    def build(cls, analyses: tuple[str, ...] = ANALYSES, protocol: str = "cv", folds: int = 5, seed: int = 0,
+              mi_estimator: str = "paper-code", mi_sigma: float | None = 50.0, mi_eps: float = 1e-5,
+              mi_max_samples: int | None = None, device: str = "auto") -> AnalysisConfig:
+        """The settings from flat options (as the CLI and ``TraceConfig`` hold them), validated."""
+        from .models import choose_device
+
+        probe = ProbeConfig(protocol=protocol, folds=folds, seed=seed)  # type: ignore[arg-type]
+        mi = MIConfig(estimator=mi_estimator, sigma=mi_sigma, eps=mi_eps,  # type: ignore[arg-type]
+                      max_samples=mi_max_samples, seed=seed, device=str(choose_device(device)))
+        return cls(analyses, probe, mi)
 
 
 def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig) -> pd.DataFrame:
@@ -112,25 +128,17 @@ class TraceConfig:
 
     def analysis_config(self) -> AnalysisConfig:
         """The probe and MI settings of this run."""
-        from .models import choose_device
-
-        probe = ProbeConfig(protocol=self.protocol, folds=self.folds, seed=self.seed)  # type: ignore[arg-type]
-        mi = MIConfig(estimator=self.mi_estimator, sigma=self.mi_sigma, eps=self.mi_eps,  # type: ignore[arg-type]
-                      max_samples=self.mi_max_samples, seed=self.seed, device=str(choose_device(self.device)))
-        return AnalysisConfig(self.analyses, probe, mi)
+        return AnalysisConfig.build(self.analyses, self.protocol, self.folds, self.seed, self.mi_estimator,
+                                    self.mi_sigma, self.mi_eps, self.mi_max_samples, self.device)
 
     def __post_init__(self) -> None:
         bad = [d for d in self.dimensions if d not in DIMENSIONS and not Path(d).is_file()]
         if bad:
             raise ValueError(f"Unknown dimension(s) {bad}. Choose from {', '.join(DIMENSIONS)} or 'all', "
                              "or pass a CSV/JSONL file of statement,label rows.")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
         if self.limit is not None and self.limit < 10:
             raise ValueError(f"limit={self.limit}: probes need at least 10 statements per dimension.")
-        if self.mi_estimator not in ESTIMATORS:
-            raise ValueError(f"mi_estimator {self.mi_estimator!r} is not one of {', '.join(ESTIMATORS)}.")
-        AnalysisConfig(self.analyses)  # validates the names
+        self.analysis_config()  # validates analyses, protocol and MI estimator
 
 
 @dataclass
@@ -364,14 +372,12 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
     return record
 
 
-def trace_summary(results: pd.DataFrame, dimensions: Sequence[str] | None = None) -> pd.DataFrame:
+def trace_summary(results: pd.DataFrame) -> pd.DataFrame:
     """Best layer and its accuracy per revision × dimension, with layer 0 and the majority baseline."""
     acc = results[results.metric == "accuracy"]
     base = results[results.metric == "majority_baseline"].groupby(["revision", "dimension"]).value.first()
     rows = []
     for (rev, dim), g in acc.groupby(["revision", "dimension"], sort=False):
-        if dimensions and dim not in dimensions:
-            continue
         best = g.loc[g.value.idxmax()]
         layer0 = g[g.layer == 0].value
         rows.append({"revision": rev, "step": best.step, "dimension": dim, "best_layer": int(best.layer),

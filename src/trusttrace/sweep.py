@@ -1,8 +1,8 @@
 """The ``steer`` job: vectors from source checkpoints, swept over layer × α on a target model.
 
 For each source checkpoint the vector is built from activations a ``trace`` stored (``trace`` runs first, into
-``OUT/source``, reusing whatever is there). The target gets its own vector the same way (the self-vector
-baseline). Every (source, layer, α) is evaluated on the dimension's benchmark plus perplexity; rows go to
+``OUT/source``, reusing whatever is there). The target gets its own vector the same way, in ``OUT/target``
+(the self-vector baseline); when source and target are the same single model, that is the source's vector. Every (source, layer, α) is evaluated on the dimension's benchmark plus perplexity; rows go to
 ``OUT/steering.csv`` (source_revision, layer, alpha, metric, value, …), the best α per source under a
 perplexity budget to ``OUT/best.csv``.
 """
@@ -79,7 +79,10 @@ def run_steer(config: SteerConfig) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "steer_config.json", asdict(config))
     sources = _vectors(config.source, config, out / "source", config.revisions, config.select)
-    self_vector = next(iter(_vectors(config.target, config, out / "target", None, None).values()))
+    if config.target == config.source and len(sources) == 1:  # the source is the target: its vector is the self
+        self_vector = next(iter(sources.values()))
+    else:
+        self_vector = next(iter(_vectors(config.target, config, out / "target", None, None).values()))
     target = load_model(config.target, dtype=config.dtype, device=config.device)
     eval_config = EvalConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir)
     judge = EmbeddingJudge.train(config.data_dir) if config.dimension == "toxicity" else None
