@@ -105,6 +105,7 @@ def test_cli_trace_and_errors(tiny_series, data_dir, tmp_path):
     res = cli.invoke(app, ["trace", "--model", str(tiny_series), "--out", str(tmp_path / "x"),
                            "--dimensions", "honesty"])
     assert res.exit_code == 2 and "Unknown dimension" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "x").exists()  # a refused command leaves nothing on disk
     res = cli.invoke(app, ["checkpoints", str(tiny_series), "--select", "log:2"])
     assert res.exit_code == 0 and "step0" in res.output and "step100" in res.output
 

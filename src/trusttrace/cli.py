@@ -28,6 +28,18 @@ console = Console(stderr=True)
 USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, KeyError)
 
 
+class _RunLog(logging.FileHandler):
+    """The run folder's log, created with its folder on the first record: a command refused at validation
+    leaves nothing on disk."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def _setup_logging(quiet: bool, log_file: Path | None = None) -> None:
     root = logging.getLogger()
     root.handlers.clear()
@@ -36,8 +48,7 @@ def _setup_logging(quiet: bool, log_file: Path | None = None) -> None:
     console_handler.setLevel(logging.WARNING if quiet else logging.INFO)
     root.addHandler(console_handler)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler = _RunLog(log_file)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(file_handler)
     for noisy in ("transformers", "huggingface_hub", "accelerate", "urllib3", "filelock"):
