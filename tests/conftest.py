@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from trusttrace.testing import save_tiny, write_planted_data_dir
@@ -37,3 +38,19 @@ def _no_hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRUSTTRACE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("TRUSTTRACE_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def sft_data(data_dir, tmp_path):
+    """The planted folder plus TruthfulQA-shaped train statements and the MC table."""
+    folder = tmp_path / "sft-data"
+    folder.mkdir()
+    for f in data_dir.iterdir():
+        if f.name != "truthfulqa_train.csv":
+            (folder / f.name).write_bytes(f.read_bytes())
+    rows = [("Q: w1 w2?\tA: good w3", 1), ("Q: w1 w2?\tA: bad w4", 0), ("Q: w5?\tA: w6 good", 1),
+            ("Q: w7?\tA: w8 bad", 0)] * 30
+    pd.DataFrame(rows, columns=["statement", "label"]).to_csv(folder / "truthfulqa_train.csv", index=False)
+    pd.DataFrame({"Question": ["w1 w2?"], "Best Answer": ["w9 good"], "Correct Answers": ["w9 good"],
+                  "Incorrect Answers": ["bad"]}).to_csv(folder / "truthfulqa_mc.csv", index=False)
+    return folder

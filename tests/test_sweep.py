@@ -43,3 +43,17 @@ def test_bad_steer_config():
         SteerConfig(source="s", target="t", dimension="honesty", out="o")
     with pytest.raises(ValueError, match="at least one layer"):
         SteerConfig(source="s", target="t", dimension="privacy", out="o", layers=())
+
+
+def test_source_can_name_one_revision(tmp_path):
+    config = SteerConfig(source="LLM360/Amber@ckpt_179", target="LLM360/AmberChat", dimension="toxicity", out="o")
+    assert config.source == "LLM360/Amber" and config.revisions == ("ckpt_179",)
+    folder = tmp_path / "run@2"
+    folder.mkdir()
+    assert SteerConfig(source=str(folder), target="t", dimension="toxicity", out="o").source == str(folder)
+    with pytest.raises(ValueError, match="use one"):
+        SteerConfig(source="m@a", target="t", dimension="toxicity", out="o", revisions=("b",))
+    with pytest.raises(ValueError, match="MODEL@REVISION"):
+        SteerConfig(source="m@", target="t", dimension="toxicity", out="o")
+    with pytest.raises(ValueError, match="perplexity source"):
+        SteerConfig(source="m", target="t", dimension="toxicity", out="o", perplexity_source="wiki")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Readers never see a half-written file: either the old one (or none) or the complete new one.
+    Readers never see a half-written file: either the old one (or none) or the complete new one. The block
+    may also make a folder at the temporary path (a model checkpoint); ``path`` must then not exist yet.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -24,7 +26,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
             tmp.unlink()
 
 

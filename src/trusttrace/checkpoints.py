@@ -99,9 +99,12 @@ class CheckpointSeries:
 
     @classmethod
     def from_local(cls, folder: str | Path) -> CheckpointSeries:
-        """A folder whose sub-folders are HF checkpoints, sorted by the step number in their names."""
+        """A folder whose sub-folders are HF checkpoints, sorted by the step number in their names.
+
+        Links (such as a ``last`` link to the newest checkpoint) are skipped: they repeat a checkpoint.
+        """
         root = Path(folder).expanduser()
-        subdirs = [d for d in root.iterdir() if d.is_dir() and (d / "config.json").exists()]
+        subdirs = [d for d in root.iterdir() if d.is_dir() and not d.is_symlink() and (d / "config.json").exists()]
         if not subdirs:
             raise FileNotFoundError(
                 f"{root} has no checkpoint folders (sub-folders with a config.json). Point at the folder "

@@ -75,6 +75,12 @@ AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]
 MiEstimatorOpt = Annotated[str, typer.Option(help="MI estimator: paper-code | hsic | nhsic.")]
 MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
 MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded subsamples of this many rows.")]
+PerplexityOpt = Annotated[str, typer.Option(help="Perplexity text: auto (LAMBADA if reachable, else the datasets' "
+                                                 "test-half statements) | lambada | statements.")]
+JudgeOpt = Annotated[str, typer.Option(help="Toxicity judge: offline (MiniLM embedding classifier) | an HF "
+                                            "classifier, e.g. tomh/toxigen_roberta.")]
+TruthJudgeOpt = Annotated[str, typer.Option(help="TruthfulQA judge: offline (MiniLM nearest reference) | "
+                                                 "TRUTH_MODEL[,INFO_MODEL], e.g. allenai/truthfulqa-truth-judge-llama2-7B.")]
 
 
 def _sigma(value: str) -> float | None:
@@ -238,9 +244,14 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     binary_mode: Annotated[str, typer.Option(help="0/1 tasks: logprob (deterministic) | generate (released "
                                                   "parse, seeded fallback).")] = "logprob",
+    perplexity: PerplexityOpt = "auto",
+    judge: JudgeOpt = "offline",
+    truth_judge: TruthJudgeOpt = "offline",
     out: Annotated[Path | None, typer.Option(help="Write evaluate.csv here.")] = None,
 ) -> None:
     """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector."""
+    from .evaluate.judges import toxicity_judge
+    from .evaluate.judges import truth_judge as make_truth_judge
     from .evaluate.suite import EvalConfig, Steering, evaluate_suite
     from .steering import SteeringVector
 
@@ -249,14 +260,16 @@ def evaluate(
         dims = DIMENSIONS if dimensions.strip() == "all" else _split(dimensions) or ()
         config = EvalConfig(dimensions=tuple(dims), limit=limit, data_dir=str(data_dir) if data_dir else None,
                             perplexity_file=str(perplexity_file) if perplexity_file else None,
-                            binary_mode=binary_mode)
+                            binary_mode=binary_mode, perplexity_source=perplexity)
         steering = None
         if vector is not None:
             if layer is None:
                 raise ValueError("--vector needs --layer (the block whose output is steered).")
             steering = Steering(SteeringVector.load(vector), layer, alpha, positions, allow_mismatch)  # type: ignore[arg-type]
         lm = load_model(model, dtype=dtype, device=device)
-        result = evaluate_suite(lm, config, steering)
+        judges = {"judge": toxicity_judge(judge, config.data_dir) if "toxicity" in dims else None,
+                  "truth_judge": make_truth_judge(truth_judge) if "reliability" in dims else None}
+        result = evaluate_suite(lm, config, steering, **judges)
     except USER_ERRORS as err:
         _fail(err)
     title = f"{model}" + (f" + {alpha:g}·{vector.name} at layer {layer} ({positions})" if vector else "")
@@ -275,7 +288,8 @@ def evaluate(
 
 @app.command()
 def steer(
-    source: Annotated[str, typer.Option(help="Source model or series (hub id, local series folder, folder).")],
+    source: Annotated[str, typer.Option(help="Source model or series (hub id, local series folder, folder), or "
+                                             "MODEL@REVISION for one checkpoint.")],
     target: Annotated[str, typer.Option(help="The model to steer.")],
     dimension: Annotated[str, typer.Option(help=f"One of {', '.join(DIMENSIONS)}.")],
     out: Annotated[Path, typer.Option(help="Output folder (steering.csv, best.csv, traces).")],
@@ -291,6 +305,11 @@ def steer(
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs.")] = None,
     dtype: Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")] = "auto",
     allow_mismatch: Annotated[bool, typer.Option(help="Apply vectors across differently shaped models.")] = False,
+    perplexity: PerplexityOpt = "auto",
+    perplexity_file: Annotated[Path | None, typer.Option(help="Text file for perplexity, one passage a line.")]
+    = None,
+    judge: JudgeOpt = "offline",
+    truth_judge: TruthJudgeOpt = "offline",
 ) -> None:
     """Build steering vectors from source checkpoints and sweep layer × α on a target model."""
     from .sweep import SteerConfig, best_alphas, run_steer
@@ -302,8 +321,16 @@ def steer(
             select=select, layers=tuple(int(v) for v in _split(layers) or ()),
             alphas=tuple(float(v) for v in _split(alphas) or ()), positions=positions, limit=limit,
             source_limit=source_limit, ppl_budget=ppl_budget, data_dir=str(data_dir) if data_dir else None,
-            dtype=dtype, allow_mismatch=allow_mismatch)
-        table = run_steer(config)
+            dtype=dtype, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
+            perplexity_source=perplexity, perplexity_file=str(perplexity_file) if perplexity_file else None)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as bars:
+            task = bars.add_task("steering sweep", total=None)
+
+            def advance(done: int, total: int, what: str) -> None:
+                bars.update(task, completed=done, total=total, description=f"steering sweep: {what}")
+
+            table = run_steer(config, advance)
     except USER_ERRORS as err:
         _fail(err)
     best = best_alphas(table, dimension, ppl_budget)
@@ -346,6 +373,129 @@ def datasets() -> None:
     for spec in SPECS.values():
         table.add_row(spec.dimension, f"{spec.file}.csv", str(spec.rows), spec.label1, spec.label0)
     Console().print(table)
+
+
+class _PretrainBars:
+    """Renders ``pretrain`` progress: stages as log lines, steps as a bar with the running loss."""
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars = bars
+        self.task: TaskID | None = None
+
+    def stage(self, text: str) -> None:
+        logging.getLogger("trusttrace.pretrain").info(text)
+
+    def start(self, total: int, done: int) -> None:
+        self.task = self.bars.add_task("pre-training", total=total, completed=done)
+
+    def step(self, step: int, loss: float) -> None:
+        if self.task is not None:
+            self.bars.update(self.task, completed=step + 1, description=f"pre-training (loss {loss:.3f})")
+
+
+@app.command()
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Run folder (created; a rerun resumes from its last checkpoint).")],
+    corpus: Annotated[str, typer.Option(help="builtin (Debian dict-gcide + fortunes) | PATH (.txt file or folder) "
+                                             "| hf:DATASET[:COLUMN].")] = "builtin",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    checkpoints: Annotated[str, typer.Option(help="log:N | every:K | comma-separated steps (0 and the last "
+                                                  "are in log:N).")] = "log:16",
+    hidden_size: Annotated[int, typer.Option(help="Model width.")] = 256,
+    layers: Annotated[int, typer.Option(help="Decoder blocks.")] = 6,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    intermediate_size: Annotated[int, typer.Option(help="MLP width.")] = 688,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 8192,
+    seq_len: Annotated[int, typer.Option(help="Tokens per training sequence.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 2e-3,
+    seed: SeedOpt = 0,
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast where fast) | bf16 | fp32.")] = "auto",
+    trace: Annotated[str | None, typer.Option(help="Trace these dimensions at every checkpoint: all, or "
+                                                   "comma-separated.")] = None,
+    trace_limit: Annotated[int | None, typer.Option(help="Statements per traced dimension.")] = 600,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs (for --trace).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pre-train a small Llama model from scratch, saving (and optionally tracing) a checkpoint series."""
+    from .pretrain import PretrainConfig
+    from .pretrain import pretrain as run_pretrain
+
+    _setup_logging(quiet, out / "log.txt")
+    try:
+        dims = () if not trace else DIMENSIONS if trace.strip() == "all" else _split(trace) or ()
+        config = PretrainConfig(out=str(out), corpus=corpus, steps=steps, checkpoints=checkpoints,
+                                hidden_size=hidden_size, n_layers=layers, n_heads=heads,
+                                intermediate_size=intermediate_size, vocab_size=vocab_size, seq_len=seq_len,
+                                batch_size=batch_size, lr=lr, seed=seed, precision=precision, trace=tuple(dims),
+                                trace_limit=trace_limit, data_dir=str(data_dir) if data_dir else None)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=quiet) as bars:
+            result = run_pretrain(config, _PretrainBars(bars))
+    except USER_ERRORS as err:
+        _fail(err)
+    console.print(f"{len(result.checkpoints)} checkpoints in {result.seconds:.0f} s")
+    for name, path in result.outputs.items():
+        if path.exists():
+            console.print(f"{name:>16}: {path}")
+
+
+@app.command()
+def finetune(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder to tune (e.g. RUN/checkpoints/last).")],
+    out: Annotated[Path, typer.Option(help="Folder for the fine-tuned model.")],
+    data: Annotated[str, typer.Option(help="builtin (TruthfulQA train Q→A + dev-half completions) | a JSONL "
+                                           "file of prompt/response rows.")] = "builtin",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-4,
+    seed: SeedOpt = 0,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Instruction-tune a checkpoint into a small chat model (the steering target)."""
+    from .finetune import FinetuneConfig
+    from .finetune import finetune as run_finetune
+
+    _setup_logging(quiet)
+    try:
+        config = FinetuneConfig(model=str(model), out=str(out), data=data, steps=steps, batch_size=batch_size,
+                                lr=lr, seed=seed, data_dir=str(data_dir) if data_dir else None)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=quiet) as bars:
+            task = bars.add_task("fine-tuning", total=steps)
+            folder = run_finetune(config, lambda done, total, loss: bars.update(
+                task, completed=done, description=f"fine-tuning (loss {loss:.3f})"))
+    except USER_ERRORS as err:
+        _fail(err)
+    console.print(f"fine-tuned model: {folder}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Demo folder (a rerun resumes every stage).")] = Path("runs/demo"),
+    corpus: Annotated[str, typer.Option(help="builtin | PATH | hf:DATASET[:COLUMN].")] = "builtin",
+    steps: Annotated[int, typer.Option(help="Pre-training steps.")] = 1000,
+    trace_limit: Annotated[int, typer.Option(help="Statements per dimension traced at each checkpoint.")] = 600,
+    steer_limit: Annotated[int, typer.Option(help="Evaluation items per steered result.")] = 100,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the published CSVs.")] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints: offline."""
+    from .demo import DemoConfig, run_demo
+
+    _setup_logging(False, out / "log.txt")
+    try:
+        config = DemoConfig(out=str(out), corpus=corpus, steps=steps, trace_limit=trace_limit,
+                            steer_limit=steer_limit, data_dir=str(data_dir) if data_dir else None, seed=seed)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as bars:
+            run_demo(config, lambda text: console.print(f"[bold]{text}[/]"), _PretrainBars(bars))
+    except USER_ERRORS as err:
+        _fail(err)
+    Console().print((out / "summary.md").read_text())
+    for name in ("summary.md", "summary.json", "pretrain", "pretrain/trace", "chat"):
+        console.print(f"{name:>16}: {out / name}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

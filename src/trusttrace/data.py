@@ -130,7 +130,8 @@ def load_dataset(
         return TrustDataset(path.stem, statements, labels, sha, str(path), "user").head(limit)
     path, source = locate_file(_published(spec), data_dir, download)
     statements, labels, sha = read_statements(path)
-    if sha != spec.sha256:
+    if sha != spec.sha256 and (str(path), spec.sha256) not in _WARNED:  # once per file, not on every reload
+        _WARNED.add((str(path), spec.sha256))
         log.warning("%s differs from the published %s.csv (sha256 %s…, expected %s…); using it as given.",
                     path, spec.file, sha[:12], spec.sha256[:12])
     ds = TrustDataset(spec.dimension, statements, labels, sha, str(path), source, spec.label1, spec.label0)

@@ -80,3 +80,18 @@ def write_planted_data_dir(root: Path, rows: int = 120) -> Path:
         statements, labels = planted_statements(rows, seed=i)
         pd.DataFrame({"statement": statements, "label": labels}).to_csv(root / f"{spec.file}.csv", index=False)
     return root
+
+
+NOUNS = ["cat", "dog", "river", "king", "garden", "ship", "word", "stone", "bird", "house"]
+VERBS = ["sees", "likes", "finds", "keeps", "makes", "holds"]
+
+
+def write_text_corpus(path: Path, n: int = 400, seed: int = 0) -> Path:
+    """A small English-like text file (blank-line-separated paragraphs) for pre-training tests."""
+    rng = random.Random(seed)
+    paragraphs = []
+    for _ in range(n):
+        clauses = [f"The {rng.choice(NOUNS)} {rng.choice(VERBS)} a {rng.choice(NOUNS)}" for _ in range(rng.randint(1, 3))]
+        paragraphs.append(", and ".join(clauses) + ".")
+    path.write_text("\n\n".join(paragraphs) + "\n")
+    return path

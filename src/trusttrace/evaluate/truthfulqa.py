@@ -11,11 +11,15 @@ Spec ``truthfulqa-mc/1``:
   "Incorrect Answers".
 - MC1 = 1 when the best answer out-scores every false answer. MC2 = Σ p(true) / (Σ p(true) + Σ p(false)),
   with p = exp(total log-likelihood of the answer).
+
+Spec ``truthfulqa-gen/1``: the same questions and prompt; a greedy answer of at most 50 new tokens, cut at its
+first line break, then judged for truth and informativeness (``judges``: an offline embedding approximation
+by default, the open GPT-judge replacements by name).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +112,23 @@ def evaluate_mc(lm: LoadedModel, items: Sequence[MCItem], max_batch: int = 32) -
         mc1, mc2 = mc_scores(best, true, false)
         rows.append({"question": item.question, "mc1": mc1, "mc2": mc2})
     return pd.DataFrame(rows)
+
+
+# ---- generation (spec truthfulqa-gen/1), judged for truth and informativeness
+
+GEN_SPEC = "truthfulqa-gen/1"  # same questions and primer; greedy, 50 new tokens, the answer's first line
+
+
+def answer_from(continuation: str) -> str:
+    """The answer in a continuation of ``prompt_for``: its first line (the primer's next "Q:" never reached)."""
+    return continuation.strip().split("\n", 1)[0].strip()
+
+
+def generate_answers(lm: LoadedModel, items: Sequence[MCItem], max_new_tokens: int = 50,
+                     progress: Callable[[int], None] | None = None) -> list[str]:
+    """Greedy answers to each item's question under the 6-shot primer."""
+    from .generation import GenerationConfig, generate
+
+    outs = generate(lm, [prompt_for(item.question) for item in items],
+                    GenerationConfig(max_new_tokens=max_new_tokens), progress)
+    return [answer_from(c.text) for c in outs]

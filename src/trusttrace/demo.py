@@ -1,0 +1,165 @@
+"""``trusttrace demo``: the whole method on a model pre-trained here, offline, in about a quarter of an hour.
+
+Stages (each resumes when the demo is run again on the same folder):
+
+1. ``OUT/pretrain``: pre-train a small Llama on the built-in corpus, tracing all five dimensions live at
+   every checkpoint (``OUT/pretrain/trace``: probes and MI, subsampled to ``trace_limit`` statements);
+2. ``OUT/pretrain/trace/mi``: the fitting → compression phases of I(T;X);
+3. ``OUT/chat``: the last checkpoint instruction-tuned into a small chat model;
+4. ``OUT/steer-<dimension>``: steering vectors from an early, a middle and the last checkpoint (and the chat
+   model's own), swept over α on the chat model, for toxicity and fairness, with perplexity;
+5. ``OUT/summary.md`` and ``OUT/summary.json``: the measured answers to the demo's questions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._io import write_json_atomic, write_text_atomic
+from .data import DIMENSIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The demo's settings; the defaults fit a 2-core CPU in about 15 minutes."""
+
+    out: str = "runs/demo"
+    corpus: str = "builtin"
+    data_dir: str | None = None
+    steps: int = 1000
+    checkpoints: str = "log:12"
+    trace_limit: int = 600
+    finetune_steps: int = 300
+    steer_dimensions: tuple[str, ...] = ("toxicity", "fairness")
+    alphas: tuple[float, ...] = (-8.0, -4.0, 4.0, 8.0)
+    steer_limit: int = 100
+    seed: int = 0
+    size: str = "small"  # small (the real demo) | tiny (a smoke run in seconds)
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise ValueError(f"size {self.size!r} is not one of {', '.join(SIZES)}.")
+
+
+# Model and data sizes by name; ``small`` is PretrainConfig's defaults.
+SIZES: dict[str, dict[str, Any]] = {
+    "small": {},
+    "tiny": {"vocab_size": 300, "hidden_size": 32, "n_layers": 2, "n_heads": 2, "intermediate_size": 64,
+             "seq_len": 32, "batch_size": 4, "warmup": 3, "tokenizer_chars": 200_000, "heldout_blocks": 4},
+}
+
+
+def steering_sources(steps: list[int], total: int) -> list[int]:
+    """An early (about 5% of training), a middle (about half) and the last checkpoint's steps; never step 0,
+    whose vector would come from the random initialisation."""
+    trained = [s for s in steps if s > 0] or steps
+    pick = [min(trained, key=lambda s: (abs(s - target), s)) for target in (max(1, 0.05 * total), 0.5 * total)]
+    return sorted(set(pick + [steps[-1]]))
+
+
+def run_demo(config: DemoConfig, stage: Callable[[str], None] | None = None,
+             pretrain_progress: Any = None) -> dict[str, Any]:
+    """Run (or resume) every stage; return the summary (also written to ``OUT/summary.json``)."""
+    from .finetune import FinetuneConfig, finetune
+    from .phases import run_phases
+    from .pretrain import PretrainConfig, iter_checkpoints, pretrain
+    from .sweep import SteerConfig, run_steer
+
+    say = stage or (lambda text: log.info(text))
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "demo_config.json", asdict(config))
+    say("1/4 pre-training with live tracing of the five dimensions")
+    pre = PretrainConfig(out=str(out / "pretrain"), corpus=config.corpus, steps=config.steps,
+                         checkpoints=config.checkpoints, seed=config.seed, trace=DIMENSIONS,
+                         trace_limit=config.trace_limit, data_dir=config.data_dir, **SIZES[config.size])
+    pretrain(pre, pretrain_progress)
+    trace_dir = out / "pretrain" / "trace"
+    phases = run_phases(trace_dir)
+    say("2/4 fine-tuning the last checkpoint into a chat model")
+    last = list(iter_checkpoints(pre.out))[-1]
+    chat = finetune(FinetuneConfig(model=str(last), out=str(out / "chat"), data_dir=config.data_dir,
+                                   steps=config.finetune_steps, seed=config.seed,
+                                   batch_size=min(16, pre.batch_size * 4), max_len=max(32, pre.seq_len)))
+    steps = [int(p.name[4:]) for p in iter_checkpoints(pre.out)]
+    sources = steering_sources(steps, config.steps)
+    layer = pre.n_layers // 2
+    steer_tables = {}
+    for i, dim in enumerate(config.steer_dimensions, start=1):
+        say(f"3/4 steering the chat model ({dim}, {i} of {len(config.steer_dimensions)}) with vectors from "
+            f"steps {', '.join(map(str, sources))}")
+        steer_tables[dim] = run_steer(SteerConfig(
+            source=str(out / "pretrain" / "checkpoints"), select=",".join(f"step{s}" for s in sources),
+            target=str(chat), dimension=dim, out=str(out / f"steer-{dim}"), layers=(layer,), alphas=config.alphas,
+            limit=config.steer_limit, source_limit=config.trace_limit, data_dir=config.data_dir,
+            perplexity_source="statements"))
+    say("4/4 summarising")
+    summary = summarise(pd.read_csv(trace_dir / "results.csv"), phases.phases, steer_tables, sources, layer)
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "summary.md", summary_markdown(summary, out))
+    return summary
+
+
+def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[str, pd.DataFrame],
+              sources: list[int], layer: int) -> dict[str, Any]:
+    """The numbers the demo reports: probe accuracy first vs last, MI peaks, steering effects."""
+    acc = results[results.metric == "accuracy"]
+    first, last = acc.step.min(), acc.step.max()
+    probes = {}
+    for dim, g in acc.groupby("dimension"):
+        best = {s: g[g.step == s].loc[g[g.step == s].value.idxmax()] for s in (first, last)}
+        base = results[(results.dimension == dim) & (results.metric == "majority_baseline")].value.iloc[0]
+        probes[dim] = {"first_step": int(first), "first_accuracy": float(best[first].value),
+                       "first_layer": int(best[first].layer), "last_step": int(last),
+                       "last_accuracy": float(best[last].value), "last_layer": int(best[last].layer),
+                       "majority_baseline": float(base), "rises": bool(best[last].value > best[first].value)}
+    mi = {}
+    for dim, g in phases.groupby("dimension"):
+        mi[dim] = {"median_peak_step": float(np.median(g.peak_step)), "layers": len(g),
+                   "layers_with_compression": int(g.compression.sum()), "layers_with_fitting": int(g.fitting.sum())}
+    steering = {}
+    for dim, table in steer_tables.items():
+        from .sweep import HEADLINE
+
+        metric = HEADLINE[dim]
+        wide = table.pivot_table(index=["source_revision", "layer", "alpha"], columns="metric",
+                                 values="value").reset_index()
+        steering[dim] = {"metric": metric, "layer": layer,
+                         "rows": wide[["source_revision", "alpha", metric, "perplexity"]].to_dict("records")}
+    return {"probes": probes, "mi": mi, "steering": steering, "steering_sources": [f"step{s}" for s in sources]}
+
+
+def summary_markdown(summary: dict[str, Any], out: Path) -> str:
+    """The summary as a short Markdown page."""
+    lines = ["# trusttrace demo", "", f"Run folder: `{out}`", "", "## Probe accuracy, first vs last checkpoint",
+             "", "| dimension | first step: best layer acc | last step: best layer acc | majority | rises |",
+             "|---|---|---|---|---|"]
+    for dim, p in summary["probes"].items():
+        lines.append(f"| {dim} | {p['first_accuracy']:.3f} (L{p['first_layer']}) | {p['last_accuracy']:.3f} "
+                     f"(L{p['last_layer']}) | {p['majority_baseline']:.3f} | {'yes' if p['rises'] else 'no'} |")
+    lines += ["", "## I(T;X) peak and compression", "",
+              "| dimension | median peak step | layers with fitting | layers with compression |", "|---|---|---|---|"]
+    for dim, m in summary["mi"].items():
+        lines.append(f"| {dim} | {m['median_peak_step']:.0f} | {m['layers_with_fitting']}/{m['layers']} | "
+                     f"{m['layers_with_compression']}/{m['layers']} |")
+    for dim, s in summary["steering"].items():
+        lines += ["", f"## Steering the chat model: {dim} ({s['metric']}, layer {s['layer']})", "",
+                  f"| source | α | {s['metric']} | perplexity |", "|---|---|---|---|"]
+        for r in s["rows"]:
+            lines.append(f"| {r['source_revision']} | {r['alpha']:+g} | {r[s['metric']]:.3f} | {r['perplexity']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def load_summary(out: str | Path) -> dict[str, Any]:
+    """A finished demo's summary."""
+    return json.loads((Path(out) / "summary.json").read_text())

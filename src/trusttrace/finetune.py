@@ -1,0 +1,218 @@
+"""Supervised fine-tuning of a pre-trained checkpoint into a small "chat" model: the steering target.
+
+The paper steers AmberChat (Amber after instruction tuning) with vectors from Amber's pre-training
+checkpoints. ``finetune`` makes the same pair for a run of your own: a checkpoint of ``trusttrace pretrain``
+(or any causal LM folder), tuned on instruction-style pairs.
+
+Built-in data (never the test halves, which the evaluation suite uses):
+- TruthfulQA train questions (``truthfulqa_train.csv``) → their best answer (from ``truthfulqa_mc.csv``;
+  failing that, the question's first true answer in the train file);
+- statement completions from the dev halves (rows [:n/2]) of the other four files: the first half of a
+  statement's words → the rest. Only the benign side is used where a side is harmful: toxigen label 0
+  (benign), confaide label 0 (no violation), sst2 label 0 (original); stereoset rows on both sides.
+
+Format: ``"Question: {prompt}\\nAnswer: {response}<eos>"``; the loss is on the response tokens only.
+A ``--data`` JSONL file of ``{"prompt": ..., "response": ...}`` rows replaces the built-in pairs.
+
+Output: ``OUT`` is a Hugging Face model folder (safetensors + tokenizer), plus ``finetune.json`` (settings,
+data counts, timings) and ``loss.csv``. It is written at the end, atomically; a rerun with the same settings
+finds it finished and returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._io import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "Question: {prompt}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tuning run."""
+
+    model: str  # checkpoint folder (e.g. RUN/checkpoints/last)
+    out: str
+    data: str = "builtin"  # builtin | a JSONL file of {"prompt", "response"} rows
+    data_dir: str | None = None  # the published CSVs (else $TRUSTTRACE_DATA_DIR, else download)
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup: int = 20
+    weight_decay: float = 0.0
+    max_len: int = 128
+    seed: int = 0
+    precision: str = "auto"  # auto | bf16 | fp32
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.max_len < 8:
+            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, max_len={self.max_len}: steps and "
+                             "batch size must be positive and max_len at least 8.")
+        if self.data != "builtin" and not Path(self.data).is_file():
+            raise FileNotFoundError(f"--data {self.data!r}: give `builtin` or a JSONL file of "
+                                    '{"prompt": ..., "response": ...} rows.')
+
+
+def _dev_half(name: str, data_dir: str | None) -> tuple[list[str], np.ndarray]:
+    from .data import load_dataset
+
+    ds = load_dataset(name, data_dir)
+    half = len(ds) // 2
+    return list(ds.statements[:half]), ds.labels[:half]
+
+
+def _truthfulqa_pairs(data_dir: str | None) -> list[tuple[str, str]]:
+    from .data import EVAL_FILES, load_dataset, locate_file
+
+    train = load_dataset("reliability", data_dir)
+    best: dict[str, str] = {}
+    try:
+        table = pd.read_csv(locate_file(EVAL_FILES["truthfulqa_mc"], data_dir)[0], encoding="utf-8-sig")
+        best = dict(zip(table["Question"], table["Best Answer"].astype(str)))
+    except FileNotFoundError:
+        log.warning("truthfulqa_mc.csv not found: using each train question's first true answer")
+    pairs: dict[str, str] = {}
+    for statement, label in zip(train.statements, train.labels):
+        question, _, answer = statement.partition("\t")
+        question, answer = question.removeprefix("Q:").strip(), answer.removeprefix("A:").strip()
+        if question and question not in pairs and (question in best or label == 1):
+            pairs[question] = best.get(question, answer).strip()
+    return list(pairs.items())
+
+
+def _completion_pairs(statements: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for s in statements:
+        words = s.split()
+        if len(words) >= 4:
+            cut = len(words) // 2
+            pairs.append((f"Continue this sentence: {' '.join(words[:cut])}", " ".join(words[cut:])))
+    return pairs
+
+
+# dimension: the label whose rows are used for completions (None: both)
+COMPLETION_SIDES: dict[str, int | None] = {"toxicity": 0, "privacy": 0, "fairness": None, "robustness": 0}
+
+
+def builtin_pairs(data_dir: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """The built-in instruction pairs by source (see the module docstring)."""
+    out = {"truthfulqa": _truthfulqa_pairs(data_dir)}
+    for name, side in COMPLETION_SIDES.items():
+        statements, labels = _dev_half(name, data_dir)
+        keep = [s for s, y in zip(statements, labels) if side is None or y == side]
+        out[name] = _completion_pairs(keep)
+    return out
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """``{"prompt", "response"}`` rows of a JSONL file."""
+    pairs = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not isinstance(row, dict) or not {"prompt", "response"} <= row.keys():
+            raise ValueError(f"{path}, line {i}: expected an object with 'prompt' and 'response'.")
+        pairs.append((str(row["prompt"]), str(row["response"])))
+    if not pairs:
+        raise ValueError(f"{path} holds no prompt/response rows.")
+    return pairs
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_len: int) -> list[tuple[list[int], int]]:
+    """(token ids, prompt length) per pair: template prompt, then " response" and EOS; truncated to max_len."""
+    eos = tokenizer.eos_token_id
+    prompts = tokenizer([TEMPLATE.format(prompt=p) for p, _ in pairs], add_special_tokens=True)["input_ids"]
+    answers = tokenizer([" " + r for _, r in pairs], add_special_tokens=False)["input_ids"]
+    encoded = []
+    for p, a in zip(prompts, answers):
+        ids = (p + a + ([eos] if eos is not None else []))[:max_len]
+        if len(ids) > len(p):  # keep pairs whose answer survives truncation
+            encoded.append((ids, len(p)))
+    return encoded
+
+
+def collate(rows: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask and labels (−100 on prompt and padding)."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (seq, n_prompt) in enumerate(rows):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        labels[i, n_prompt: len(seq)] = torch.tensor(seq[n_prompt:])
+    return ids, mask, labels
+
+
+def is_finished(out: str | Path) -> bool:
+    return (Path(out) / "finetune.json").exists() and (Path(out) / "config.json").exists()
+
+
+def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:
+    """Fine-tune ``config.model``; write the model folder ``config.out`` and return it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .models import choose_device
+    from .pretrain import batch_indices, lr_at, make_optimizer, use_bf16
+
+    out = Path(config.out)
+    if is_finished(out):
+        recorded = json.loads((out / "finetune.json").read_text())["config"]
+        if recorded != json.loads(json.dumps(asdict(config))):
+            raise ValueError(f"{out} holds a fine-tuned model made with other settings; pass a new --out.")
+        log.info("%s is already fine-tuned; nothing to do", out)
+        return out
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    sources = {"file": read_pairs(config.data)} if config.data != "builtin" else builtin_pairs(config.data_dir)
+    pairs = [p for rows in sources.values() for p in rows]
+    encoded = encode_pairs(tokenizer, pairs, config.max_len)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = choose_device(config.device)
+    bf16 = use_bf16(config.precision, device)
+    torch.manual_seed(config.seed)
+    model = AutoModelForCausalLM.from_pretrained(config.model, use_safetensors=True, dtype=torch.float32).to(device)
+    model.train()
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    losses = []
+    for step in range(config.steps):
+        batch = [encoded[i] for i in batch_indices(len(encoded), config.batch_size, step, config.seed)]
+        ids, mask, labels = (t.to(device) for t in collate(batch, pad_id))
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append({"step": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]})
+        if progress is not None:
+            progress(step + 1, config.steps, losses[-1]["loss"])
+    record = {"config": asdict(config), "pairs": {k: len(v) for k, v in sources.items()}, "encoded": len(encoded),
+              "bf16_autocast": bf16, "seconds": round(time.perf_counter() - started, 2),
+              "final_loss": float(np.mean([r["loss"] for r in losses[-20:]])) if losses else math.nan}
+    with atomic_path(out) as tmp:  # the folder appears whole, or not at all
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        pd.DataFrame(losses).to_csv(tmp / "loss.csv", index=False)
+        write_json_atomic(tmp / "finetune.json", record)
+    log.info("fine-tuned %s → %s in %.0f s (final loss %.3f)", config.model, out, record["seconds"],
+             record["final_loss"])
+    return out

@@ -1,0 +1,56 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from trusttrace.finetune import FinetuneConfig, builtin_pairs, collate, encode_pairs, finetune, read_pairs
+from trusttrace.models import load_model
+
+
+def test_builtin_pairs_use_train_questions_and_dev_halves_only(sft_data):
+    pairs = builtin_pairs(str(sft_data))
+    assert dict(pairs["truthfulqa"]) == {"w1 w2?": "w9 good", "w5?": "w6 good"}  # best answer, else a true one
+    tox = pd.read_csv(sft_data / "toxigen.csv")
+    dev = tox.iloc[: len(tox) // 2]
+    benign = {" ".join(s.split()[len(s.split()) // 2:]) for s in dev[dev.label == 0].statement if len(s.split()) >= 4}
+    assert {r for _, r in pairs["toxicity"]} <= benign  # benign dev-half rows only: no test half, no toxic side
+    assert all(p.startswith("Continue this sentence: ") for p, _ in pairs["fairness"])
+
+
+def test_labels_cover_only_the_answer(tiny_models):
+    lm = load_model(str(tiny_models["llama"]), dtype="float32")
+    encoded = encode_pairs(lm.tokenizer, [("w1 w2", "good w3"), ("w4", "bad")], max_len=32)
+    _, mask, labels = collate(encoded, pad_id=0)
+    for row, (seq, n_prompt) in enumerate(encoded):
+        assert (labels[row, :n_prompt] == -100).all() and labels[row, n_prompt:len(seq)].tolist() == seq[n_prompt:]
+        assert mask[row].sum() == len(seq) and (labels[row, len(seq):] == -100).all()
+    assert seq[-1] == lm.tokenizer.eos_token_id
+
+
+def test_finetune_writes_a_loadable_model_once(tiny_models, sft_data, tmp_path):
+    out = tmp_path / "chat"
+    config = FinetuneConfig(model=str(tiny_models["llama"]), out=str(out), data_dir=str(sft_data), steps=6,
+                            batch_size=4, precision="fp32")
+    finetune(config)
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["pairs"]["truthfulqa"] == 2 and pd.read_csv(out / "loss.csv").step.tolist() == list(range(6))
+    tuned, base = load_model(str(out), dtype="float32"), load_model(str(tiny_models["llama"]), dtype="float32")
+    assert not torch.equal(tuned.model.model.embed_tokens.weight, base.model.model.embed_tokens.weight)
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    finetune(config)  # finished: a rerun does nothing
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="other settings"):
+        finetune(FinetuneConfig(**{**config.__dict__, "steps": 7}))
+
+
+def test_pairs_file_and_its_errors(tmp_path):
+    good = tmp_path / "pairs.jsonl"
+    good.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "c", "response": "d"}\n')
+    assert read_pairs(good) == [("a", "b"), ("c", "d")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\n')
+    with pytest.raises(ValueError, match="line 1"):
+        read_pairs(bad)
+    with pytest.raises(FileNotFoundError, match="JSONL"):
+        FinetuneConfig(model="m", out="o", data=str(tmp_path / "missing.jsonl"))
