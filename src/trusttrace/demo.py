@@ -41,7 +41,7 @@ class DemoConfig:
     trace_limit: int = 600
     finetune_steps: int = 300
     steer_dimensions: tuple[str, ...] = ("toxicity", "fairness")
-    alphas: tuple[float, ...] = (-8.0, -4.0, 4.0, 8.0)
+    alphas: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
     steer_limit: int = 100
     seed: int = 0
     size: str = "small"  # small (the real demo) | tiny (a smoke run in seconds)
@@ -134,8 +134,10 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
         metric = HEADLINE[dim]
         wide = table.pivot_table(index=["source_revision", "layer", "alpha"], columns="metric",
                                  values="value").reset_index()
-        steering[dim] = {"metric": metric, "layer": layer,
-                         "rows": wide[["source_revision", "alpha", metric, "perplexity"]].to_dict("records")}
+        extra = [c for c in ("auc", "cosine_to_self") if c in wide.columns]  # auc: 0/1 tasks stuck on one answer
+        steering[dim] = {"metric": metric, "layer": layer, "extra": extra,
+                         "rows": wide[["source_revision", "alpha", metric, *extra, "perplexity"]]
+                         .to_dict("records")}
     return {"probes": probes, "mi": mi, "steering": steering, "steering_sources": [f"step{s}" for s in sources]}
 
 
@@ -153,10 +155,12 @@ def summary_markdown(summary: dict[str, Any], out: Path) -> str:
         lines.append(f"| {dim} | {m['median_peak_step']:.0f} | {m['layers_with_fitting']}/{m['layers']} | "
                      f"{m['layers_with_compression']}/{m['layers']} |")
     for dim, s in summary["steering"].items():
-        lines += ["", f"## Steering the chat model: {dim} ({s['metric']}, layer {s['layer']})", "",
-                  f"| source | α | {s['metric']} | perplexity |", "|---|---|---|---|"]
+        cols = [s["metric"], *s["extra"], "perplexity"]
+        lines += ["", f"## Steering the chat model: {dim} (layer {s['layer']})", "",
+                  "| source | α | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
         for r in s["rows"]:
-            lines.append(f"| {r['source_revision']} | {r['alpha']:+g} | {r[s['metric']]:.3f} | {r['perplexity']:.2f} |")
+            values = " | ".join("-" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in cols)
+            lines.append(f"| {r['source_revision']} | {r['alpha']:+g} | {values} |")
     return "\n".join(lines) + "\n"
 
 
