@@ -49,3 +49,4 @@ def test_own_toxicity_vector_detoxifies(tmp_path):
           f"perplexity {plain['perplexity']:.1f} -> {steered['perplexity']:.1f}")
     assert steered["toxic_ratio"] < plain["toxic_ratio"]
     assert steered["perplexity"] > 0 and plain["judge_accuracy"] > 0.6
+
