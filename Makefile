@@ -18,7 +18,10 @@ setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	if command -v nvidia-smi >/dev/null 2>&1; then \
+	# A wheel on local disk (pip's find-links) is used as is; else the CPU index unless CUDA is present.
+	if $(BIN)/pip install -q --no-index --no-deps torch==$(TORCH_VERSION) >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q torch==$(TORCH_VERSION); \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
 	  $(BIN)/pip install -q torch==$(TORCH_VERSION); \
 	else \
 	  $(BIN)/pip install -q torch==$(TORCH_VERSION) --extra-index-url https://download.pytorch.org/whl/cpu; \

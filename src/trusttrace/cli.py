@@ -498,6 +498,33 @@ def demo(
         console.print(f"{name:>16}: {out / name}")
 
 
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folder(s) (trace, steer, pretrain, demo) or results CSVs; "
+                                                     "several are overlaid.")],
+    out: Annotated[Path | None, typer.Option(help="Report folder (default RUN/report, or RUN/report-compare).")]
+    = None,
+    png: Annotated[bool, typer.Option(help="Also write a PNG of each figure (needs kaleido and Chromium).")] = True,
+    open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+) -> None:
+    """Draw one offline HTML page (and PNGs) of a run's dynamics from its tables."""
+    from .report import build_report
+
+    _setup_logging(quiet=True)
+    try:
+        result = build_report(runs, out, png=png)
+    except USER_ERRORS as err:
+        _fail(err)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"{len(result.figures)} figures, {len(result.pngs)} PNGs")
+    console.print(f"{'report':>16}: {result.page}")
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(result.page.resolve().as_uri())
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="trusttrace")
 

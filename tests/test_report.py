@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from trusttrace.cli import app
+from trusttrace.report import build_report, load_run
+
+STEPS = [0, 10, 100, 1000]
+REVS = [f"step{s}" for s in STEPS]
+
+
+def _results(n_layers=4, dims=("toxicity", "fairness"), shift=0.0):
+    rng = np.random.default_rng(0)
+    rows = []
+    for dim in dims:
+        for rev, step in zip(REVS, STEPS):
+            for layer in range(n_layers):
+                acc = 0.5 + 0.1 * np.log10(step + 1) + 0.02 * layer + shift
+                tx = 1 + np.log10(step + 1) - 0.4 * (step == 1000)
+                rows += [(rev, step, dim, layer, "accuracy", acc), (rev, step, dim, layer, "accuracy_std", 0.02),
+                         (rev, step, dim, layer, "majority_baseline", 0.55),
+                         (rev, step, dim, layer, "mi_tx", tx + rng.normal(0, 0.01)),
+                         (rev, step, dim, layer, "mi_ty", 0.1 * np.log10(step + 2))]
+    frame = pd.DataFrame(rows, columns=["revision", "step", "dimension", "layer", "metric", "value"])
+    return frame.assign(model="m", n_train=80, n_test=20, seed=0, protocol="cv", dtype="float32", commit="")
+
+
+def _steer_folder(folder, dim="toxicity"):
+    folder.mkdir(parents=True)
+    rows = [("unsteered", -1, 0.0, dim, "toxic_ratio", 0.4), ("unsteered", -1, 0.0, "general", "perplexity", 10.0)]
+    for src in ("self", "step10", "step100", "step1000"):
+        for alpha in (-2.0, 2.0):
+            rows += [(src, 1, alpha, dim, "toxic_ratio", 0.4 + 0.05 * alpha), (src, 1, alpha, "general",
+                                                                               "perplexity", 11.0 + abs(alpha)),
+                     (src, 1, alpha, dim, "cosine_to_self", 0.5)]
+    table = pd.DataFrame(rows, columns=["source_revision", "layer", "alpha", "dimension", "metric", "value"])
+    table.assign(n=10, spec="s").to_csv(folder / "steering.csv", index=False)
+    pd.DataFrame([{"source_revision": "unsteered", "layer": -1, "alpha": 0.0, "toxic_ratio": 0.4, "perplexity": 10.0,
+                   "within_budget": True}]).to_csv(folder / "best.csv", index=False)
+    pd.DataFrame([{"layer": 1, "alpha": -2.0, "metric": "toxic_ratio", "pearson_r": -0.5, "pearson_lo": -1.0,
+                   "pearson_hi": 1.0, "spearman_r": -0.5, "spearman_lo": -1.0, "spearman_hi": 1.0, "n_sources": 3,
+                   "n_boot": 2000}]).to_csv(folder / "correlation.csv", index=False)
+    (folder / "steer_config.json").write_text(json.dumps({"ppl_budget": 1.33, "dimension": dim}))
+    (folder / "source").mkdir()
+    _results(dims=(dim,)).to_csv(folder / "source" / "results.csv", index=False)
+
+
+@pytest.fixture
+def full_run(tmp_path):
+    """A demo-shaped folder: a pre-training run with its trace, and a steering sweep."""
+    root = tmp_path / "demo"
+    trace = root / "pretrain" / "trace"
+    trace.mkdir(parents=True)
+    _results().to_csv(trace / "results.csv", index=False)
+    (trace / "manifest.json").write_text(json.dumps({
+        "config": {"model": "runs/demo/pretrain/checkpoints"}, "versions": {"trusttrace": "0.1"},
+        "seeds": {"cv_folds": 0}, "started": "2026-11-21T10:00:00+00:00", "finished": "2026-11-21T10:05:00+00:00",
+        "checkpoints": {r: {"dtype": "bfloat16"} for r in REVS}}))
+    (trace / "mi").mkdir()
+    pd.DataFrame([{"dimension": "toxicity", "layer": 0, "peak_step": 100, "compression": True},
+                  {"dimension": "toxicity", "layer": 3, "peak_step": 100, "compression": False}]
+                 ).to_csv(trace / "mi" / "phases.csv", index=False)
+    pd.DataFrame({"step": range(50), "loss": np.linspace(9, 4, 50), "lr": 1e-3, "tokens": 0, "seconds": 0.0}
+                 ).to_csv(root / "pretrain" / "loss.csv", index=False)
+    pd.DataFrame({"step": [0, 10, 49], "tokens": 0, "heldout_loss": [9.0, 6.0, 4.2],
+                  "heldout_perplexity": np.exp([9.0, 6.0, 4.2]), "seconds": 0.0}
+                 ).to_csv(root / "pretrain" / "checkpoints.csv", index=False)
+    _steer_folder(root / "steer-toxicity")
+    return root
+
+
+def test_every_section_is_drawn_from_the_tables(full_run):
+    result = build_report([full_run], png=False)
+    assert result.page == full_run / "report" / "index.html"
+    figs = set(result.figures)
+    assert {"demo-toxicity-probe-heatmap", "toxicity-probe-vs-step", "fairness-mi-vs-step",
+            "toxicity-information-plane", "steer-toxicity-steering", "steer-toxicity-probe-vs-effect",
+            "demo-loss"} <= figs
+    page = result.page.read_text()
+    assert page.count("data-figure=") == len(result.figures)
+    assert "<script src=" not in page  # plotly.js is inlined: the page works offline
+    assert "majority baseline 0.550" in page and "Pearson r -0.50 [-1.00, +1.00]" in page
+    assert "best α per source" in page and "0:05:00" in page  # the best-α table; the run time
+    assert (full_run / "report" / "tables" / "steer-toxicity_steering.csv").is_file()
+    assert "tables/pretrain_loss.csv" in page
+
+
+def test_empty_and_partial_runs_leave_notes(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = build_report([empty], png=False)
+    page = result.page.read_text()
+    assert result.figures == [] and "No probe rows" in page and "No steering sweep" in page
+    probe_only = tmp_path / "probe-only"
+    probe_only.mkdir()
+    _results()[lambda f: ~f.metric.str.startswith("mi")].to_csv(probe_only / "results.csv", index=False)
+    result = build_report([probe_only], png=False)
+    assert "toxicity-probe-vs-step" in result.figures and "No MI rows" in result.page.read_text()
+
+
+def test_two_runs_and_a_paper_csv_are_overlaid(full_run, tmp_path):
+    other = tmp_path / "seed1"
+    other.mkdir()
+    _results(shift=0.05).to_csv(other / "results.csv", index=False)
+    paper = tmp_path / "paper.csv"
+    _results(dims=("toxicity",), shift=0.1)[["step", "dimension", "layer", "metric", "value"]].to_csv(paper, index=False)
+    result = build_report([full_run, other, paper], out=tmp_path / "cmp", png=False)
+    page = result.page.read_text()
+    for name in ("demo", "seed1", "paper"):  # plotly's JSON escapes the middle dot
+        assert json.dumps(f"{name} · layer 0")[1:-1] in page
+    with pytest.raises(ValueError, match="columns"):
+        bad = tmp_path / "bad.csv"
+        pd.DataFrame({"x": [1]}).to_csv(bad, index=False)
+        load_run(bad)
+
+
+def test_cli_report(full_run, tmp_path):
+    res = CliRunner().invoke(app, ["report", str(full_run), "--no-png"])
+    assert res.exit_code == 0, res.output
+    assert "index.html" in res.output and (full_run / "report" / "index.html").is_file()
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "neither a run" in res.output
