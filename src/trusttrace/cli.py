@@ -247,7 +247,8 @@ def evaluate(
     perplexity: PerplexityOpt = "auto",
     judge: JudgeOpt = "offline",
     truth_judge: TruthJudgeOpt = "offline",
-    out: Annotated[Path | None, typer.Option(help="Write evaluate.csv here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write evaluate.csv (and log.txt) here.")] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector."""
     from .evaluate.judges import toxicity_judge
@@ -255,7 +256,7 @@ def evaluate(
     from .evaluate.suite import EvalConfig, Steering, evaluate_suite
     from .steering import SteeringVector
 
-    _setup_logging(quiet=False, log_file=out / "log.txt" if out else None)
+    _setup_logging(quiet, log_file=out / "log.txt" if out else None)
     try:
         dims = DIMENSIONS if dimensions.strip() == "all" else _split(dimensions) or ()
         config = EvalConfig(dimensions=tuple(dims), limit=limit, data_dir=str(data_dir) if data_dir else None,
@@ -310,11 +311,13 @@ def steer(
     = None,
     judge: JudgeOpt = "offline",
     truth_judge: TruthJudgeOpt = "offline",
+    quiet: QuietOpt = False,
 ) -> None:
     """Build steering vectors from source checkpoints and sweep layer × α on a target model."""
     from .sweep import SteerConfig, best_alphas, run_steer
 
-    _setup_logging(quiet=False, log_file=out / "log.txt")
+    _setup_logging(quiet, log_file=out / "log.txt")
+    logging.getLogger("trusttrace.evaluate.suite").setLevel(logging.WARNING)  # the sweep's bar says where it is
     try:
         config = SteerConfig(
             source=source, target=target, dimension=dimension, out=str(out), revisions=_split(revisions),
@@ -324,7 +327,7 @@ def steer(
             dtype=dtype, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
             perplexity_source=perplexity, perplexity_file=str(perplexity_file) if perplexity_file else None)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bars:
+                      console=console, disable=quiet) as bars:
             task = bars.add_task("steering sweep", total=None)
 
             def advance(done: int, total: int, what: str) -> None:
@@ -340,8 +343,9 @@ def steer(
     for row in best.itertuples(index=False):
         result.add_row(*["-" if pd.isna(v) else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row])
     Console().print(result)
-    for name in ("steering.csv", "best.csv"):
-        console.print(f"{name:>16}: {out / name}")
+    for name in ("steering.csv", "best.csv", "correlation.csv", "source", "target", "log.txt"):
+        if (out / name).exists():
+            console.print(f"{name:>16}: {out / name}")
 
 
 @app.command()
@@ -494,7 +498,7 @@ def demo(
     except USER_ERRORS as err:
         _fail(err)
     Console().print((out / "summary.md").read_text())
-    for name in ("summary.md", "summary.json", "pretrain", "pretrain/trace", "chat"):
+    for name in ("report/index.html", "summary.md", "summary.json", "pretrain", "pretrain/trace", "chat"):
         console.print(f"{name:>16}: {out / name}")
 
 

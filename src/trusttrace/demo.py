@@ -8,7 +8,8 @@ Stages (each resumes when the demo is run again on the same folder):
 3. ``OUT/chat``: the last checkpoint instruction-tuned into a small chat model;
 4. ``OUT/steer-<dimension>``: steering vectors from an early, a middle and the last checkpoint (and the chat
    model's own), swept over α on the chat model, for toxicity and fairness, with perplexity;
-5. ``OUT/summary.md`` and ``OUT/summary.json``: the measured answers to the demo's questions.
+5. ``OUT/summary.md`` and ``OUT/summary.json``: the measured answers to the demo's questions, and
+   ``OUT/report/index.html``: the run's report (``trusttrace report``).
 """
 
 from __future__ import annotations
@@ -103,10 +104,15 @@ def run_demo(config: DemoConfig, stage: Callable[[str], None] | None = None,
             target=str(chat), dimension=dim, out=str(out / f"steer-{dim}"), layers=(layer,), alphas=config.alphas,
             limit=config.steer_limit, source_limit=config.trace_limit, data_dir=config.data_dir,
             perplexity_source="statements"))
-    say("4/4 summarising")
+    say("4/4 summarising and drawing the report")
     summary = summarise(pd.read_csv(trace_dir / "results.csv"), phases.phases, steer_tables, sources, layer)
     write_json_atomic(out / "summary.json", summary)
     write_text_atomic(out / "summary.md", summary_markdown(summary, out))
+    from .report import build_report
+
+    report = build_report([out])
+    for note in report.notes:
+        log.warning(note)
     return summary
 
 

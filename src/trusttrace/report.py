@@ -162,6 +162,8 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
     """Probe accuracy against step for the paper's depth-adapted layers, ± k-fold std where present."""
     fig = go.Figure()
     drew = False
+    log_axis = _log_steps(runs, dim)
+    shift = 1 if log_axis else 0
     for r_i, run in enumerate(runs):
         res = run.results
         if res is None:
@@ -177,14 +179,14 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
             name = f"{run.label} · layer {layer}" if len(runs) > 1 else f"layer {layer}"
             if s is not None and s.notna().any():
                 upper, lower = g.value.to_numpy() + s.to_numpy(), g.value.to_numpy() - s.to_numpy()
-                fig.add_trace(go.Scatter(x=np.r_[g.step, g.step[::-1]], y=np.r_[upper, lower[::-1]], fill="toself",
+                fig.add_trace(go.Scatter(x=np.r_[g.step, g.step[::-1]] + shift, y=np.r_[upper, lower[::-1]], fill="toself",
                                          fillcolor=_alpha(colour, 0.15), line={"width": 0}, hoverinfo="skip",
                                          showlegend=False, legendgroup=name))
             fig.add_trace(go.Scatter(
-                x=g.step, y=g.value, mode="lines+markers", name=name, legendgroup=name,
+                x=g.step + shift, y=g.value, mode="lines+markers", name=name, legendgroup=name,
                 line={"color": colour, "dash": DASHES[r_i % len(DASHES)]},
-                customdata=np.c_[g.revision, s.to_numpy() if s is not None else np.full(len(g), np.nan)],
-                hovertemplate="step %{x}<br>%{customdata[0]}<br>accuracy %{y:.4f} ± %{customdata[1]:.4f}"
+                customdata=np.c_[g.revision, s.to_numpy() if s is not None else np.full(len(g), np.nan), g.step],
+                hovertemplate="step %{customdata[2]}<br>%{customdata[0]}<br>accuracy %{y:.4f} ± %{customdata[1]:.4f}"
                               "<extra>" + name + "</extra>"))
             drew = True
         base = res[(res.dimension == dim) & (res.metric == "majority_baseline")].value
@@ -193,15 +195,21 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
                           annotation_text=f"majority {float(base.iloc[0]):.3f}", annotation_position="bottom right")
     if not drew:
         return None
-    fig.update_xaxes(title="pre-training step", type="log" if _positive_steps(runs, dim) else "linear")
+    _step_axis(fig, log_axis)
     fig.update_yaxes(title="probe accuracy (fraction correct)")
     title = f"{dim}: probe accuracy over training (bands: ± std over folds)"
     return Figure(f"{dim}-probe-vs-step", title, _layout(fig, title))
 
 
-def _positive_steps(runs: Sequence[Run], dim: str) -> bool:
-    steps = pd.concat([r.results[r.results.dimension == dim].step for r in runs if r.results is not None])
-    return bool((steps.dropna() > 0).all() and len(steps.dropna()))
+def _log_steps(runs: Sequence[Run], dim: str) -> bool:
+    """Whether the steps span enough decades for a log axis (of step + 1, so that step 0 has a place)."""
+    steps = pd.concat([r.results[r.results.dimension == dim].step for r in runs if r.results is not None]).dropna()
+    return len(steps) > 0 and float(steps.max()) + 1 >= 100 * (float(steps.min()) + 1)
+
+
+def _step_axis(fig: go.Figure, log_axis: bool, **where: int) -> None:
+    title = "pre-training step + 1 (log scale)" if log_axis else "pre-training step"
+    fig.update_xaxes(title=title, type="log" if log_axis else "linear", **where)
 
 
 def _alpha(colour: str, a: float) -> str:
@@ -217,6 +225,8 @@ def mi_curves(runs: Sequence[Run], dim: str) -> Figure | None:
     """I(T;X) and I(T;Y) against step; dotted lines at the I(T;X) peak where compression follows."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("I(T;X): layer l vs layer 0", "I(T;Y): layer l vs label"))
     drew = False
+    log_axis = _log_steps(runs, dim)
+    shift = 1 if log_axis else 0
     for r_i, run in enumerate(runs):
         res = run.results
         if res is None:
@@ -233,19 +243,20 @@ def mi_curves(runs: Sequence[Run], dim: str) -> Figure | None:
             for col, metric in enumerate(("mi_tx", "mi_ty"), start=1):
                 if metric not in g:
                     continue
-                fig.add_trace(go.Scatter(x=g.step, y=g[metric], mode="lines+markers", name=name, legendgroup=name,
-                                         showlegend=col == 1, line={"color": colour, "dash": DASHES[r_i % len(DASHES)]},
-                                         hovertemplate="step %{x}<br>%{y:.4f}<extra>" + name + "</extra>"),
+                fig.add_trace(go.Scatter(x=g.step + shift, y=g[metric], mode="lines+markers", name=name,
+                                         legendgroup=name, showlegend=col == 1, customdata=g.step,
+                                         line={"color": colour, "dash": DASHES[r_i % len(DASHES)]},
+                                         hovertemplate="step %{customdata}<br>%{y:.4f}<extra>" + name + "</extra>"),
                               row=1, col=col)
                 drew = True
             if peaks is not None and layer in peaks.index and bool(peaks.loc[layer, "compression"]):
-                fig.add_vline(x=float(peaks.loc[layer, "peak_step"]), line={"color": colour, "dash": "dot", "width": 1},
-                              row=1, col=1)
+                fig.add_vline(x=float(peaks.loc[layer, "peak_step"]) + shift,  # data coordinates, log axis too
+                              line={"color": colour, "dash": "dot", "width": 1}, row=1, col=1)
     if not drew:
         return None
     for col in (1, 2):
-        fig.update_xaxes(title="pre-training step", row=1, col=col)
-    fig.update_yaxes(title="HSIC estimate (nats-like units of the estimator)", row=1, col=1)
+        _step_axis(fig, log_axis, row=1, col=col)
+    fig.update_yaxes(title="HSIC estimate (the estimator's units)", row=1, col=1)
     title = f"{dim}: mutual information over training (dotted: I(T;X) peak followed by compression)"
     return Figure(f"{dim}-mi-vs-step", title, _layout(fig, title))
 
@@ -274,7 +285,8 @@ def information_plane(runs: Sequence[Run], dim: str) -> Figure | None:
                 line={"color": "#999", "width": 1, "dash": DASHES[r_i % len(DASHES)]},
                 marker={"color": np.log10(g.step.astype(float) + 1), "colorscale": "Viridis", "size": 7,
                         "cmin": float(log_step.min()), "cmax": float(log_step.max()),
-                        "showscale": layer == layers[-1] and r_i == 0, "colorbar": {"title": "log10(step+1)"}},
+                        "showscale": layer == layers[-1] and r_i == 0,
+                        "colorbar": {"title": "log10(step+1)", "x": 1.0, "len": 0.8}},
                 customdata=g.step, hovertemplate="step %{customdata}<br>I(T;X) %{x:.4f}<br>I(T;Y) %{y:.4f}"
                                                  "<extra>" + name + "</extra>"))
             drew = True
@@ -282,8 +294,10 @@ def information_plane(runs: Sequence[Run], dim: str) -> Figure | None:
         return None
     fig.update_xaxes(title="I(T;X): layer l vs layer 0 (HSIC estimate)")
     fig.update_yaxes(title="I(T;Y): layer l vs label (HSIC estimate)")
-    title = f"{dim}: information plane"
-    return Figure(f"{dim}-information-plane", title, _layout(fig, title))
+    title = f"{dim}: information plane (colour: training step)"
+    fig = _layout(fig, title)
+    fig.update_layout(legend={"x": 1.12, "font": {"size": 10}})  # clear of the colour bar
+    return Figure(f"{dim}-information-plane", title, fig)
 
 
 def steering_figure(name: str, steer: dict[str, Any]) -> Figure | None:
@@ -408,7 +422,10 @@ def _header(runs: Sequence[Run]) -> str:
 
 
 def _table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4f}", classes="data", border=0)
+    def number(v: float) -> str:
+        return f"{v:g}" if float(v).is_integer() else f"{v:.4f}"
+
+    return frame.to_html(index=False, na_rep="–", float_format=number, classes="data", border=0)
 
 
 @dataclass
@@ -474,23 +491,26 @@ def build_report(paths: Sequence[str | Path], out: str | Path | None = None, png
 
 
 def _write_pngs(figures: Sequence[Figure], folder: Path, notes: list[str]) -> list[Path]:
+    """A PNG per figure, all through one kaleido browser session; a note instead where that cannot run."""
     import importlib.util
 
+    import plotly.io as pio
+
+    if not figures:
+        return []
     if importlib.util.find_spec("kaleido") is None:
         notes.append("PNG figures were not written: install kaleido (`pip install kaleido`) and Chromium.")
         return []
-    written = []
     folder.mkdir(parents=True, exist_ok=True)
-    for fig in figures:
-        path = folder / f"{fig.name}.png"
-        try:
-            fig.figure.write_image(str(path), width=1100, height=fig.figure.layout.height or 420, scale=2)
-        except (RuntimeError, ValueError, OSError) as err:  # kaleido without a browser, or a dead one
-            notes.append(f"PNG figures were not written ({type(err).__name__}: {str(err).strip()[:200]}). "
-                         "Install Chromium/Chrome for kaleido.")
-            return written
-        written.append(path)
-    return written
+    paths = [folder / f"{fig.name}.png" for fig in figures]
+    try:
+        pio.write_images([f.figure for f in figures], paths, format="png", scale=2, width=1100,
+                         height=[int(f.figure.layout.height or 420) for f in figures])
+    except (RuntimeError, ValueError, OSError) as err:  # kaleido without a browser, or one that died
+        notes.append(f"PNG figures were not written ({type(err).__name__}: {str(err).strip()[:200]}). "
+                     "Install Chromium or Chrome for kaleido.")
+        return [p for p in paths if p.is_file()]
+    return paths
 
 
 def _copy_tables(runs: Sequence[Run], folder: Path) -> list[Path]:

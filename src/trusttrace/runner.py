@@ -284,8 +284,10 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
     out.mkdir(parents=True, exist_ok=True)
     _check_fingerprint(out, manifest)
     old = out / "manifest.json"
-    if old.exists():  # keep what earlier attempts recorded about finished checkpoints
-        manifest["checkpoints"] = json.loads(old.read_text()).get("checkpoints", {})
+    if old.exists():  # keep what earlier attempts recorded: finished checkpoints, and when the run began
+        earlier = json.loads(old.read_text())
+        manifest["checkpoints"] = earlier.get("checkpoints", {})
+        manifest["started"] = earlier.get("started", manifest["started"])
     write_json_atomic(old, manifest)
     analysis = config.analysis_config()
     fetcher = _Fetcher(config)

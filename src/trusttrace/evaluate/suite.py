@@ -161,6 +161,8 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
     likelihood_steering, note = _all_positions(steering)
     if "reliability" in config.dimensions:
         items, skipped = load_mc_items(config.data_dir, config.limit)
+        log.info("reliability: TruthfulQA MC on %d questions%s", len(items),
+                 ", then generated answers" if config.truthfulqa_generation else "")
         with _maybe_steer(lm, likelihood_steering):
             scores = evaluate_mc(lm, items)
         for metric in ("mc1", "mc2"):
@@ -172,6 +174,7 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
             rows += _truthfulness(items, answers, truth_judge)
     with _maybe_steer(lm, steering):
         if "toxicity" in config.dimensions:
+            log.info("toxicity: continuations of up to %d prompts", config.toxicity_prompts)
             rows += _toxicity(lm, config, judge)
         for dim in ("privacy", "fairness", "robustness"):
             if dim in config.dimensions and config.binary_mode == "generate":
@@ -186,6 +189,7 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
                 rows.append({"dimension": dim, "metric": "auc", "value": float(auc), "n": len(labels),
                              "spec": f"{BINARY_SPEC}; ROC AUC of log p(1) − log p(0)"})
     texts, source = _perplexity_texts(config)
+    log.info("perplexity on %d texts (%s)", len(texts), source)
     with _maybe_steer(lm, likelihood_steering):
         ppl, n_tokens = perplexity(lm, texts)
     rows.append({"dimension": "general", "metric": "perplexity", "value": ppl, "n": n_tokens, "spec": source + note})
