@@ -141,3 +141,13 @@ def test_the_page_renders_in_a_real_browser(full_run, tmp_path):
     if artifacts:  # CI keeps the picture
         os.makedirs(artifacts, exist_ok=True)
         shutil.copyfile(check.screenshot, os.path.join(artifacts, "report-synthetic.png"))
+
+
+def test_a_single_checkpoint_is_drawn_by_layer(tmp_path):
+    single = tmp_path / "smol"
+    single.mkdir()
+    one = _results()[lambda f: f.revision == "step100"].assign(revision="final", step=None)
+    one.to_csv(single / "results.csv", index=False)
+    result = build_report([single], png=False)
+    assert {"toxicity-by-layer", "fairness-by-layer", "smol-toxicity-probe-heatmap"} <= set(result.figures)
+    assert "toxicity-probe-vs-step" not in result.figures and "drawn by layer above" in result.page.read_text()

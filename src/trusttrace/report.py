@@ -221,6 +221,49 @@ def _alpha(colour: str, a: float) -> str:
     return colour
 
 
+def by_layer(runs: Sequence[Run], dim: str) -> Figure | None:
+    """Probe accuracy (± fold std) and MI against layer, for runs of a single checkpoint (no step axis)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("probe accuracy", "mutual information"))
+    drew = False
+    for r_i, run in enumerate(runs):
+        res = run.results
+        if res is None:
+            continue
+        rows = res[res.dimension == dim]
+        for rev, g in rows.groupby("revision", sort=False):
+            if g.step.notna().any() and rows.revision.nunique() > 1:
+                continue  # a series: drawn against step instead
+            label = f"{run.label} · {rev}" if len(runs) > 1 else str(rev)
+            dash = DASHES[r_i % len(DASHES)]
+            wide = g.pivot_table(index="layer", columns="metric", values="value").reset_index()
+            if "accuracy" in wide:
+                std = wide["accuracy_std"] if "accuracy_std" in wide else pd.Series(np.nan, index=wide.index)
+                fig.add_trace(go.Scatter(
+                    x=wide.layer, y=wide.accuracy, error_y={"type": "data", "array": std, "visible": bool(std.notna().any())},
+                    mode="lines+markers", name=f"{label}: accuracy", line={"color": "#00204c", "dash": dash},
+                    hovertemplate="layer %{x}<br>accuracy %{y:.4f}<extra>" + label + "</extra>"), row=1, col=1)
+                drew = True
+            if "majority_baseline" in wide:
+                fig.add_trace(go.Scatter(x=wide.layer, y=wide.majority_baseline, mode="lines",
+                                         name=f"{label}: majority baseline", line={"color": "#888", "dash": "dot"},
+                                         hovertemplate="majority %{y:.4f}<extra></extra>"), row=1, col=1)
+            for metric, colour, what in (("mi_tx", "#7d7c78", "I(T;X)"), ("mi_ty", "#ffe945", "I(T;Y)")):
+                if metric in wide:
+                    fig.add_trace(go.Scatter(x=wide.layer, y=wide[metric], mode="lines+markers",
+                                             name=f"{label}: {what}", line={"color": colour, "dash": dash},
+                                             hovertemplate="layer %{x}<br>" + what + " %{y:.4f}<extra>" + label +
+                                                           "</extra>"), row=1, col=2)
+                    drew = True
+    if not drew:
+        return None
+    for col in (1, 2):
+        fig.update_xaxes(title="layer (block output)", row=1, col=col)
+    fig.update_yaxes(title="probe accuracy (fraction correct)", row=1, col=1)
+    fig.update_yaxes(title="HSIC estimate (the estimator's units)", type="log", row=1, col=2)
+    title = f"{dim}: by layer at a single checkpoint (error bars: ± std over folds)"
+    return Figure(f"{dim}-by-layer", title, _layout(fig, title))
+
+
 def mi_curves(runs: Sequence[Run], dim: str) -> Figure | None:
     """I(T;X) and I(T;Y) against step; dotted lines at the I(T;X) peak where compression follows."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("I(T;X): layer l vs layer 0", "I(T;Y): layer l vs label"))
@@ -454,8 +497,9 @@ def build_report(paths: Sequence[str | Path], out: str | Path | None = None, png
         for run in runs:
             if run.results is not None and (fig := probe_heatmap(run.results, dim, run.label)) is not None:
                 probe_items.append(fig)
-        if (fig := probe_curves(runs, dim)) is not None:
-            probe_items.append(fig)
+        for fig in (probe_curves(runs, dim), by_layer(runs, dim)):
+            if fig is not None:
+                probe_items.append(fig)
     sections.append(("Probe accuracy", probe_items or ["No probe rows in this run (trace with the probe analysis)."]))
 
     mi_items: list[Figure | str] = []
@@ -463,7 +507,8 @@ def build_report(paths: Sequence[str | Path], out: str | Path | None = None, png
         for fig in (mi_curves(runs, dim), information_plane(runs, dim)):
             if fig is not None:
                 mi_items.append(fig)
-    sections.append(("Mutual information", mi_items or ["No MI rows over a series of steps in this run."]))
+    sections.append(("Mutual information", mi_items or [
+        "No MI rows over a series of steps in this run (a single checkpoint's MI is drawn by layer above)."]))
 
     steer_items: list[Figure | str] = []
     for run in runs:
