@@ -86,8 +86,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         from .phases import read_results
 
         run.results = read_results(trace)
-        run.tables[f"{trace.relative_to(root).as_posix().replace('/', '_') or 'trace'}_results.csv"] = \
-            trace / "results.csv"
+        where = trace.relative_to(root).as_posix()
+        run.tables["results.csv" if where == "." else f"{where.replace('/', '_')}_results.csv"] = trace / "results.csv"
         if (trace / "manifest.json").is_file():
             run.manifest = json.loads((trace / "manifest.json").read_text())
         run.phases = _csv(trace / "mi" / "phases.csv")
@@ -145,6 +145,8 @@ def probe_heatmap(results: pd.DataFrame, dim: str, run: str) -> Figure | None:
     if acc.empty:
         return None
     order = acc.drop_duplicates("revision").sort_values(["step", "revision"], na_position="last").revision.tolist()
+    if len(order) < 2:  # one checkpoint: the by-layer figure shows it better than a one-row grid
+        return None
     grid = acc.pivot_table(index="revision", columns="layer", values="value").reindex(order)
     base = results[(results.dimension == dim) & (results.metric == "majority_baseline")].value
     majority = float(base.iloc[0]) if len(base) else float("nan")
@@ -155,7 +157,7 @@ def probe_heatmap(results: pd.DataFrame, dim: str, run: str) -> Figure | None:
     fig.update_xaxes(title="layer (block output)")
     fig.update_yaxes(title="checkpoint (training order)", type="category")
     title = f"{dim}: probe accuracy by checkpoint and layer ({run}; majority baseline {majority:.3f})"
-    return Figure(f"{_slug(run)}-{dim}-probe-heatmap", title, _layout(fig, title, 120 + 22 * len(order)))
+    return Figure(f"{_slug(run)}-{dim}-probe-heatmap", title, _layout(fig, title, max(300, 120 + 22 * len(order))))
 
 
 def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
@@ -247,7 +249,7 @@ def by_layer(runs: Sequence[Run], dim: str) -> Figure | None:
                 fig.add_trace(go.Scatter(x=wide.layer, y=wide.majority_baseline, mode="lines",
                                          name=f"{label}: majority baseline", line={"color": "#888", "dash": "dot"},
                                          hovertemplate="majority %{y:.4f}<extra></extra>"), row=1, col=1)
-            for metric, colour, what in (("mi_tx", "#7d7c78", "I(T;X)"), ("mi_ty", "#ffe945", "I(T;Y)")):
+            for metric, colour, what in (("mi_tx", "#7d7c78", "I(T;X)"), ("mi_ty", "#d6604d", "I(T;Y)")):
                 if metric in wide:
                     fig.add_trace(go.Scatter(x=wide.layer, y=wide[metric], mode="lines+markers",
                                              name=f"{label}: {what}", line={"color": colour, "dash": dash},
