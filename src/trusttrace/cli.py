@@ -139,6 +139,15 @@ def trace(
     mi_estimator: MiEstimatorOpt = "paper-code",
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
+    executor: Annotated[str, typer.Option(help="local | ray (one task per checkpoint on a Ray cluster).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join: auto | HOST:PORT (default: start "
+                                                         "a local one).")] = None,
+    gpus_per_task: Annotated[float, typer.Option(help="GPUs per checkpoint task (ray).")] = 0.0,
+    cpus_per_task: Annotated[float, typer.Option(help="CPUs per checkpoint task (ray).")] = 1.0,
+    max_retries: Annotated[int, typer.Option(help="Retries of a failed checkpoint task (ray).")] = 2,
+    prefetch: Annotated[int, typer.Option(help="Hub checkpoints downloaded ahead of the one computing.")] = 1,
+    cache_budget: Annotated[float | None, typer.Option(help="GB of downloaded, not yet deleted checkpoints at "
+                                                            "most (limits --prefetch).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
@@ -151,7 +160,9 @@ def trace(
             dtype=dtype, device=device, keep_checkpoints=keep_checkpoints,
             cache_dir=str(cache_dir) if cache_dir else None, trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle, blocks=blocks, analyses=_split(analyses) or (),
-            mi_estimator=mi_estimator, mi_sigma=_sigma(mi_sigma), mi_max_samples=mi_max_samples)
+            mi_estimator=mi_estimator, mi_sigma=_sigma(mi_sigma), mi_max_samples=mi_max_samples,
+            executor=executor, ray_address=ray_address, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
+            max_retries=max_retries, prefetch=prefetch, cache_budget_gb=cache_budget)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=quiet, transient=False) as bars:
             result = runner.run_trace(config, _RichProgress(bars))
@@ -160,6 +171,11 @@ def trace(
     _print_summary(runner.trace_summary(result.results))
     for name, path in result.outputs.items():
         console.print(f"{name:>16}: {path}")
+    if result.failed:
+        for name, error in result.failed.items():
+            console.print(f"[bold red]failed:[/] {name}: {error}")
+        console.print("Rerun the same command to retry the failed checkpoints; finished ones are kept.")
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -19,6 +19,7 @@ import gc
 import json
 import logging
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +51,7 @@ RESULT_COLUMNS = ["model", "revision", "step", "dimension", "layer", "metric", "
 _FINGERPRINT = ("model", "limit", "protocol", "folds", "seed", "dtype", "token_position", "analyses",
                 "mi_estimator", "mi_sigma", "mi_eps", "mi_max_samples")
 ANALYSES: tuple[str, ...] = ("probe", "mi")
+EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,14 @@ class TraceConfig:
     mi_sigma: float | None = 50.0  # None: median heuristic (hsic/nhsic)
     mi_eps: float = 1e-5
     mi_max_samples: int | None = None  # estimate MI on seeded subsamples of this many rows
+    # How the work is run (never changes the numbers):
+    executor: str = "local"  # local | ray
+    ray_address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join a cluster
+    gpus_per_task: float = 0.0
+    cpus_per_task: float = 1.0
+    max_retries: int = 2  # Ray: attempts after the first, per checkpoint
+    prefetch: int = 1  # checkpoints downloaded ahead of the one computing (0: download, then compute)
+    cache_budget_gb: float | None = None  # cap on downloaded-and-not-yet-deleted checkpoints
 
     def analysis_config(self) -> AnalysisConfig:
         """The probe and MI settings of this run."""
@@ -139,6 +149,10 @@ class TraceConfig:
         if self.limit is not None and self.limit < 10:
             raise ValueError(f"limit={self.limit}: probes need at least 10 statements per dimension.")
         self.analysis_config()  # validates analyses, protocol and MI estimator
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor {self.executor!r} is not one of {', '.join(EXECUTORS)}.")
+        if self.prefetch < 0 or self.max_retries < 0:
+            raise ValueError(f"prefetch={self.prefetch}, max_retries={self.max_retries}: neither may be negative.")
 
 
 @dataclass
@@ -148,6 +162,7 @@ class TraceResult:
     out: Path
     results: pd.DataFrame
     manifest: dict = field(repr=False)
+    failed: dict[str, str] = field(default_factory=dict)  # checkpoint → error, after its retries (Ray)
 
     @property
     def outputs(self) -> dict[str, Path]:
@@ -211,15 +226,34 @@ def _write_results(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-class _Fetcher:
-    """Fetches hub checkpoints one ahead in a background thread; deletes those it downloaded after use."""
+Fetch = Callable[[Checkpoint], tuple[str, "str | None", bool]]  # → (what to load, commit, downloaded by us)
 
-    def __init__(self, config: TraceConfig) -> None:
+
+class _Fetcher:
+    """Fetches checkpoints ahead of use in a background thread; deletes those it downloaded after use.
+
+    By default only hub checkpoints are fetched (``snapshot_download``); ``fetch`` replaces that for every
+    checkpoint (a benchmark's simulated slow download, or another store).
+    """
+
+    def __init__(self, config: TraceConfig, fetch: Fetch | None = None) -> None:
         self.config = config
+        self.custom = fetch
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: dict[str, Future] = {}
+        self.held_bytes: dict[str, int] = {}  # fetched and not yet released
+        self.last_size = 0
 
     def _fetch(self, ckpt: Checkpoint) -> tuple[str, str | None, bool]:
+        if self.custom is not None:
+            result = self.custom(ckpt)
+        else:
+            result = self._hub_fetch(ckpt)
+        self.last_size = _folder_bytes(Path(result[0])) if result[2] else 0
+        self.held_bytes[ckpt.name] = self.last_size
+        return result
+
+    def _hub_fetch(self, ckpt: Checkpoint) -> tuple[str, str | None, bool]:
         from huggingface_hub import snapshot_download
 
         try:
@@ -232,19 +266,34 @@ class _Fetcher:
                                           allow_pickle=self.config.allow_pickle)
         return str(folder), commit, not was_cached
 
+    def needs_fetch(self, ckpt: Checkpoint) -> bool:
+        return self.custom is not None or ckpt.revision is not None
+
+    def room_for_one_more(self) -> bool:
+        """Whether another download ahead fits the cache budget (the last download's size as the guess)."""
+        budget = self.config.cache_budget_gb
+        return budget is None or sum(self.held_bytes.values()) + self.last_size <= budget * 1e9
+
     def prefetch(self, ckpt: Checkpoint | None) -> None:
-        if ckpt is not None and ckpt.revision is not None and ckpt.name not in self.pending:
+        if ckpt is not None and self.needs_fetch(ckpt) and ckpt.name not in self.pending:
             self.pending[ckpt.name] = self.pool.submit(self._fetch, ckpt)
 
     def get(self, ckpt: Checkpoint) -> tuple[str, str | None, bool]:
         """(what to load, commit, whether trusttrace downloaded it)."""
-        if ckpt.revision is None:
+        if not self.needs_fetch(ckpt):
             return ckpt.ref, ckpt.commit, False
         self.prefetch(ckpt)
         return self.pending.pop(ckpt.name).result()
 
-    def release(self, commit: str | None, downloaded: bool) -> None:
-        if self.config.keep_checkpoints or not downloaded or commit is None:
+    def release(self, ckpt: Checkpoint, source: str | None, commit: str | None, downloaded: bool) -> None:
+        self.held_bytes.pop(ckpt.name, None)
+        if self.config.keep_checkpoints or not downloaded:
+            return
+        if self.custom is not None:
+            if source is not None:
+                shutil.rmtree(source, ignore_errors=True)
+            return
+        if commit is None:
             return
         from huggingface_hub import scan_cache_dir
 
@@ -256,6 +305,10 @@ class _Fetcher:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
 def _load_datasets(config: TraceConfig) -> dict[str, TrustDataset]:
     return {(ds := load_dataset(d, config.data_dir, limit=config.limit)).name: ds for d in config.dimensions}
 
@@ -265,8 +318,13 @@ def _dataset_info(ds: TrustDataset) -> dict[str, object]:
             "label1": ds.label1, "label0": ds.label0}
 
 
-def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceResult:
+def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: Fetch | None = None,
+              checkpoint_task: Callable[..., dict] | None = None) -> TraceResult:
     """Extract and probe every selected checkpoint; write the tidy table and manifest under ``config.out``.
+
+    ``executor="ray"`` runs one task per checkpoint on a Ray cluster (the run folder must be reachable from
+    every worker); ``fetch`` replaces the hub download for every checkpoint, ``checkpoint_task`` the Ray
+    task (both for benchmarks and tests).
 
     Example:
         >>> run_trace(TraceConfig(model="smollm2-135m-instruct", out="runs/smol", limit=400))
@@ -290,28 +348,87 @@ def run_trace(config: TraceConfig, progress: Progress | None = None) -> TraceRes
         manifest["started"] = earlier.get("started", manifest["started"])
     write_json_atomic(old, manifest)
     analysis = config.analysis_config()
-    fetcher = _Fetcher(config)
+    todo = [c for c in series if not (out / "parts" / f"{_safe(c.name)}.csv").exists()]
     progress.start(len(series))
-    try:
-        todo = [c for c in series if not (out / "parts" / f"{_safe(c.name)}.csv").exists()]
-        for _ in range(len(series) - len(todo)):  # finished by an earlier attempt
-            progress.done_checkpoint()
-        for i, ckpt in enumerate(todo):
-            progress.checkpoint(ckpt.name)
-            upcoming = [c for c in todo[i:i + 2] if _needs_model(config, c, datasets, out)]
-            for c in upcoming:  # the one needed now goes first in the download queue
-                fetcher.prefetch(c)
-            record = _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, progress, out)
-            manifest["checkpoints"][ckpt.name] = record
-            write_json_atomic(out / "manifest.json", manifest)
-            _merge_parts(out)  # the table is current after every checkpoint, for watching long sweeps
-            progress.done_checkpoint()
-    finally:
-        fetcher.close()
+    for _ in range(len(series) - len(todo)):  # finished by an earlier attempt
+        progress.done_checkpoint()
+    if config.executor == "ray":
+        failed = _run_ray(config, todo, datasets, analysis, manifest, out, progress, checkpoint_task)
+    else:
+        failed = {}
+        _run_local(config, todo, datasets, analysis, manifest, out, progress, fetch)
     results = _merge_parts(out)
     manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest["failed"] = failed
     write_json_atomic(out / "manifest.json", manifest)
-    return TraceResult(out, results, manifest)
+    return TraceResult(out, results, manifest, failed)
+
+
+def _finish(name: str, record: dict, manifest: dict, out: Path, progress: Progress) -> None:
+    manifest["checkpoints"][name] = record
+    write_json_atomic(out / "manifest.json", manifest)
+    _merge_parts(out)  # the table is current after every checkpoint, for watching long sweeps
+    progress.done_checkpoint()
+
+
+def _run_local(config: TraceConfig, todo: list[Checkpoint], datasets: dict[str, TrustDataset],
+               analysis: AnalysisConfig, manifest: dict, out: Path, progress: Progress, fetch: Fetch | None) -> None:
+    """One checkpoint after another in this process; downloads run ``prefetch`` checkpoints ahead."""
+    fetcher = _Fetcher(config, fetch)
+    try:
+        for i, ckpt in enumerate(todo):
+            progress.checkpoint(ckpt.name)
+            if _needs_model(config, ckpt, datasets, out):
+                fetcher.prefetch(ckpt)
+            for ahead in todo[i + 1:i + 1 + config.prefetch]:  # the current one is first in the queue
+                if _needs_model(config, ahead, datasets, out) and fetcher.room_for_one_more():
+                    fetcher.prefetch(ahead)
+            record = _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, progress, out)
+            _finish(ckpt.name, record, manifest, out, progress)
+    finally:
+        fetcher.close()
+
+
+def _checkpoint_task(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
+                     analysis: AnalysisConfig) -> dict:
+    """One checkpoint on a Ray worker: fetch, extract, analyse, write its part and activations, release."""
+    fetcher = _Fetcher(config)
+    try:
+        return _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, Progress(), Path(config.out))
+    finally:
+        fetcher.close()
+
+
+def _run_ray(config: TraceConfig, todo: list[Checkpoint], datasets: dict[str, TrustDataset],
+             analysis: AnalysisConfig, manifest: dict, out: Path, progress: Progress,
+             task: Callable[..., dict] | None) -> dict[str, str]:
+    """One Ray task per checkpoint; a failure is retried ``max_retries`` times, then reported, not fatal."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ValueError("--executor ray needs Ray: `pip install 'trusttrace[ray]'`.") from err
+    if not ray.is_initialized():
+        ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(task or _checkpoint_task).options(
+        num_cpus=config.cpus_per_task, num_gpus=config.gpus_per_task, max_retries=config.max_retries,
+        retry_exceptions=True)
+    shared = ray.put(datasets)
+    futures = {remote.remote(config, ckpt, shared, analysis): ckpt for ckpt in todo}
+    failed: dict[str, str] = {}
+    pending = list(futures)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        ckpt = futures[done[0]]
+        try:
+            record = ray.get(done[0])
+        except ray.exceptions.RayError as err:  # the task's own error, after its retries, or a lost worker
+            cause = getattr(err, "cause", None) or err
+            failed[ckpt.name] = f"{type(cause).__name__}: {cause}"
+            log.error("checkpoint %s failed after %d retries: %s", ckpt.name, config.max_retries, failed[ckpt.name])
+            progress.done_checkpoint()
+            continue
+        _finish(ckpt.name, record, manifest, out, progress)
+    return failed
 
 
 def _expected_metadata(config: TraceConfig, ds: TrustDataset) -> dict[str, str]:
@@ -333,6 +450,7 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
                       analysis: AnalysisConfig, fetcher: _Fetcher, progress: Progress, out: Path) -> dict:
     started = time.perf_counter()
     lm: LoadedModel | None = None
+    source: str | None = None
     commit, downloaded = ckpt.commit, False
     record: dict[str, object] = {"step": ckpt.step}
     frames = []
@@ -369,7 +487,7 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
     part = part.assign(model=config.model, revision=ckpt.name, step=ckpt.step, seed=config.seed,
                        protocol=config.protocol, dtype=record.get("dtype"), commit=commit or "")[RESULT_COLUMNS]
     write_with(out / "parts" / f"{_safe(ckpt.name)}.csv", lambda tmp: part.to_csv(tmp, index=False))
-    fetcher.release(commit, downloaded)
+    fetcher.release(ckpt, source if downloaded else None, commit, downloaded)
     record["seconds"] = round(time.perf_counter() - started, 2)
     return record
 

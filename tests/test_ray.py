@@ -1,0 +1,97 @@
+"""The Ray executor on a local 2-CPU cluster: same table as the local executor, retries, failures, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install 'trusttrace[ray]'` (make setup does)")
+
+from trusttrace.runner import TraceConfig, _checkpoint_task, run_trace
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fault-injecting tasks below
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _config(series, data_dir, out, **kw):
+    return TraceConfig(model=str(series), out=str(out), data_dir=str(data_dir), dimensions=("privacy", "fairness"),
+                       limit=60, dtype="float32", **kw)
+
+
+def fail_first_attempt(config, ckpt, datasets, analysis):
+    """Fails the first time it sees each checkpoint (a marker file remembers), then does the real work."""
+    marker = Path(config.out) / f"attempted-{ckpt.name}"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"injected failure on {ckpt.name}")
+    return _checkpoint_task(config, ckpt, datasets, analysis)
+
+
+def always_fail_step10(config, ckpt, datasets, analysis):
+    if ckpt.name == "step10":
+        raise RuntimeError("step10 is broken")
+    return _checkpoint_task(config, ckpt, datasets, analysis)
+
+
+def slow_task(config, ckpt, datasets, analysis):
+    time.sleep(3 if ckpt.name != "step0" else 0)
+    return _checkpoint_task(config, ckpt, datasets, analysis)
+
+
+def test_ray_gives_the_local_table(cluster, tiny_series, data_dir, tmp_path):
+    local = run_trace(_config(tiny_series, data_dir, tmp_path / "local"))
+    remote = run_trace(_config(tiny_series, data_dir, tmp_path / "ray", executor="ray"))
+    assert remote.failed == {}
+    pd.testing.assert_frame_equal(local.results, remote.results)
+    assert sorted(p.name for p in (tmp_path / "ray" / "activations").iterdir()) == ["step0", "step10", "step100"]
+
+
+def test_a_failed_task_is_retried_and_a_broken_one_reported(cluster, tiny_series, data_dir, tmp_path):
+    retried = run_trace(_config(tiny_series, data_dir, tmp_path / "retry", executor="ray", max_retries=1),
+                        checkpoint_task=fail_first_attempt)
+    assert retried.failed == {} and set(retried.results.revision) == {"step0", "step10", "step100"}
+    broken = run_trace(_config(tiny_series, data_dir, tmp_path / "broken", executor="ray", max_retries=1),
+                       checkpoint_task=always_fail_step10)
+    assert list(broken.failed) == ["step10"] and "step10 is broken" in broken.failed["step10"]
+    assert set(broken.results.revision) == {"step0", "step100"}  # the others finished
+    stamp = (tmp_path / "broken" / "parts" / "step0.csv").stat().st_mtime_ns
+    fixed = run_trace(_config(tiny_series, data_dir, tmp_path / "broken", executor="ray"))
+    assert fixed.failed == {} and set(fixed.results.revision) == {"step0", "step10", "step100"}
+    assert (tmp_path / "broken" / "parts" / "step0.csv").stat().st_mtime_ns == stamp  # not recomputed
+
+
+def test_a_killed_driver_resumes_without_recomputing(cluster, tiny_series, data_dir, tmp_path):
+    out = tmp_path / "killed"
+    script = (
+        "import sys, ray\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+        "from tests import test_ray as t\n"
+        f"ray.init(address={cluster!r}, log_to_driver=False)\n"
+        "ray.cloudpickle.register_pickle_by_value(t)\n"
+        f"config = t._config({str(tiny_series)!r}, {str(data_dir)!r}, {str(out)!r}, executor='ray', max_retries=0)\n"
+        "t.run_trace(config, checkpoint_task=t.slow_task)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    driver = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.time() + 120
+    while not (out / "parts" / "step0.csv").exists():
+        assert driver.poll() is None and time.time() < deadline, "the driver ended before its first checkpoint"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done_before = sorted(p.name for p in (out / "parts").glob("*.csv"))
+    assert "step0.csv" in done_before and len(done_before) < 3
+    stamp = (out / "parts" / "step0.csv").stat().st_mtime_ns
+    resumed = run_trace(_config(tiny_series, data_dir, out, executor="ray"))
+    assert set(resumed.results.revision) == {"step0", "step10", "step100"}
+    assert (out / "parts" / "step0.csv").stat().st_mtime_ns == stamp
