@@ -95,3 +95,17 @@ def test_a_killed_driver_resumes_without_recomputing(cluster, tiny_series, data_
     resumed = run_trace(_config(tiny_series, data_dir, out, executor="ray"))
     assert set(resumed.results.revision) == {"step0", "step10", "step100"}
     assert (out / "parts" / "step0.csv").stat().st_mtime_ns == stamp
+
+
+def test_a_steering_sweep_on_ray_matches_the_local_one(cluster, tiny_series, data_dir, tmp_path):
+    from trusttrace.sweep import SteerConfig, run_steer
+
+    def config(out, **kw):
+        return SteerConfig(source=str(tiny_series), select="step0,step100", target=str(tiny_series / "step10"),
+                           dimension="privacy", layers=(1,), alphas=(-4.0, 4.0), limit=20, data_dir=str(data_dir),
+                           dtype="float32", positions="all", perplexity_source="statements", out=str(out), **kw)
+
+    local = run_steer(config(tmp_path / "local"))
+    remote = run_steer(config(tmp_path / "ray", executor="ray"))
+    pd.testing.assert_frame_equal(local, remote)
+    assert set(remote.source_revision) == {"unsteered", "self", "step0", "step100"}

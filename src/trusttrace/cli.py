@@ -51,7 +51,8 @@ def _setup_logging(quiet: bool, log_file: Path | None = None) -> None:
         file_handler = _RunLog(log_file)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(file_handler)
-    for noisy in ("transformers", "huggingface_hub", "accelerate", "urllib3", "filelock"):
+    for noisy in ("transformers", "huggingface_hub", "accelerate", "urllib3", "filelock", "choreographer", "kaleido",
+                  "logistro", "ray"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 

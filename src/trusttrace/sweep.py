@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -55,6 +56,11 @@ class SteerConfig:
     dtype: str = "auto"
     device: str = "auto"
     allow_mismatch: bool = False
+    executor: str = "local"  # local | ray (evaluations as Ray tasks)
+    ray_address: str | None = None
+    gpus_per_task: float = 0.0
+    cpus_per_task: float = 1.0
+    max_retries: int = 2
     judge: str = "offline"  # toxicity: offline | an HF classifier's name
     truth_judge: str = "offline"  # reliability: offline | TRUTH_MODEL[,INFO_MODEL]
     perplexity_source: str = "auto"  # auto | lambada | statements
@@ -72,6 +78,8 @@ class SteerConfig:
         if self.perplexity_source not in PERPLEXITY_SOURCES:
             raise ValueError(f"perplexity source {self.perplexity_source!r} is not one of "
                              f"{', '.join(PERPLEXITY_SOURCES)}; --perplexity-file takes your own text.")
+        if self.executor not in ("local", "ray"):
+            raise ValueError(f"executor {self.executor!r} is not one of local, ray.")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions {self.positions!r} is not one of {', '.join(POSITIONS)}.")
         if not self.layers or not self.alphas:
@@ -94,7 +102,11 @@ def _vectors(model: str, config: SteerConfig, out: Path, revisions: Sequence[str
     result = run_trace(TraceConfig(model=model, out=str(out), revisions=tuple(revisions) if revisions else None,
                                    select=select, dimensions=(config.dimension,), limit=config.source_limit,
                                    data_dir=config.data_dir, dtype=config.dtype, device=config.device,
-                                   analyses=("probe",)))
+                                   analyses=("probe",), executor=config.executor, ray_address=config.ray_address,
+                                   gpus_per_task=config.gpus_per_task, cpus_per_task=config.cpus_per_task,
+                                   max_retries=config.max_retries))
+    if result.failed:
+        raise RuntimeError(f"Tracing {model} failed for {sorted(result.failed)}: {result.failed}. Rerun to retry.")
     names = list(dict.fromkeys(result.results.revision))
     return {name: vector_from_run(out, name, config.dimension, config.method) for name in names}  # type: ignore[arg-type]
 
@@ -102,7 +114,8 @@ def _vectors(model: str, config: SteerConfig, out: Path, revisions: Sequence[str
 def _check_config(out: Path, config: SteerConfig) -> None:
     """Record the sweep's settings; refuse to resume a folder made with others."""
     path = out / "steer_config.json"
-    new = json.loads(json.dumps(asdict(config)))
+    how = {"executor", "ray_address", "gpus_per_task", "cpus_per_task", "max_retries"}  # never change the numbers
+    new = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k not in how}
     if path.exists():
         old = json.loads(path.read_text())
         diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
@@ -113,21 +126,110 @@ def _check_config(out: Path, config: SteerConfig) -> None:
     write_json_atomic(path, new)
 
 
-def _part(out: Path, name: str, layer: int, alpha: float, evaluate: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """One evaluation's rows, read back from ``out/parts`` when an earlier attempt finished it."""
-    path = out / "parts" / f"{name.replace('/', '__')}__L{layer}__a{alpha:+g}.csv"
-    if path.exists():
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
-    rows = evaluate().assign(source_revision=name, layer=layer, alpha=alpha)
-    write_with(path, lambda tmp: rows.to_csv(tmp, index=False))
+@dataclass(frozen=True)
+class _Job:
+    """One evaluation of the sweep: the unsteered target, or one (source, layer, α)."""
+
+    name: str
+    layer: int
+    alpha: float
+    vector: SteeringVector | None = None
+    cosine: float = float("nan")
+
+    def path(self, out: Path) -> Path:
+        return out / "parts" / f"{self.name.replace('/', '__')}__L{self.layer}__a{self.alpha:+g}.csv"
+
+    @property
+    def label(self) -> str:
+        return self.name if self.vector is None else f"{self.name} layer {self.layer} α {self.alpha:+g}"
+
+
+_WORKER_CACHE: dict[tuple, Any] = {}  # per process: the target model and judges, loaded once per worker
+
+
+def _target_and_judges(config: SteerConfig) -> tuple[Any, dict[str, Any]]:
+    key = (config.target, config.dtype, config.device, config.dimension, config.judge, config.truth_judge,
+           config.data_dir)
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE.clear()
+        target = load_model(config.target, dtype=config.dtype, device=config.device)
+        judges = {"judge": toxicity_judge(config.judge, config.data_dir) if config.dimension == "toxicity" else None,
+                  "truth_judge": truth_judge(config.truth_judge) if config.dimension == "reliability" else None}
+        _WORKER_CACHE[key] = (target, judges)
+    return _WORKER_CACHE[key]
+
+
+def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
+    """Run one job (or read it back from ``parts/``) and write its rows there."""
+    out = Path(config.out)
+    if job.path(out).exists():
+        return pd.read_csv(job.path(out), keep_default_na=False, na_values=[""])
+    target, judges = _target_and_judges(config)
+    eval_config = EvalConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir,
+                             perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file)
+    steering = None if job.vector is None else Steering(job.vector, job.layer, job.alpha, config.positions,  # type: ignore[arg-type]
+                                                        config.allow_mismatch)
+    rows = evaluate_suite(target, eval_config, steering, **judges)
+    if job.vector is not None:
+        rows = pd.concat([rows, pd.DataFrame([{
+            "dimension": config.dimension, "metric": "cosine_to_self", "value": job.cosine,
+            "n": job.vector.hidden_size, "spec": "cosine(source vector, target's own vector)"}])], ignore_index=True)
+    rows = rows.assign(source_revision=job.name, layer=job.layer, alpha=job.alpha)
+    write_with(job.path(out), lambda tmp: rows.to_csv(tmp, index=False))
     return rows
 
 
-def run_steer(config: SteerConfig, progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
+Progress = Callable[[int, int, str], None]
+
+
+def _run_jobs_local(config: SteerConfig, jobs: list[_Job], progress: Progress | None
+                    ) -> tuple[dict[int, pd.DataFrame], dict[str, str]]:
+    frames = {}
+    for i, job in enumerate(jobs):
+        frames[i] = _evaluate_job(config, job)
+        log.info("%s done", job.label)
+        if progress is not None:
+            progress(i + 1, len(jobs), job.label)
+    return frames, {}
+
+
+def _run_jobs_ray(config: SteerConfig, jobs: list[_Job], progress: Progress | None
+                  ) -> tuple[dict[int, pd.DataFrame], dict[str, str]]:
+    """One Ray task per evaluation; each worker loads the target once. Failures are reported, not fatal."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ValueError("--executor ray needs Ray: `pip install 'trusttrace[ray]'`.") from err
+    if not ray.is_initialized():
+        ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(_evaluate_job).options(num_cpus=config.cpus_per_task, num_gpus=config.gpus_per_task,
+                                               max_retries=config.max_retries, retry_exceptions=True)
+    futures = {remote.remote(config, job): i for i, job in enumerate(jobs)}
+    frames: dict[int, pd.DataFrame] = {}
+    failed: dict[str, str] = {}
+    pending = list(futures)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        i = futures[done[0]]
+        job = jobs[i]
+        try:
+            frames[i] = ray.get(done[0])
+        except ray.exceptions.RayError as err:
+            cause = getattr(err, "cause", None) or err
+            failed[job.label] = f"{type(cause).__name__}: {cause}"
+            log.error("%s failed after %d retries: %s", job.label, config.max_retries, failed[job.label])
+        if progress is not None:
+            progress(len(jobs) - len(pending), len(jobs), job.label)
+    return frames, failed
+
+
+def run_steer(config: SteerConfig, progress: Progress | None = None) -> pd.DataFrame:
     """Run the sweep; return (and write) the tidy rows.
 
-    ``progress(done, total, what)`` is called after each evaluation (the unsteered one first). Each
-    evaluation's rows are kept in ``OUT/parts``, so a rerun with the same settings resumes the sweep.
+    ``progress(done, total, what)`` is called after each evaluation. Each evaluation's rows are kept in
+    ``OUT/parts``, so a rerun with the same settings resumes the sweep. With ``executor="ray"`` the
+    evaluations (and the traces that build the vectors) run as Ray tasks; evaluations that still fail after
+    their retries are listed in ``OUT/failed.json`` and left out of the tables.
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,35 +239,17 @@ def run_steer(config: SteerConfig, progress: Callable[[int, int, str], None] | N
         self_vector = next(iter(sources.values()))
     else:
         self_vector = next(iter(_vectors(config.target, config, out / "target", None, None).values()))
-    target = load_model(config.target, dtype=config.dtype, device=config.device)
-    eval_config = EvalConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir,
-                             perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file)
-    judges = {"judge": toxicity_judge(config.judge, config.data_dir) if config.dimension == "toxicity" else None,
-              "truth_judge": truth_judge(config.truth_judge) if config.dimension == "reliability" else None}
-    runs = [("self", self_vector)] + list(sources.items())
-    total, done = 1 + len(runs) * len(config.layers) * len(config.alphas), 1
-    frames = [_part(out, "unsteered", -1, 0.0, lambda: evaluate_suite(target, eval_config, None, **judges))]
-    if progress is not None:
-        progress(done, total, "unsteered")
-    for name, vector in runs:
+    jobs = [_Job("unsteered", -1, 0.0)]
+    for name, vector in [("self", self_vector), *sources.items()]:
         for layer in config.layers:
             cosine = vector.cosine(self_vector, layer)
-            for alpha in config.alphas:
-                steering = Steering(vector, layer, alpha, config.positions, config.allow_mismatch)  # type: ignore[arg-type]
-
-                def evaluate(steering: Steering = steering, cosine: float = cosine) -> pd.DataFrame:
-                    rows = evaluate_suite(target, eval_config, steering, **judges)
-                    extra = pd.DataFrame([{"dimension": config.dimension, "metric": "cosine_to_self",
-                                           "value": cosine, "n": self_vector.hidden_size,
-                                           "spec": "cosine(source vector, target's own vector)"}])
-                    return pd.concat([rows, extra], ignore_index=True)
-
-                frames.append(_part(out, name, layer, alpha, evaluate))
-                done += 1
-                log.info("%s layer %d α %+g done", name, layer, alpha)
-                if progress is not None:
-                    progress(done, total, f"{name} layer {layer} α {alpha:+g}")
-    table = pd.concat(frames, ignore_index=True)[["source_revision", "layer", "alpha", "dimension", "metric",
+            jobs += [_Job(name, layer, alpha, vector, cosine) for alpha in config.alphas]
+    run_jobs = _run_jobs_ray if config.executor == "ray" else _run_jobs_local
+    frames, failed = run_jobs(config, jobs, progress)
+    write_json_atomic(out / "failed.json", failed)
+    if 0 not in frames:
+        raise RuntimeError(f"The unsteered evaluation failed ({failed.get('unsteered')}); nothing to compare with.")
+    table = pd.concat([frames[i] for i in sorted(frames)], ignore_index=True)[["source_revision", "layer", "alpha", "dimension", "metric",
                                                   "value", "n", "spec"]]
     write_with(out / "steering.csv", lambda tmp: table.to_csv(tmp, index=False))
     best = best_alphas(table, config.dimension, config.ppl_budget)
