@@ -109,3 +109,13 @@ def test_a_steering_sweep_on_ray_matches_the_local_one(cluster, tiny_series, dat
     remote = run_steer(config(tmp_path / "ray", executor="ray"))
     pd.testing.assert_frame_equal(local, remote)
     assert set(remote.source_revision) == {"unsteered", "self", "step0", "step100"}
+
+
+def test_a_file_url_run_folder_on_ray(cluster, tiny_series, data_dir, tmp_path):
+    url = f"file://{tmp_path}/url-run"
+    remote = run_trace(_config(tiny_series, data_dir, url, executor="ray"))
+    local = run_trace(_config(tiny_series, data_dir, tmp_path / "local"))
+    pd.testing.assert_frame_equal(local.results, remote.results)
+    stored = pd.read_csv(tmp_path / "url-run" / "results.csv")
+    assert sorted(stored.revision.unique()) == ["step0", "step10", "step100"]
+    assert sorted(p.name for p in (tmp_path / "url-run" / "activations").iterdir()) == ["step0", "step10", "step100"]

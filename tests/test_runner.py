@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -155,3 +156,30 @@ def test_trace_then_phases_end_to_end(tiny_series, data_dir, tmp_path):
     phases = pd.read_csv(out / "mi" / "phases.csv")
     assert len(phases) == len(DIMS) * 3 and set(phases.peak_step) <= {0, 10, 100}
     assert (out / "mi" / "reliability_information_plane.png").exists()
+
+
+def test_a_memory_url_works_as_the_run_folder_and_resumes(tiny_series, data_dir, tmp_path, monkeypatch):
+    import fsspec
+
+    from trusttrace import runner
+
+    url = "memory://trusttrace-tests/run"
+    fs = fsspec.filesystem("memory")
+    if fs.exists("/trusttrace-tests"):
+        fs.rm("/trusttrace-tests", recursive=True)
+    config = TraceConfig(model=str(tiny_series), out=url, data_dir=str(data_dir), dimensions=("privacy",), limit=40,
+                         dtype="float32", select="first:2")
+    first = run_trace(config)
+    assert first.url == url and first.outputs["results.csv"] == f"{url}/results.csv"
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/trusttrace-tests/run/parts", detail=False)) == [
+        "step0.csv", "step10.csv"]
+    calls = []
+    real = runner._trace_checkpoint
+    monkeypatch.setattr(runner, "_trace_checkpoint", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    full = run_trace(replace(config, select=None))  # a fresh mirror: what is done is read back from the URL
+    assert calls == ["step100"]
+    with fs.open("/trusttrace-tests/run/results.csv") as fh:
+        assert pd.read_csv(fh).revision.unique().tolist() == ["step0", "step10", "step100"]
+    assert not [p for p in fs.find("/trusttrace-tests") if p.endswith(".uploading")]
+    local = run_trace(replace(config, select=None, out=str(tmp_path / "local")))
+    pd.testing.assert_frame_equal(full.results, local.results)

@@ -20,12 +20,14 @@ from .data import DIMENSIONS, SPECS
 from .models import load_model
 from .phases import PhaseRule, run_phases
 from .probes import PROTOCOLS
+from .remote import is_url
+from .sweep import SweepFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.")
 console = Console(stderr=True)
 # What a user can get wrong (paths, names, data, settings, network): a message, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, KeyError, SweepFailed)
 
 
 class _RunLog(logging.FileHandler):
@@ -76,6 +78,12 @@ AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]
 MiEstimatorOpt = Annotated[str, typer.Option(help="MI estimator: paper-code | hsic | nhsic.")]
 MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
 MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded subsamples of this many rows.")]
+ExecutorOpt = Annotated[str, typer.Option(help="local | ray (one task per unit of work on a Ray cluster).")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join: auto | HOST:PORT (default: start a "
+                                                       "local one).")]
+GpusOpt = Annotated[float, typer.Option(help="GPUs per task (ray).")]
+CpusOpt = Annotated[float, typer.Option(help="CPUs per task (ray).")]
+RetriesOpt = Annotated[int, typer.Option(help="Retries of a failed task (ray).")]
 PerplexityOpt = Annotated[str, typer.Option(help="Perplexity text: auto (LAMBADA if reachable, else the datasets' "
                                                  "test-half statements) | lambada | statements.")]
 JudgeOpt = Annotated[str, typer.Option(help="Toxicity judge: offline (MiniLM embedding classifier) | an HF "
@@ -119,7 +127,8 @@ class _RichProgress(runner.Progress):
 def trace(
     model: Annotated[str, typer.Option(help="Hub id, local series folder, checkpoint folder, .gguf file, "
                                             "or smollm2-135m-instruct.")],
-    out: Annotated[Path, typer.Option(help="Run folder (created; a rerun resumes).")],
+    out: Annotated[str, typer.Option(help="Run folder (created; a rerun resumes): a path, or an fsspec URL "
+                                          "(s3://…, gs://…, file://…).")],
     revisions: Annotated[str | None, typer.Option(help="Comma-separated hub revisions.")] = None,
     select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
     dimensions: Annotated[str, typer.Option(help=f"all, or comma-separated: {', '.join(DIMENSIONS)}.")] = "all",
@@ -140,19 +149,18 @@ def trace(
     mi_estimator: MiEstimatorOpt = "paper-code",
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
-    executor: Annotated[str, typer.Option(help="local | ray (one task per checkpoint on a Ray cluster).")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join: auto | HOST:PORT (default: start "
-                                                         "a local one).")] = None,
-    gpus_per_task: Annotated[float, typer.Option(help="GPUs per checkpoint task (ray).")] = 0.0,
-    cpus_per_task: Annotated[float, typer.Option(help="CPUs per checkpoint task (ray).")] = 1.0,
-    max_retries: Annotated[int, typer.Option(help="Retries of a failed checkpoint task (ray).")] = 2,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    gpus_per_task: GpusOpt = 0.0,
+    cpus_per_task: CpusOpt = 1.0,
+    max_retries: RetriesOpt = 2,
     prefetch: Annotated[int, typer.Option(help="Hub checkpoints downloaded ahead of the one computing.")] = 1,
     cache_budget: Annotated[float | None, typer.Option(help="GB of downloaded, not yet deleted checkpoints at "
                                                             "most (limits --prefetch).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
-    _setup_logging(quiet, out / "log.txt")
+    _setup_logging(quiet, None if is_url(out) else Path(out) / "log.txt")
     try:
         dims = DIMENSIONS if dimensions.strip() == "all" else _split(dimensions) or ()
         config = runner.TraceConfig(
@@ -328,6 +336,11 @@ def steer(
     = None,
     judge: JudgeOpt = "offline",
     truth_judge: TruthJudgeOpt = "offline",
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    gpus_per_task: GpusOpt = 0.0,
+    cpus_per_task: CpusOpt = 1.0,
+    max_retries: RetriesOpt = 2,
     quiet: QuietOpt = False,
 ) -> None:
     """Build steering vectors from source checkpoints and sweep layer × α on a target model."""
@@ -342,7 +355,9 @@ def steer(
             alphas=tuple(float(v) for v in _split(alphas) or ()), positions=positions, limit=limit,
             source_limit=source_limit, ppl_budget=ppl_budget, data_dir=str(data_dir) if data_dir else None,
             dtype=dtype, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
-            perplexity_source=perplexity, perplexity_file=str(perplexity_file) if perplexity_file else None)
+            perplexity_source=perplexity, perplexity_file=str(perplexity_file) if perplexity_file else None,
+            executor=executor, ray_address=ray_address, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
+            max_retries=max_retries)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=quiet) as bars:
             task = bars.add_task("steering sweep", total=None)

@@ -40,6 +40,7 @@ from .extract import ExtractConfig, extract_last_token
 from .models import LoadedModel, fetch_checkpoint, load_model
 from .mutual_info import ESTIMATORS, MIConfig, mi_rows
 from .probes import PROTOCOLS, ProbeConfig, probe_layers, training_split
+from .remote import RunFolder, is_url
 from .steering import vocab_sha256
 from .store import activation_path, is_complete, load_activations, save_activations
 
@@ -159,16 +160,18 @@ class TraceConfig:
 class TraceResult:
     """What a run produced."""
 
-    out: Path
+    out: Path  # the run folder (for a URL run, its local mirror)
     results: pd.DataFrame
     manifest: dict = field(repr=False)
     failed: dict[str, str] = field(default_factory=dict)  # checkpoint → error, after its retries (Ray)
+    url: str | None = None  # where a URL run lives
 
     @property
-    def outputs(self) -> dict[str, Path]:
-        return {"results.csv": self.out / "results.csv", "results.parquet": self.out / "results.parquet",
-                "manifest.json": self.out / "manifest.json", "activations": self.out / "activations",
-                "log": self.out / "log.txt"}
+    def outputs(self) -> dict[str, Path | str]:
+        names = ("results.csv", "results.parquet", "manifest.json", "activations")
+        if self.url is not None:
+            return {name: f"{self.url.rstrip('/')}/{name}" for name in names}
+        return {**{name: self.out / name for name in names}, "log": self.out / "log.txt"}
 
 
 class Progress:
@@ -330,7 +333,11 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
         >>> run_trace(TraceConfig(model="smollm2-135m-instruct", out="runs/smol", limit=400))
     """
     progress = progress or Progress()
-    out = Path(config.out)
+    remote = RunFolder(config.out) if is_url(config.out) else None
+    if remote is not None:  # work in a fresh local mirror of what the URL holds
+        shutil.rmtree(remote.local, ignore_errors=True)
+        remote.pull("manifest.json", folders=("parts",))
+    out = remote.local if remote is not None else Path(config.out)
     series = CheckpointSeries.resolve(config.model, config.revisions).select(config.select)
     datasets = _load_datasets(config)
     manifest: dict[str, Any] = {
@@ -353,26 +360,33 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
     for _ in range(len(series) - len(todo)):  # finished by an earlier attempt
         progress.done_checkpoint()
     if config.executor == "ray":
-        failed = _run_ray(config, todo, datasets, analysis, manifest, out, progress, checkpoint_task)
+        failed = _run_ray(config, todo, datasets, analysis, manifest, out, progress, checkpoint_task, remote)
     else:
         failed = {}
-        _run_local(config, todo, datasets, analysis, manifest, out, progress, fetch)
+        _run_local(config, todo, datasets, analysis, manifest, out, progress, fetch, remote)
     results = _merge_parts(out)
     manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest["failed"] = failed
     write_json_atomic(out / "manifest.json", manifest)
-    return TraceResult(out, results, manifest, failed)
+    if remote is not None:
+        remote.push("results.csv", "results.parquet", "manifest.json")
+    return TraceResult(out, results, manifest, failed, remote.url if remote is not None else None)
 
 
-def _finish(name: str, record: dict, manifest: dict, out: Path, progress: Progress) -> None:
+def _finish(name: str, record: dict, manifest: dict, out: Path, progress: Progress,
+            remote: RunFolder | None = None) -> None:
     manifest["checkpoints"][name] = record
     write_json_atomic(out / "manifest.json", manifest)
     _merge_parts(out)  # the table is current after every checkpoint, for watching long sweeps
+    if remote is not None:  # the part last: a URL run counts a checkpoint done once its part is there
+        remote.push(f"activations/{_safe(name)}", "manifest.json", "results.csv", "results.parquet",
+                    f"parts/{_safe(name)}.csv")
     progress.done_checkpoint()
 
 
 def _run_local(config: TraceConfig, todo: list[Checkpoint], datasets: dict[str, TrustDataset],
-               analysis: AnalysisConfig, manifest: dict, out: Path, progress: Progress, fetch: Fetch | None) -> None:
+               analysis: AnalysisConfig, manifest: dict, out: Path, progress: Progress, fetch: Fetch | None,
+               remote: RunFolder | None = None) -> None:
     """One checkpoint after another in this process; downloads run ``prefetch`` checkpoints ahead."""
     fetcher = _Fetcher(config, fetch)
     try:
@@ -384,24 +398,33 @@ def _run_local(config: TraceConfig, todo: list[Checkpoint], datasets: dict[str, 
                 if _needs_model(config, ahead, datasets, out) and fetcher.room_for_one_more():
                     fetcher.prefetch(ahead)
             record = _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, progress, out)
-            _finish(ckpt.name, record, manifest, out, progress)
+            _finish(ckpt.name, record, manifest, out, progress, remote)
     finally:
         fetcher.close()
 
 
 def _checkpoint_task(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
                      analysis: AnalysisConfig) -> dict:
-    """One checkpoint on a Ray worker: fetch, extract, analyse, write its part and activations, release."""
+    """One checkpoint on a Ray worker: fetch, extract, analyse, write its part and activations, release.
+
+    For a URL run folder the worker writes into its own local mirror and uploads the checkpoint's
+    activations and part (the part last) before it returns.
+    """
     fetcher = _Fetcher(config)
+    remote = RunFolder(config.out) if is_url(config.out) else None
+    out = remote.local if remote is not None else Path(config.out)
     try:
-        return _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, Progress(), Path(config.out))
+        record = _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, Progress(), out)
     finally:
         fetcher.close()
+    if remote is not None:
+        remote.push(f"activations/{_safe(ckpt.name)}", f"parts/{_safe(ckpt.name)}.csv")
+    return record
 
 
 def _run_ray(config: TraceConfig, todo: list[Checkpoint], datasets: dict[str, TrustDataset],
              analysis: AnalysisConfig, manifest: dict, out: Path, progress: Progress,
-             task: Callable[..., dict] | None) -> dict[str, str]:
+             task: Callable[..., dict] | None, remote: RunFolder | None = None) -> dict[str, str]:
     """One Ray task per checkpoint; a failure is retried ``max_retries`` times, then reported, not fatal."""
     try:
         import ray
@@ -409,11 +432,11 @@ def _run_ray(config: TraceConfig, todo: list[Checkpoint], datasets: dict[str, Tr
         raise ValueError("--executor ray needs Ray: `pip install 'trusttrace[ray]'`.") from err
     if not ray.is_initialized():
         ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(task or _checkpoint_task).options(
+    ray_task = ray.remote(task or _checkpoint_task).options(
         num_cpus=config.cpus_per_task, num_gpus=config.gpus_per_task, max_retries=config.max_retries,
         retry_exceptions=True)
     shared = ray.put(datasets)
-    futures = {remote.remote(config, ckpt, shared, analysis): ckpt for ckpt in todo}
+    futures = {ray_task.remote(config, ckpt, shared, analysis): ckpt for ckpt in todo}
     failed: dict[str, str] = {}
     pending = list(futures)
     while pending:
@@ -427,7 +450,9 @@ def _run_ray(config: TraceConfig, todo: list[Checkpoint], datasets: dict[str, Tr
             log.error("checkpoint %s failed after %d retries: %s", ckpt.name, config.max_retries, failed[ckpt.name])
             progress.done_checkpoint()
             continue
-        _finish(ckpt.name, record, manifest, out, progress)
+        if remote is not None:  # the worker uploaded the part; bring it into this mirror for the table
+            remote.pull(f"parts/{_safe(ckpt.name)}.csv")
+        _finish(ckpt.name, record, manifest, out, progress, remote)
     return failed
 
 

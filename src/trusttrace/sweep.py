@@ -35,6 +35,10 @@ HEADLINE = {"reliability": "mc2", "toxicity": "toxic_ratio", "privacy": "accurac
             "robustness": "accuracy"}
 
 
+class SweepFailed(RuntimeError):
+    """Part of a sweep failed after its retries (the message names what and why; a rerun retries it)."""
+
+
 @dataclass(frozen=True)
 class SteerConfig:
     """A steering sweep."""
@@ -106,7 +110,7 @@ def _vectors(model: str, config: SteerConfig, out: Path, revisions: Sequence[str
                                    gpus_per_task=config.gpus_per_task, cpus_per_task=config.cpus_per_task,
                                    max_retries=config.max_retries))
     if result.failed:
-        raise RuntimeError(f"Tracing {model} failed for {sorted(result.failed)}: {result.failed}. Rerun to retry.")
+        raise SweepFailed(f"Tracing {model} failed for {sorted(result.failed)}: {result.failed}. Rerun to retry.")
     names = list(dict.fromkeys(result.results.revision))
     return {name: vector_from_run(out, name, config.dimension, config.method) for name in names}  # type: ignore[arg-type]
 
@@ -248,7 +252,7 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> pd.DataF
     frames, failed = run_jobs(config, jobs, progress)
     write_json_atomic(out / "failed.json", failed)
     if 0 not in frames:
-        raise RuntimeError(f"The unsteered evaluation failed ({failed.get('unsteered')}); nothing to compare with.")
+        raise SweepFailed(f"The unsteered evaluation failed ({failed.get('unsteered')}); nothing to compare with.")
     table = pd.concat([frames[i] for i in sorted(frames)], ignore_index=True)[["source_revision", "layer", "alpha", "dimension", "metric",
                                                   "value", "n", "spec"]]
     write_with(out / "steering.csv", lambda tmp: table.to_csv(tmp, index=False))
