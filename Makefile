@@ -74,6 +74,7 @@ bench: setup
 	$(BIN)/python benchmarks/mi.py --limit 1952
 	$(BIN)/python benchmarks/trace_memory.py --checkpoints 6
 	$(BIN)/python benchmarks/generation.py --prompts 64
+	$(BIN)/python benchmarks/truthfulqa_mc.py --limit 100
 	$(BIN)/python benchmarks/sweep.py --checkpoints 8
 
 clean:

@@ -268,3 +268,14 @@ def test_perplexity_uses_lambada_when_it_can_and_says_so_when_not(tiny_models, e
     lambada_texts.cache_clear()
     with pytest.raises(ValueError, match="perplexity source"):
         EvalConfig(perplexity_source="wikitext")
+
+
+def test_a_shared_prefix_is_run_once_with_the_same_scores(lm):
+    from trusttrace.evaluate.likelihood import continuation_logprobs
+
+    prefix = "w1 w2 w3 good w4 bad w5 w6"
+    contexts = [prefix + " w7 w8", prefix + " w9", "w10 w11", prefix + " w12 w13 w14 w15"]
+    answers = [" good", " bad w3", " w4", " maybe"]
+    plain = continuation_logprobs(lm, contexts, answers, max_batch=2)
+    cached = continuation_logprobs(lm, contexts, answers, max_batch=2, shared_prefix=prefix)
+    np.testing.assert_allclose(cached, plain, atol=1e-4)  # the third context does not start with it

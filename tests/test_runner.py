@@ -183,3 +183,40 @@ def test_a_memory_url_works_as_the_run_folder_and_resumes(tiny_series, data_dir,
     assert not [p for p in fs.find("/trusttrace-tests") if p.endswith(".uploading")]
     local = run_trace(replace(config, select=None, out=str(tmp_path / "local")))
     pd.testing.assert_frame_equal(full.results, local.results)
+
+
+def _recording_fetch(cache, events):
+    import shutil as _shutil
+
+    def fetch(ckpt):
+        events.append(("fetch", ckpt.name))
+        target = cache / ckpt.name
+        _shutil.copytree(ckpt.ref, target, dirs_exist_ok=True)
+        return str(target), None, True
+
+    return fetch
+
+
+@pytest.mark.parametrize(("prefetch", "budget", "ahead"), [(1, None, True), (0, None, False), (1, 1e-9, False)])
+def test_downloads_run_ahead_within_the_budget_and_are_deleted(tiny_series, data_dir, tmp_path, monkeypatch,
+                                                              prefetch, budget, ahead):
+    from trusttrace import runner
+
+    events = []
+    real = runner._trace_checkpoint
+
+    def traced(config, ckpt, *a, **k):
+        import time as _time
+
+        _time.sleep(0.3)  # room for a background download to start
+        events.append(("compute", ckpt.name))
+        return real(config, ckpt, *a, **k)
+
+    monkeypatch.setattr(runner, "_trace_checkpoint", traced)
+    cache = tmp_path / "cache"
+    config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), data_dir=str(data_dir),
+                         dimensions=("privacy",), limit=40, dtype="float32", prefetch=prefetch, cache_budget_gb=budget)
+    run_trace(config, fetch=_recording_fetch(cache, events))
+    first_compute = events.index(("compute", "step0"))
+    assert (("fetch", "step10") in events[:first_compute + 1]) is ahead
+    assert not any(cache.iterdir())  # every download deleted after use

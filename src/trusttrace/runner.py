@@ -275,7 +275,11 @@ class _Fetcher:
     def room_for_one_more(self) -> bool:
         """Whether another download ahead fits the cache budget (the last download's size as the guess)."""
         budget = self.config.cache_budget_gb
-        return budget is None or sum(self.held_bytes.values()) + self.last_size <= budget * 1e9
+        if budget is None:
+            return True
+        if not self.last_size:  # no download measured yet: do not guess, fetch one at a time until one is
+            return False
+        return sum(self.held_bytes.values()) + self.last_size <= budget * 1e9
 
     def prefetch(self, ckpt: Checkpoint | None) -> None:
         if ckpt is not None and self.needs_fetch(ckpt) and ckpt.name not in self.pending:

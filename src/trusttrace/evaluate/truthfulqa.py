@@ -102,7 +102,7 @@ def evaluate_mc(lm: LoadedModel, items: Sequence[MCItem], max_batch: int = 32) -
         for answer in (*item.true, *item.false):
             contexts.append(prompt_for(item.question))
             answers.append(" " + answer)
-    logp = continuation_logprobs(lm, contexts, answers, max_batch)
+    logp = continuation_logprobs(lm, contexts, answers, max_batch, shared_prefix=QA_PRIMER)
     rows, cursor = [], 0
     for item in items:
         n_true, n_false = len(item.true), len(item.false)
