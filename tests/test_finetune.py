@@ -44,7 +44,7 @@ def test_finetune_writes_a_loadable_model_once(tiny_models, sft_data, tmp_path):
         finetune(FinetuneConfig(**{**config.__dict__, "steps": 7}))
 
 
-def test_pairs_file_and_its_errors(tmp_path):
+def test_pairs_file_and_its_errors(tmp_path, tiny_models):
     good = tmp_path / "pairs.jsonl"
     good.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "c", "response": "d"}\n')
     assert read_pairs(good) == [("a", "b"), ("c", "d")]
@@ -53,4 +53,6 @@ def test_pairs_file_and_its_errors(tmp_path):
     with pytest.raises(ValueError, match="line 1"):
         read_pairs(bad)
     with pytest.raises(FileNotFoundError, match="JSONL"):
-        FinetuneConfig(model="m", out="o", data=str(tmp_path / "missing.jsonl"))
+        FinetuneConfig(model=str(tiny_models["llama"]), out="o", data=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(FileNotFoundError, match="checkpoints/last"):
+        FinetuneConfig(model=str(tmp_path / "nope"), out="o")

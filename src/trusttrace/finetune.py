@@ -63,6 +63,9 @@ class FinetuneConfig:
         if self.steps < 1 or self.batch_size < 1 or self.max_len < 8:
             raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, max_len={self.max_len}: steps and "
                              "batch size must be positive and max_len at least 8.")
+        if not (Path(self.model) / "config.json").is_file():
+            raise FileNotFoundError(f"--model {self.model!r} is not a checkpoint folder (one with a config.json), "
+                                    "e.g. RUN/checkpoints/last of `trusttrace pretrain`.")
         if self.data != "builtin" and not Path(self.data).is_file():
             raise FileNotFoundError(f"--data {self.data!r}: give `builtin` or a JSONL file of "
                                     '{"prompt": ..., "response": ...} rows.')

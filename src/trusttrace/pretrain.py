@@ -20,7 +20,6 @@ thread count write bit-identical checkpoints.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._io import atomic_path, write_json_atomic, write_with
+from ._io import atomic_path, record_settings, write_json_atomic, write_with
 from .checkpoints import log_spaced_indices
 
 log = logging.getLogger(__name__)
@@ -279,19 +278,6 @@ class PretrainProgress:
     def step(self, step: int, loss: float) -> None: ...
 
 
-def _check_settings(out: Path, config: PretrainConfig) -> None:
-    path = out / "pretrain_config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        new = json.loads(json.dumps(config.fingerprint()))
-        diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-        if diff:
-            changes = "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"{out} holds a pre-training run with other settings ({changes}). Resume with the "
-                             "same settings, or pass a new --out.")
-    write_json_atomic(path, {**config.fingerprint(), "checkpoints": config.checkpoints})
-
-
 def prepare_data(config: PretrainConfig, progress: PretrainProgress) -> tuple[Any, np.ndarray, np.ndarray]:
     """Corpus → tokenizer → packed train/held-out blocks, each built once and reused on a rerun."""
     from transformers import AutoTokenizer
@@ -371,8 +357,8 @@ def pretrain(config: PretrainConfig, progress: PretrainProgress | None = None,
     started = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, config)
-    tokenizer, train, heldout = prepare_data(config, progress)
+    tokenizer, train, heldout = prepare_data(config, progress)  # reused as built when the folder has them
+    record_settings(out / "pretrain_config.json", config.fingerprint(), "a pre-training run")
     device = choose_device(config.device)
     bf16 = use_bf16(config.precision, device)
     model = make_model(config, tokenizer).to(device)

@@ -430,28 +430,17 @@ def _run_ray(config: TraceConfig, todo: list[Checkpoint], datasets: dict[str, Tr
              analysis: AnalysisConfig, manifest: dict, out: Path, progress: Progress,
              task: Callable[..., dict] | None, remote: RunFolder | None = None) -> dict[str, str]:
     """One Ray task per checkpoint; a failure is retried ``max_retries`` times, then reported, not fatal."""
-    try:
-        import ray
-    except ImportError as err:
-        raise ValueError("--executor ray needs Ray: `pip install 'trusttrace[ray]'`.") from err
-    if not ray.is_initialized():
-        ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
-    ray_task = ray.remote(task or _checkpoint_task).options(
-        num_cpus=config.cpus_per_task, num_gpus=config.gpus_per_task, max_retries=config.max_retries,
-        retry_exceptions=True)
-    shared = ray.put(datasets)
-    futures = {ray_task.remote(config, ckpt, shared, analysis): ckpt for ckpt in todo}
+    from ._ray import ensure_ray, ray_map
+
+    shared = ensure_ray(config.ray_address).put(datasets)  # sent to the object store once, not with every task
     failed: dict[str, str] = {}
-    pending = list(futures)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        ckpt = futures[done[0]]
-        try:
-            record = ray.get(done[0])
-        except ray.exceptions.RayError as err:  # the task's own error, after its retries, or a lost worker
-            cause = getattr(err, "cause", None) or err
-            failed[ckpt.name] = f"{type(cause).__name__}: {cause}"
-            log.error("checkpoint %s failed after %d retries: %s", ckpt.name, config.max_retries, failed[ckpt.name])
+    for i, record, error in ray_map(task or _checkpoint_task, [(config, c, shared, analysis) for c in todo],
+                                    address=config.ray_address, cpus=config.cpus_per_task,
+                                    gpus=config.gpus_per_task, max_retries=config.max_retries):
+        ckpt = todo[i]
+        if error is not None:
+            failed[ckpt.name] = error
+            log.error("checkpoint %s failed after %d retries: %s", ckpt.name, config.max_retries, error)
             progress.done_checkpoint()
             continue
         if remote is not None:  # the worker uploaded the part; bring it into this mirror for the table

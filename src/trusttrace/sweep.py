@@ -9,7 +9,6 @@ perplexity budget to ``OUT/best.csv``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._io import write_json_atomic, write_with
+from ._io import record_settings, write_json_atomic, write_with
 from .correlation import probe_vs_effect
 from .data import DIMENSIONS
 from .evaluate.judges import toxicity_judge, truth_judge
@@ -115,19 +114,8 @@ def _vectors(model: str, config: SteerConfig, out: Path, revisions: Sequence[str
     return {name: vector_from_run(out, name, config.dimension, config.method) for name in names}  # type: ignore[arg-type]
 
 
-def _check_config(out: Path, config: SteerConfig) -> None:
-    """Record the sweep's settings; refuse to resume a folder made with others."""
-    path = out / "steer_config.json"
-    how = {"executor", "ray_address", "gpus_per_task", "cpus_per_task", "max_retries"}  # never change the numbers
-    new = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k not in how}
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-        if diff:
-            changes = "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"{out} holds a steering sweep with other settings ({changes}). Resume with the same "
-                             "settings, or pass a new --out.")
-    write_json_atomic(path, new)
+# Settings that decide where and how the work runs, never the numbers: a rerun may change them.
+_HOW = {"executor", "ray_address", "gpus_per_task", "cpus_per_task", "max_retries"}
 
 
 @dataclass(frozen=True)
@@ -200,30 +188,21 @@ def _run_jobs_local(config: SteerConfig, jobs: list[_Job], progress: Progress | 
 def _run_jobs_ray(config: SteerConfig, jobs: list[_Job], progress: Progress | None
                   ) -> tuple[dict[int, pd.DataFrame], dict[str, str]]:
     """One Ray task per evaluation; each worker loads the target once. Failures are reported, not fatal."""
-    try:
-        import ray
-    except ImportError as err:
-        raise ValueError("--executor ray needs Ray: `pip install 'trusttrace[ray]'`.") from err
-    if not ray.is_initialized():
-        ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(_evaluate_job).options(num_cpus=config.cpus_per_task, num_gpus=config.gpus_per_task,
-                                               max_retries=config.max_retries, retry_exceptions=True)
-    futures = {remote.remote(config, job): i for i, job in enumerate(jobs)}
+    from ._ray import ray_map
+
     frames: dict[int, pd.DataFrame] = {}
     failed: dict[str, str] = {}
-    pending = list(futures)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        i = futures[done[0]]
-        job = jobs[i]
-        try:
-            frames[i] = ray.get(done[0])
-        except ray.exceptions.RayError as err:
-            cause = getattr(err, "cause", None) or err
-            failed[job.label] = f"{type(cause).__name__}: {cause}"
-            log.error("%s failed after %d retries: %s", job.label, config.max_retries, failed[job.label])
+    for done, (i, rows, error) in enumerate(ray_map(_evaluate_job, [(config, job) for job in jobs],
+                                                    address=config.ray_address, cpus=config.cpus_per_task,
+                                                    gpus=config.gpus_per_task, max_retries=config.max_retries),
+                                            start=1):
+        if error is None:
+            frames[i] = rows
+        else:
+            failed[jobs[i].label] = error
+            log.error("%s failed after %d retries: %s", jobs[i].label, config.max_retries, error)
         if progress is not None:
-            progress(len(jobs) - len(pending), len(jobs), job.label)
+            progress(done, len(jobs), jobs[i].label)
     return frames, failed
 
 
@@ -237,7 +216,8 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> pd.DataF
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, config)
+    record_settings(out / "steer_config.json", {k: v for k, v in asdict(config).items() if k not in _HOW},
+                    "a steering sweep")
     sources = _vectors(config.source, config, out / "source", config.revisions, config.select)
     if config.target == config.source and len(sources) == 1:  # the source is the target: its vector is the self
         self_vector = next(iter(sources.values()))
