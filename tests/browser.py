@@ -70,7 +70,8 @@ const rendered = (fig) => {
   }
   return false;
 };
-return [...document.querySelectorAll('[data-figure]')].map((fig) => [fig.dataset.figure, rendered(fig)]);
+return [document.readyState === 'complete',
+        [...document.querySelectorAll('[data-figure]')].map((fig) => [fig.dataset.figure, rendered(fig)])];
 """
 
 
@@ -202,9 +203,9 @@ def check_page(html: Path, screenshot: Path, width: int = 1400, timeout_s: float
 
 def _wait_for_figures(driver: WebDriver, deadline: float) -> dict[str, bool]:
     """Poll until every figure has rendered or the deadline passes; the last state seen."""
-    while True:
-        pairs = driver.execute_script(_FIGURES_JS)
-        if all(ok for _, ok in pairs) or time.monotonic() >= deadline:
+    while True:  # a cold browser may answer before the document is complete: wait for that too
+        ready, pairs = driver.execute_script(_FIGURES_JS)
+        if (ready and all(ok for _, ok in pairs)) or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
     figures: dict[str, bool] = {}
