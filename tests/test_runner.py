@@ -220,3 +220,11 @@ def test_downloads_run_ahead_within_the_budget_and_are_deleted(tiny_series, data
     first_compute = events.index(("compute", "step0"))
     assert (("fetch", "step10") in events[:first_compute + 1]) is ahead
     assert not any(cache.iterdir())  # every download deleted after use
+
+
+def test_cache_budget_sizes():
+    from trusttrace.cli import _gigabytes
+
+    assert [_gigabytes(v) for v in ("50GB", "800MB", "1.5TB", "50", "2 GiB")] == [50.0, 0.8, 1500.0, 50.0, 2.0]
+    with pytest.raises(ValueError, match="50GB"):
+        _gigabytes("lots")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -92,6 +93,14 @@ TruthJudgeOpt = Annotated[str, typer.Option(help="TruthfulQA judge: offline (Min
                                                  "TRUTH_MODEL[,INFO_MODEL], e.g. allenai/truthfulqa-truth-judge-llama2-7B.")]
 
 
+def _gigabytes(value: str) -> float:
+    """``50GB``, ``800MB``, ``1.5TB`` (or GiB…) or a bare number of GB, as GB."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
+    if match is None:
+        raise ValueError(f"--cache-budget {value!r}: give a size such as 50GB, 800MB or 1.5TB.")
+    return float(match.group(1)) * {"": 1.0, "K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}[match.group(2)]
+
+
 def _sigma(value: str) -> float | None:
     if value == "median":
         return None
@@ -155,8 +164,8 @@ def trace(
     cpus_per_task: CpusOpt = 1.0,
     max_retries: RetriesOpt = 2,
     prefetch: Annotated[int, typer.Option(help="Hub checkpoints downloaded ahead of the one computing.")] = 1,
-    cache_budget: Annotated[float | None, typer.Option(help="GB of downloaded, not yet deleted checkpoints at "
-                                                            "most (limits --prefetch).")] = None,
+    cache_budget: Annotated[str | None, typer.Option(help="Downloaded, not yet deleted checkpoints at most, e.g. "
+                                                          "50GB or 800MB (limits --prefetch).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
@@ -171,7 +180,8 @@ def trace(
             allow_pickle=allow_pickle, blocks=blocks, analyses=_split(analyses) or (),
             mi_estimator=mi_estimator, mi_sigma=_sigma(mi_sigma), mi_max_samples=mi_max_samples,
             executor=executor, ray_address=ray_address, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
-            max_retries=max_retries, prefetch=prefetch, cache_budget_gb=cache_budget)
+            max_retries=max_retries, prefetch=prefetch,
+            cache_budget_gb=_gigabytes(cache_budget) if cache_budget else None)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, disable=quiet, transient=False) as bars:
             result = runner.run_trace(config, _RichProgress(bars))
