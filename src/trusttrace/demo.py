@@ -135,11 +135,10 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
                    "layers_with_compression": int(g.compression.sum()), "layers_with_fitting": int(g.fitting.sum())}
     steering = {}
     for dim, table in steer_tables.items():
-        from .sweep import HEADLINE
+        from .sweep import HEADLINE, wide_table
 
         metric = HEADLINE[dim]
-        wide = table.pivot_table(index=["source_revision", "layer", "alpha"], columns="metric",
-                                 values="value").reset_index()
+        wide = wide_table(table)
         extra = [c for c in ("auc", "cosine_to_self") if c in wide.columns]  # auc: 0/1 tasks stuck on one answer
         steering[dim] = {"metric": metric, "layer": layer, "extra": extra,
                          "rows": wide[["source_revision", "alpha", metric, *extra, "perplexity"]]

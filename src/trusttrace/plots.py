@@ -29,7 +29,8 @@ def select_layers(n_layers: int) -> list[int]:
     return sorted({min(n_layers - 1, round(layer * scale)) for layer in PAPER_LAYERS})
 
 
-def _mi_wide(results: pd.DataFrame, dimension: str) -> pd.DataFrame:
+def mi_wide(results: pd.DataFrame, dimension: str) -> pd.DataFrame:
+    """A dimension's ``mi_tx``/``mi_ty`` rows as one row per (layer, step), sorted (rows without a step drop)."""
     mi = results[(results.dimension == dimension) & results.metric.isin(["mi_tx", "mi_ty"])]
     return mi.pivot_table(index=["layer", "step"], columns="metric", values="value").reset_index().sort_values(
         ["layer", "step"])
@@ -49,7 +50,7 @@ def mi_figures(results: pd.DataFrame, out_dir: str | Path, phases: pd.DataFrame 
     out = Path(out_dir)
     written: list[Path] = []
     for dim in sorted(results[results.metric == "mi_tx"].dimension.unique()):
-        wide = _mi_wide(results, dim)
+        wide = mi_wide(results, dim)
         layers = select_layers(int(wide.layer.max()) + 1)
         wide = wide[wide.layer.isin(layers)]
         peaks = phases[phases.dimension == dim].set_index("layer") if phases is not None else None

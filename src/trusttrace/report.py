@@ -29,7 +29,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ._io import write_text_atomic
-from .plots import select_layers
+from .plots import mi_wide, select_layers
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
         for colour, layer in zip(_colours(len(layers)), layers):
             g = acc[acc.layer == layer].sort_values("step")
             s = std[std.layer == layer].set_index("step").value.reindex(g.step) if len(std) else None
-            name = f"{run.label} · layer {layer}" if len(runs) > 1 else f"layer {layer}"
+            name = _trace_name(run, runs, f"layer {layer}")
             if s is not None and s.notna().any():
                 upper, lower = g.value.to_numpy() + s.to_numpy(), g.value.to_numpy() - s.to_numpy()
                 fig.add_trace(go.Scatter(x=np.r_[g.step, g.step[::-1]] + shift, y=np.r_[upper, lower[::-1]], fill="toself",
@@ -201,6 +201,19 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
     fig.update_yaxes(title="probe accuracy (fraction correct)")
     title = f"{dim}: probe accuracy over training (bands: ± std over folds)"
     return Figure(f"{dim}-probe-vs-step", title, _layout(fig, title))
+
+
+def _trace_name(run: Run, runs: Sequence[Run], what: str) -> str:
+    """A legend entry: ``what``, prefixed with the run's label when several runs share the axes."""
+    return f"{run.label} · {what}" if len(runs) > 1 else what
+
+
+def _series_mi(run: Run, dim: str) -> pd.DataFrame | None:
+    """A run's MI rows for ``dim`` over steps, one row per (layer, step); None when it has none."""
+    if run.results is None:
+        return None
+    wide = mi_wide(run.results, dim)
+    return None if wide.empty else wide
 
 
 def _log_steps(runs: Sequence[Run], dim: str) -> bool:
@@ -235,7 +248,7 @@ def by_layer(runs: Sequence[Run], dim: str) -> Figure | None:
         for rev, g in rows.groupby("revision", sort=False):
             if g.step.notna().any() and rows.revision.nunique() > 1:
                 continue  # a series: drawn against step instead
-            label = f"{run.label} · {rev}" if len(runs) > 1 else str(rev)
+            label = _trace_name(run, runs, str(rev))
             dash = DASHES[r_i % len(DASHES)]
             wide = g.pivot_table(index="layer", columns="metric", values="value").reset_index()
             if "accuracy" in wide:
@@ -273,18 +286,14 @@ def mi_curves(runs: Sequence[Run], dim: str) -> Figure | None:
     log_axis = _log_steps(runs, dim)
     shift = 1 if log_axis else 0
     for r_i, run in enumerate(runs):
-        res = run.results
-        if res is None:
+        wide = _series_mi(run, dim)
+        if wide is None:
             continue
-        mi = res[(res.dimension == dim) & res.metric.isin(["mi_tx", "mi_ty"])]
-        if mi.empty or mi.step.isna().all():
-            continue
-        wide = mi.pivot_table(index=["layer", "step"], columns="metric", values="value").reset_index()
         layers = select_layers(int(wide.layer.max()) + 1)
         peaks = run.phases[run.phases.dimension == dim].set_index("layer") if run.phases is not None else None
         for colour, layer in zip(_colours(len(layers)), layers):
-            g = wide[wide.layer == layer].sort_values("step")
-            name = f"{run.label} · layer {layer}" if len(runs) > 1 else f"layer {layer}"
+            g = wide[wide.layer == layer]
+            name = _trace_name(run, runs, f"layer {layer}")
             for col, metric in enumerate(("mi_tx", "mi_ty"), start=1):
                 if metric not in g:
                     continue
@@ -311,20 +320,14 @@ def information_plane(runs: Sequence[Run], dim: str) -> Figure | None:
     fig = go.Figure()
     drew = False
     for r_i, run in enumerate(runs):
-        res = run.results
-        if res is None:
-            continue
-        mi = res[(res.dimension == dim) & res.metric.isin(["mi_tx", "mi_ty"])]
-        if mi.empty or mi.step.isna().all():
-            continue
-        wide = mi.pivot_table(index=["layer", "step"], columns="metric", values="value").reset_index()
-        if not {"mi_tx", "mi_ty"} <= set(wide.columns):
+        wide = _series_mi(run, dim)
+        if wide is None or not {"mi_tx", "mi_ty"} <= set(wide.columns):
             continue
         log_step = np.log10(wide.step.astype(float) + 1)
         layers = select_layers(int(wide.layer.max()) + 1)
         for layer in layers:
-            g = wide[wide.layer == layer].sort_values("step")
-            name = f"{run.label} · layer {layer}" if len(runs) > 1 else f"layer {layer}"
+            g = wide[wide.layer == layer]
+            name = _trace_name(run, runs, f"layer {layer}")
             fig.add_trace(go.Scatter(
                 x=g.mi_tx, y=g.mi_ty, mode="lines+markers", name=name,
                 line={"color": "#999", "width": 1, "dash": DASHES[r_i % len(DASHES)]},
@@ -345,16 +348,22 @@ def information_plane(runs: Sequence[Run], dim: str) -> Figure | None:
     return Figure(f"{dim}-information-plane", title, fig)
 
 
+def _steered_dimension(table: pd.DataFrame) -> str:
+    """The dimension a ``steering.csv`` is about (its rows are that dimension's metrics and ``general``)."""
+    steered = table.dimension[table.dimension != "general"]
+    return str(steered.iloc[0]) if len(steered) else ""
+
+
 def steering_figure(name: str, steer: dict[str, Any]) -> Figure | None:
     """The headline metric and perplexity against α per source and layer, with the perplexity budget."""
-    from .sweep import HEADLINE
+    from .sweep import HEADLINE, wide_table
 
     table = steer["steering"]
-    dim = str(table.dimension[table.dimension != "general"].iloc[0]) if (table.dimension != "general").any() else ""
+    dim = _steered_dimension(table)
     metric = HEADLINE.get(dim)
     if metric is None:
         return None
-    wide = table.pivot_table(index=["source_revision", "layer", "alpha"], columns="metric", values="value").reset_index()
+    wide = wide_table(table)
     base = wide[wide.source_revision == "unsteered"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{metric}", "perplexity"))
     steered = wide[wide.source_revision != "unsteered"]
@@ -384,14 +393,14 @@ def steering_figure(name: str, steer: dict[str, Any]) -> Figure | None:
 
 def correlation_figure(name: str, steer: dict[str, Any]) -> Figure | None:
     """Each source's probe accuracy at the steering layer against its steering effect (the paper's Fig. 5)."""
-    from .sweep import HEADLINE
+    from .sweep import HEADLINE, wide_table
 
     corr, probes, table = steer["correlation"], steer["probes"], steer["steering"]
     if corr is None or probes is None or corr.empty:
         return None
-    dim = str(table.dimension[table.dimension != "general"].iloc[0])
+    dim = _steered_dimension(table)
     metric = HEADLINE[dim]
-    wide = table.pivot_table(index=["source_revision", "layer", "alpha"], columns="metric", values="value").reset_index()
+    wide = wide_table(table)
     base = float(wide[wide.source_revision == "unsteered"][metric].iloc[0])
     acc = probes[(probes.metric == "accuracy") & (probes.dimension == dim)]
     fig = go.Figure()

@@ -245,11 +245,16 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> pd.DataF
     return table
 
 
+def wide_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``steering.csv`` rows as one row per (source_revision, layer, alpha), one column per metric."""
+    return table.pivot_table(index=["source_revision", "layer", "alpha"], columns="metric",
+                             values="value").reset_index()
+
+
 def best_alphas(table: pd.DataFrame, dimension: str, ppl_budget: float) -> pd.DataFrame:
     """Per source: the (layer, α) with the best headline metric among results within the perplexity budget."""
     metric = HEADLINE[dimension]
-    wide = table.pivot_table(index=["source_revision", "layer", "alpha"], columns="metric", values="value"
-                             ).reset_index()
+    wide = wide_table(table)
     base = wide[wide.source_revision == "unsteered"].iloc[0]
     limit = ppl_budget * base["perplexity"]
     rows = [{"source_revision": "unsteered", "layer": -1, "alpha": 0.0, metric: base[metric],
