@@ -67,6 +67,7 @@ test-slow: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python benchmarks/extraction.py --model smollm2-135m-instruct --limit 400

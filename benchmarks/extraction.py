@@ -16,8 +16,9 @@ import time
 
 import torch
 
+from trusttrace.batching import untuple
 from trusttrace.data import load_dataset
-from trusttrace.extract import ExtractConfig, extract_last_token, untuple
+from trusttrace.extract import ExtractConfig, extract_last_token
 from trusttrace.models import load_model
 
 

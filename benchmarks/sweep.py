@@ -25,18 +25,21 @@ import time
 from pathlib import Path
 
 from trusttrace.checkpoints import Checkpoint
-from trusttrace.runner import TraceConfig, run_trace
+from trusttrace.executors import ExecutorConfig
+from trusttrace.fetcher import Fetch, FetchConfig, Fetched
+from trusttrace.models import LoadConfig
 from trusttrace.testing import save_tiny, write_planted_data_dir
+from trusttrace.trace import TraceConfig, run_trace
 
 
-def slow_copy(cache: Path, delay: float):
+def slow_copy(cache: Path, delay: float) -> Fetch:
     """A fetch that 'downloads' a checkpoint folder: wait ``delay`` seconds, copy it into ``cache``."""
 
-    def fetch(ckpt: Checkpoint) -> tuple[str, None, bool]:
+    def fetch(ckpt: Checkpoint) -> Fetched:
         time.sleep(delay)
         target = cache / ckpt.name
         shutil.copytree(ckpt.ref, target, dirs_exist_ok=True)
-        return str(target), None, True
+        return Fetched(str(target), None, True)
 
     return fetch
 
@@ -64,21 +67,21 @@ def main() -> None:
             save_tiny(series / f"step{step * 100}", "llama", seed=step, n_layers=args.layers, hidden=args.hidden)
 
         def config(name: str, **kw) -> TraceConfig:
-            return TraceConfig(model=str(series), out=str(root / name), data_dir=str(data), dtype="float32",
-                               dimensions=("privacy", "fairness"), **kw)
+            return TraceConfig(model=str(series), out=str(root / name), data_dir=str(data),
+                               load=LoadConfig(dtype="float32"), dimensions=("privacy", "fairness"), **kw)
 
         run_trace(config("warm-up", select="first:1"))  # imports, allocator, first-call costs
         local = timed(config("local"))
         delay = args.delay if args.delay is not None else local / args.checkpoints
-        sequential = timed(config("sequential", prefetch=0), fetch=slow_copy(root / "cache-seq", delay))
-        pipelined = timed(config("pipelined", prefetch=1), fetch=slow_copy(root / "cache-pipe", delay))
+        sequential = timed(config("sequential", fetch=FetchConfig(prefetch=0)), fetch=slow_copy(root / "cache-seq", delay))
+        pipelined = timed(config("pipelined", fetch=FetchConfig(prefetch=1)), fetch=slow_copy(root / "cache-pipe", delay))
 
         import ray
 
         started = time.perf_counter()
         ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
         ray_init = time.perf_counter() - started
-        ray_time = timed(config("ray", executor="ray", cpus_per_task=1))
+        ray_time = timed(config("ray", executor=ExecutorConfig(kind="ray", cpus_per_task=1)))
         ray.shutdown()
 
     print(json.dumps({

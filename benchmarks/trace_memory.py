@@ -19,9 +19,10 @@ from trusttrace.testing import save_tiny, write_planted_data_dir
 
 CHILD = """
 import resource, sys
-from trusttrace.runner import TraceConfig, run_trace
+from trusttrace.models import LoadConfig
+from trusttrace.trace import TraceConfig, run_trace
 run_trace(TraceConfig(model=sys.argv[1], out=sys.argv[2], data_dir=sys.argv[3], select=sys.argv[4],
-                      dtype="float32"))
+                      load=LoadConfig(dtype="float32")))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 

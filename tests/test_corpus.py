@@ -13,15 +13,8 @@ import pytest
 
 from trusttrace import corpus as corpus_mod
 from trusttrace._io import text_sha256
-from trusttrace.corpus import (
-    MARKER,
-    Corpus,
-    clean_gcide_entry,
-    fortune_documents,
-    prepare_corpus,
-    read_data_folder,
-    split_heldout,
-)
+from trusttrace.corpus import MARKER, Corpus, prepare_corpus, read_data_folder, split_heldout
+from trusttrace.corpus_builtin import clean_gcide_entry, fortune_documents
 
 # The real file's format (trimmed from gcide.dict.dz): a dictd header, then entries that start unindented
 # with a backslash-syllabified headword, a phonetic parenthesis, etymology brackets and source tags.

@@ -20,7 +20,7 @@ def test_tiny_demo_runs_every_stage_and_resumes(tmp_path, sft_data):
     config = DemoConfig(out=str(tmp_path / "demo"), corpus=str(corpus), data_dir=str(sft_data), steps=12,
                         checkpoints="0,1,2,4,8,12", trace_limit=40, finetune_steps=4, alphas=(-4.0, 4.0),
                         steer_limit=10, size="tiny")
-    summary = run_demo(config)
+    summary = run_demo(config).summary
     out = tmp_path / "demo"
     assert set(summary["probes"]) == {"reliability", "toxicity", "privacy", "fairness", "robustness"}
     assert summary["steering_sources"] == ["step1", "step4", "step12"]  # 6 is as near 4 as 8: the earlier
@@ -31,7 +31,7 @@ def test_tiny_demo_runs_every_stage_and_resumes(tmp_path, sft_data):
     assert "## Steering the chat model: toxicity (layer 1)" in (out / "summary.md").read_text()
     assert 'data-figure="steer-toxicity-steering"' in (out / "report" / "index.html").read_text().replace("'", '"')
     stamp = (out / "steer-toxicity" / "steering.csv").stat().st_mtime_ns
-    again = run_demo(config)  # every stage finds its work done
+    again = run_demo(config).summary  # every stage finds its work done
     assert json.dumps(again, sort_keys=True) == json.dumps(summary, sort_keys=True)
     assert (out / "steer-toxicity" / "steering.csv").stat().st_mtime_ns >= stamp
 

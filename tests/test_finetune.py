@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from trusttrace.finetune import FinetuneConfig, builtin_pairs, collate, encode_pairs, finetune, read_pairs
+from trusttrace.batching import collate_prompted
+from trusttrace.finetune import FinetuneConfig, builtin_pairs, encode_pairs, read_pairs, run_finetune
 from trusttrace.models import load_model
 
 
@@ -21,7 +22,7 @@ def test_builtin_pairs_use_train_questions_and_dev_halves_only(sft_data):
 def test_labels_cover_only_the_answer(tiny_models):
     lm = load_model(str(tiny_models["llama"]), dtype="float32")
     encoded = encode_pairs(lm.tokenizer, [("w1 w2", "good w3"), ("w4", "bad")], max_len=32)
-    _, mask, labels = collate(encoded, pad_id=0)
+    _, mask, labels = collate_prompted(encoded, pad_id=0)
     for row, (seq, n_prompt) in enumerate(encoded):
         assert (labels[row, :n_prompt] == -100).all() and labels[row, n_prompt:len(seq)].tolist() == seq[n_prompt:]
         assert mask[row].sum() == len(seq) and (labels[row, len(seq):] == -100).all()
@@ -32,16 +33,16 @@ def test_finetune_writes_a_loadable_model_once(tiny_models, sft_data, tmp_path):
     out = tmp_path / "chat"
     config = FinetuneConfig(model=str(tiny_models["llama"]), out=str(out), data_dir=str(sft_data), steps=6,
                             batch_size=4, precision="fp32")
-    finetune(config)
+    assert run_finetune(config).out == out
     record = json.loads((out / "finetune.json").read_text())
     assert record["pairs"]["truthfulqa"] == 2 and pd.read_csv(out / "loss.csv").step.tolist() == list(range(6))
     tuned, base = load_model(str(out), dtype="float32"), load_model(str(tiny_models["llama"]), dtype="float32")
     assert not torch.equal(tuned.model.model.embed_tokens.weight, base.model.model.embed_tokens.weight)
     stamp = (out / "model.safetensors").stat().st_mtime_ns
-    finetune(config)  # finished: a rerun does nothing
+    run_finetune(config)  # finished: a rerun does nothing
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="other settings"):
-        finetune(FinetuneConfig(**{**config.__dict__, "steps": 7}))
+        run_finetune(FinetuneConfig(**{**config.__dict__, "steps": 7}))
 
 
 def test_pairs_file_and_its_errors(tmp_path, tiny_models):

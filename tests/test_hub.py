@@ -8,7 +8,9 @@ import pytest
 
 from trusttrace import models as models_mod
 from trusttrace.checkpoints import CheckpointSeries
-from trusttrace.runner import TraceConfig, run_trace
+from trusttrace.fetcher import FetchConfig
+from trusttrace.models import LoadConfig
+from trusttrace.trace import TraceConfig, run_trace
 
 COMMITS = {"step0": "a" * 40, "step10": "b" * 40, "step100": "c" * 40}
 
@@ -53,7 +55,8 @@ def test_hub_sweep_fetches_records_commits_and_deletes(fake_hub, data_dir, tmp_p
     fetched, deleted = fake_hub
     out = tmp_path / "run"
     run_trace(TraceConfig(model="org/tiny", out=str(out), revisions=("step0", "step10", "step100"),
-                          dimensions=("privacy",), data_dir=str(data_dir), dtype="float32", keep_checkpoints=keep))
+                          dimensions=("privacy",), data_dir=str(data_dir), load=LoadConfig(dtype="float32"),
+                          fetch=FetchConfig(keep_checkpoints=keep)))
     assert fetched == ["step0", "step10", "step100"]
     df = pd.read_csv(out / "results.csv", dtype={"commit": str})
     assert dict(zip(df.revision, df.commit)) == COMMITS

@@ -4,8 +4,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
-from trusttrace.phases import PhaseRule, detect_phases, layer_phases, run_phases, summarise
-from trusttrace.plots import select_layers
+from trusttrace.phases import PhaseRule, PhasesConfig, detect_phases, layer_phases, run_phases, summarise
+from trusttrace.tables import select_layers
 
 STEPS = np.array([0, 100, 200, 300, 500, 1000, 1500, 2000, 2500, 3000])
 
@@ -94,8 +94,9 @@ def test_cli_phases_writes_tables_and_figures(tmp_path):
 
 def test_run_phases_without_plots(tmp_path):
     table().to_csv(tmp_path / "results.csv", index=False)
-    result = run_phases(tmp_path, plots=False)
+    result = run_phases(PhasesConfig(str(tmp_path)))
     assert [p.name for p in result.outputs] == ["phases.csv", "summary.csv"]
+    assert not list((tmp_path / "mi").glob("*.html"))  # figures are the report's (and the CLI's) to draw
 
 
 @pytest.mark.parametrize("n,expect", [(32, [0, 6, 12, 18, 24, 30]), (30, [0, 6, 11, 17, 22, 28]),

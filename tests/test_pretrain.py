@@ -3,8 +3,10 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from trusttrace.pretrain import PretrainConfig, batch_indices, checkpoint_steps, pretrain, trace_checkpoint
+from trusttrace.live import trace_checkpoint, tracer
+from trusttrace.pretrain import PretrainConfig, checkpoint_steps, run_pretrain
 from trusttrace.testing import write_text_corpus
+from trusttrace.training import batch_indices
 
 
 @pytest.fixture(scope="module")
@@ -43,35 +45,35 @@ def test_batches_are_a_function_of_the_step():
 
 
 def test_pretraining_is_seeded_resumable_and_saves_the_asked_steps(tmp_path, corpus_file):
-    a = pretrain(_config(tmp_path / "a", corpus_file))
+    a = run_pretrain(_config(tmp_path / "a", corpus_file))
     assert [p.name for p in a.checkpoints] == ["step0", "step5", "step12"]
     assert (tmp_path / "a" / "checkpoints" / "last").resolve() == a.checkpoints[-1].resolve()
     assert a.loss.step.tolist() == list(range(12)) and a.loss.loss.notna().all()
     evals = pd.read_csv(tmp_path / "a" / "checkpoints.csv")
     assert evals.step.tolist() == [0, 5, 12] and evals.heldout_loss.iloc[-1] < evals.heldout_loss.iloc[0]
 
-    b = pretrain(_config(tmp_path / "b", corpus_file))
+    b = run_pretrain(_config(tmp_path / "b", corpus_file))
     assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")  # same seed: bit-identical checkpoints
 
-    pretrain(_config(tmp_path / "c", corpus_file), stop_after=7)  # interrupted after step 7 (state at step 5)
+    run_pretrain(_config(tmp_path / "c", corpus_file), stop_after=7)  # interrupted after step 7 (state at step 5)
     assert not (tmp_path / "c" / "checkpoints" / "step12").exists()
-    c = pretrain(_config(tmp_path / "c", corpus_file))
+    c = run_pretrain(_config(tmp_path / "c", corpus_file))
     assert _bytes(tmp_path / "a") == _bytes(tmp_path / "c")  # the resumed run ends where the whole one did
     assert c.loss.step.tolist() == list(range(12)) and c.loss.loss.tolist() == b.loss.loss.tolist()
 
-    other = pretrain(_config(tmp_path / "d", corpus_file, seed=1))
+    other = run_pretrain(_config(tmp_path / "d", corpus_file, seed=1))
     assert _bytes(tmp_path / "d") != _bytes(tmp_path / "a") and other.checkpoints
     with pytest.raises(ValueError, match="other settings"):
-        pretrain(_config(tmp_path / "a", corpus_file, lr=1e-4))
+        run_pretrain(_config(tmp_path / "a", corpus_file, lr=1e-4))
 
 
 def test_live_tracing_writes_rows_for_each_checkpoint(tmp_path, corpus_file, data_dir):
     seen = []
-    config = _config(tmp_path / "run", corpus_file, trace=("privacy", "fairness"), trace_limit=40,
-                     data_dir=str(data_dir))
-    pretrain(config, on_checkpoint=lambda folder, step: seen.append(step))
-    assert seen == [0, 5, 12] and not (tmp_path / "run" / "trace").exists()  # a hook replaces live tracing
-    pretrain(replace(config, out=str(tmp_path / "traced")))
+    config = _config(tmp_path / "run", corpus_file)
+    run_pretrain(config, on_checkpoint=lambda folder, step: seen.append(step))
+    assert seen == [0, 5, 12] and not (tmp_path / "run" / "trace").exists()  # pretrain knows nothing of tracing
+    live = tracer(tmp_path / "traced" / "trace", ("privacy", "fairness"), limit=40, data_dir=str(data_dir))
+    run_pretrain(replace(config, out=str(tmp_path / "traced")), on_checkpoint=live)
     results = pd.read_csv(tmp_path / "traced" / "trace" / "results.csv")
     assert results.revision.unique().tolist() == ["step0", "step5", "step12"]
     assert set(results.dimension) == {"privacy", "fairness"} and {"accuracy", "mi_tx"} <= set(results.metric)
@@ -84,7 +86,7 @@ def test_trace_callback_traces_what_the_trainer_saves(tmp_path, tiny_models, dat
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from trusttrace.pretrain import TraceCallback
+    from trusttrace.live import TraceCallback
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
     tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
@@ -112,9 +114,8 @@ def test_pretraining_on_the_builtin_corpus_learns(tmp_path):
     """A short real run: the built-in corpus, its BPE (with "0" and "1" as single tokens), a falling loss."""
     from transformers import AutoTokenizer
 
-    from trusttrace.pretrain import PretrainConfig, pretrain
 
-    result = pretrain(PretrainConfig(out=str(tmp_path / "run"), steps=40, checkpoints="0,40", hidden_size=64,
+    result = run_pretrain(PretrainConfig(out=str(tmp_path / "run"), steps=40, checkpoints="0,40", hidden_size=64,
                                      n_layers=2, n_heads=2, intermediate_size=128, vocab_size=2048,
                                      tokenizer_chars=2_000_000, heldout_blocks=16))
     tok = AutoTokenizer.from_pretrained(result.checkpoints[-1])

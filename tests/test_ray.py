@@ -12,7 +12,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install 'trusttrace[ray]'` (make setup does)")
 
-from trusttrace.runner import TraceConfig, _checkpoint_task, run_trace
+from trusttrace.executors import ExecutorConfig
+from trusttrace.models import LoadConfig
+from trusttrace.trace import TraceConfig, _checkpoint_task, run_trace
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +25,10 @@ def cluster():
     ray.shutdown()
 
 
-def _config(series, data_dir, out, **kw):
+def _config(series, data_dir, out, executor="local", max_retries=2):
     return TraceConfig(model=str(series), out=str(out), data_dir=str(data_dir), dimensions=("privacy", "fairness"),
-                       limit=60, dtype="float32", **kw)
+                       limit=60, load=LoadConfig(dtype="float32"),
+                       executor=ExecutorConfig(kind=executor, max_retries=max_retries))
 
 
 def fail_first_attempt(config, ckpt, datasets, analysis):
@@ -106,9 +109,9 @@ def test_a_steering_sweep_on_ray_matches_the_local_one(cluster, tiny_series, dat
                            dtype="float32", positions="all", perplexity_source="statements", out=str(out), **kw)
 
     local = run_steer(config(tmp_path / "local"))
-    remote = run_steer(config(tmp_path / "ray", executor="ray"))
-    pd.testing.assert_frame_equal(local, remote)
-    assert set(remote.source_revision) == {"unsteered", "self", "step0", "step100"}
+    remote = run_steer(config(tmp_path / "ray", executor=ExecutorConfig(kind="ray")))
+    pd.testing.assert_frame_equal(local.table, remote.table)
+    assert set(remote.table.source_revision) == {"unsteered", "self", "step0", "step100"}
 
 
 def test_a_file_url_run_folder_on_ray(cluster, tiny_series, data_dir, tmp_path):

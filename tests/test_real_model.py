@@ -32,19 +32,20 @@ def test_fairness_probe_peaks_in_the_middle():
 def test_own_toxicity_vector_detoxifies(tmp_path):
     """Steering SmolLM2 with its own toxicity vector (α < 0: away from label 1 = toxic) lowers the
     offline-judged toxic ratio on 100 prompts; perplexity is reported beside it."""
-    from trusttrace.evaluate.judges import EmbeddingJudge
+    from trusttrace.analysis import AnalysisConfig
+    from trusttrace.evaluate.judges import EmbeddingJudge, Judges
     from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
-    from trusttrace.runner import TraceConfig, run_trace
-    from trusttrace.steering import vector_from_run
+    from trusttrace.trace import TraceConfig, run_trace
+    from trusttrace.vectors import vector_from_run
 
     run_trace(TraceConfig(model="smollm2-135m-instruct", out=str(tmp_path / "run"), dimensions=("toxicity",),
-                          limit=1000, data_dir=SHARED_DATA, analyses=("probe",)))
+                          limit=1000, data_dir=SHARED_DATA, analysis=AnalysisConfig(analyses=("probe",))))
     vector = vector_from_run(tmp_path / "run", "final", "toxicity")
     lm = load_model("smollm2-135m-instruct")
-    judge = EmbeddingJudge.train(SHARED_DATA)
+    judges = Judges(toxicity=EmbeddingJudge.train(SHARED_DATA))
     config = EvalConfig(dimensions=("toxicity",), limit=100, data_dir=SHARED_DATA, perplexity_statements=40)
-    plain = evaluate_suite(lm, config, judge=judge).set_index("metric").value
-    steered = evaluate_suite(lm, config, Steering(vector, 14, -4.0), judge=judge).set_index("metric").value
+    plain = evaluate_suite(lm, config, judges=judges).set_index("metric").value
+    steered = evaluate_suite(lm, config, Steering(vector, 14, -4.0), judges).set_index("metric").value
     print(f"toxic ratio {plain['toxic_ratio']:.3f} -> {steered['toxic_ratio']:.3f}; "
           f"perplexity {plain['perplexity']:.1f} -> {steered['perplexity']:.1f}")
     assert steered["toxic_ratio"] < plain["toxic_ratio"]

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
-from trusttrace.report import build_report, load_run
+from trusttrace.report import ReportConfig, load_run, run_report
 
 STEPS = [0, 10, 100, 1000]
 REVS = [f"step{s}" for s in STEPS]
@@ -73,7 +73,7 @@ def full_run(tmp_path):
 
 
 def test_every_section_is_drawn_from_the_tables(full_run):
-    result = build_report([full_run], png=False)
+    result = run_report(ReportConfig((full_run,), png=False))
     assert result.page == full_run / "report" / "index.html"
     figs = set(result.figures)
     assert {"demo-toxicity-probe-heatmap", "toxicity-probe-vs-step", "fairness-mi-vs-step",
@@ -91,13 +91,13 @@ def test_every_section_is_drawn_from_the_tables(full_run):
 def test_empty_and_partial_runs_leave_notes(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = build_report([empty], png=False)
+    result = run_report(ReportConfig((empty,), png=False))
     page = result.page.read_text()
     assert result.figures == [] and "No probe rows" in page and "No steering sweep" in page
     probe_only = tmp_path / "probe-only"
     probe_only.mkdir()
     _results()[lambda f: ~f.metric.str.startswith("mi")].to_csv(probe_only / "results.csv", index=False)
-    result = build_report([probe_only], png=False)
+    result = run_report(ReportConfig((probe_only,), png=False))
     assert "toxicity-probe-vs-step" in result.figures and "No MI rows" in result.page.read_text()
 
 
@@ -107,7 +107,7 @@ def test_two_runs_and_a_paper_csv_are_overlaid(full_run, tmp_path):
     _results(shift=0.05).to_csv(other / "results.csv", index=False)
     paper = tmp_path / "paper.csv"
     _results(dims=("toxicity",), shift=0.1)[["step", "dimension", "layer", "metric", "value"]].to_csv(paper, index=False)
-    result = build_report([full_run, other, paper], out=tmp_path / "cmp", png=False)
+    result = run_report(ReportConfig((full_run, other, paper), out=str(tmp_path / "cmp"), png=False))
     page = result.page.read_text()
     for name in ("demo", "seed1", "paper"):  # plotly's JSON escapes the middle dot
         assert json.dumps(f"{name} · layer 0")[1:-1] in page
@@ -133,7 +133,7 @@ def test_the_page_renders_in_a_real_browser(full_run, tmp_path):
     from tests.browser import browser_or_skip, check_page
 
     browser_or_skip()
-    result = build_report([full_run], png=False)
+    result = run_report(ReportConfig((full_run,), png=False))
     check = check_page(result.page, full_run / "report" / "screenshot.png")
     assert check.console_errors == []
     assert set(check.figures) == set(result.figures) and all(check.figures.values()), check.figures
@@ -148,7 +148,7 @@ def test_a_single_checkpoint_is_drawn_by_layer(tmp_path):
     single.mkdir()
     one = _results()[lambda f: f.revision == "step100"].assign(revision="final", step=None)
     one.to_csv(single / "results.csv", index=False)
-    result = build_report([single], png=False)
+    result = run_report(ReportConfig((single,), png=False))
     assert {"toxicity-by-layer", "fairness-by-layer"} <= set(result.figures)
     assert "smol-toxicity-probe-heatmap" not in result.figures  # a one-row grid says nothing the lines do not
     assert "toxicity-probe-vs-step" not in result.figures and "drawn by layer above" in result.page.read_text()

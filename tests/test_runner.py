@@ -5,16 +5,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace import runner as runner_mod
+from trusttrace import trace as trace_mod
+from trusttrace.analysis import AnalysisConfig
 from trusttrace.cli import app
-from trusttrace.runner import RESULT_COLUMNS, TraceConfig, run_trace
+from trusttrace.fetcher import FetchConfig, Fetched
+from trusttrace.models import LoadConfig
+from trusttrace.tables import RESULT_COLUMNS
+from trusttrace.trace import TraceConfig, run_trace
 
 DIMS = ("reliability", "fairness")
 
 
-def config(series, data_dir, out, **kw):
-    return TraceConfig(model=str(series), out=str(out), dimensions=DIMS, data_dir=str(data_dir), dtype="float32",
-                       **kw)
+def config(series, data_dir, out, analysis=None, **kw):
+    return TraceConfig(model=str(series), out=str(out), dimensions=DIMS, data_dir=str(data_dir),
+                       load=LoadConfig(dtype="float32"), analysis=analysis or AnalysisConfig(), **kw)
 
 
 def test_trace_writes_tidy_results_and_manifest(tiny_series, data_dir, tmp_path):
@@ -31,7 +35,8 @@ def test_trace_writes_tidy_results_and_manifest(tiny_series, data_dir, tmp_path)
     assert base.between(0.3, 0.7).all()
     assert pd.read_parquet(tmp_path / "run" / "results.parquet").shape == df.shape
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["config"]["seed"] == 0 and manifest["versions"]["torch"]
+    assert manifest["settings"]["seed"] == 0 and manifest["config"]["analysis"]["probe"]["seed"] == 0
+    assert manifest["versions"]["torch"]
     assert set(manifest["checkpoints"]) == {"step0", "step10", "step100"}
     assert manifest["datasets"]["fairness"]["rows"] == 120 and "finished" in manifest
     assert (tmp_path / "run" / "activations" / "step10" / "fairness.safetensors").exists()
@@ -41,7 +46,7 @@ def test_trace_writes_tidy_results_and_manifest(tiny_series, data_dir, tmp_path)
 def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     calls = []
-    real = runner_mod.extract_last_token
+    real = trace_mod.extract_last_token
 
     def flaky(lm, statements, *a, **kw):
         calls.append(1)
@@ -49,7 +54,7 @@ def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monke
             raise KeyboardInterrupt
         return real(lm, statements, *a, **kw)
 
-    monkeypatch.setattr(runner_mod, "extract_last_token", flaky)
+    monkeypatch.setattr(trace_mod, "extract_last_token", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_trace(config(tiny_series, data_dir, out))
     assert sorted(p.name for p in (out / "parts").iterdir()) == ["step0.csv"]
@@ -68,11 +73,12 @@ def test_rerun_with_other_settings_is_refused(tiny_series, data_dir, tmp_path):
     out = tmp_path / "run"
     run_trace(config(tiny_series, data_dir, out, select="first:1"))
     with pytest.raises(ValueError, match="seed: 0 → 4"):
-        run_trace(config(tiny_series, data_dir, out, select="first:1", seed=4))
+        run_trace(config(tiny_series, data_dir, out, AnalysisConfig.build(seed=4), select="first:1"))
 
 
 def test_paper_code_protocol_and_selection(tiny_series, data_dir, tmp_path):
-    result = run_trace(config(tiny_series, data_dir, tmp_path / "r", protocol="paper-code", select="last:1"))
+    result = run_trace(config(tiny_series, data_dir, tmp_path / "r", AnalysisConfig.build(protocol="paper-code"),
+                              select="last:1"))
     assert set(result.results.revision) == {"step100"}
     assert set(result.results.metric) == {"accuracy", "majority_baseline", "mi_tx", "mi_ty"}
     probe_rows = result.results[result.results.metric.isin(["accuracy", "majority_baseline"])]
@@ -81,7 +87,8 @@ def test_paper_code_protocol_and_selection(tiny_series, data_dir, tmp_path):
 
 
 def test_analyses_can_leave_out_mi(tiny_series, data_dir, tmp_path):
-    result = run_trace(config(tiny_series, data_dir, tmp_path / "r", analyses=("probe",), select="first:1"))
+    result = run_trace(config(tiny_series, data_dir, tmp_path / "r", AnalysisConfig(analyses=("probe",)),
+                              select="first:1"))
     assert set(result.results.metric) == {"accuracy", "accuracy_std", "majority_baseline"}
 
 
@@ -89,11 +96,15 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="Unknown dimension"):
         TraceConfig(model="m", out="o", dimensions=("honesty",))
     with pytest.raises(ValueError, match="protocol"):
-        TraceConfig(model="m", out="o", protocol="random")
+        AnalysisConfig.build(protocol="random")
     with pytest.raises(ValueError, match="choose one or more of probe, mi"):
-        TraceConfig(model="m", out="o", analyses=("probes",))
+        AnalysisConfig(analyses=("probes",))
     with pytest.raises(ValueError, match="mi_estimator"):
-        TraceConfig(model="m", out="o", mi_estimator="kraskov")
+        AnalysisConfig.build(mi_estimator="kraskov")
+    with pytest.raises(ValueError, match="executor"):
+        TraceConfig(model="m", out="o", executor=trace_mod.ExecutorConfig(kind="dask"))
+    with pytest.raises(ValueError, match="prefetch"):
+        FetchConfig(prefetch=-1)
 
 
 def test_cli_trace_and_errors(tiny_series, data_dir, tmp_path):
@@ -117,7 +128,7 @@ def test_each_checkpoint_model_is_released_before_the_next(tiny_series, data_dir
     import weakref
 
     alive = []
-    real = runner_mod.load_model
+    real = trace_mod.load_model
 
     def tracking(*a, **kw):
         gc.collect()
@@ -126,7 +137,7 @@ def test_each_checkpoint_model_is_released_before_the_next(tiny_series, data_dir
         alive.append(weakref.ref(lm.model))
         return lm
 
-    monkeypatch.setattr(runner_mod, "load_model", tracking)
+    monkeypatch.setattr(trace_mod, "load_model", tracking)
     run_trace(config(tiny_series, data_dir, tmp_path / "run"))
     gc.collect()
     assert len(alive) == 3 and all(ref() is None for ref in alive)
@@ -161,21 +172,19 @@ def test_trace_then_phases_end_to_end(tiny_series, data_dir, tmp_path):
 def test_a_memory_url_works_as_the_run_folder_and_resumes(tiny_series, data_dir, tmp_path, monkeypatch):
     import fsspec
 
-    from trusttrace import runner
-
     url = "memory://trusttrace-tests/run"
     fs = fsspec.filesystem("memory")
     if fs.exists("/trusttrace-tests"):
         fs.rm("/trusttrace-tests", recursive=True)
     config = TraceConfig(model=str(tiny_series), out=url, data_dir=str(data_dir), dimensions=("privacy",), limit=40,
-                         dtype="float32", select="first:2")
+                         load=LoadConfig(dtype="float32"), select="first:2")
     first = run_trace(config)
     assert first.url == url and first.outputs["results.csv"] == f"{url}/results.csv"
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/trusttrace-tests/run/parts", detail=False)) == [
         "step0.csv", "step10.csv"]
     calls = []
-    real = runner._trace_checkpoint
-    monkeypatch.setattr(runner, "_trace_checkpoint", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    real = trace_mod._trace_checkpoint
+    monkeypatch.setattr(trace_mod, "_trace_checkpoint", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
     full = run_trace(replace(config, select=None))  # a fresh mirror: what is done is read back from the URL
     assert calls == ["step100"]
     with fs.open("/trusttrace-tests/run/results.csv") as fh:
@@ -192,7 +201,7 @@ def _recording_fetch(cache, events):
         events.append(("fetch", ckpt.name))
         target = cache / ckpt.name
         _shutil.copytree(ckpt.ref, target, dirs_exist_ok=True)
-        return str(target), None, True
+        return Fetched(str(target), None, True)
 
     return fetch
 
@@ -200,10 +209,8 @@ def _recording_fetch(cache, events):
 @pytest.mark.parametrize(("prefetch", "budget", "ahead"), [(1, None, True), (0, None, False), (1, 1e-9, False)])
 def test_downloads_run_ahead_within_the_budget_and_are_deleted(tiny_series, data_dir, tmp_path, monkeypatch,
                                                               prefetch, budget, ahead):
-    from trusttrace import runner
-
     events = []
-    real = runner._trace_checkpoint
+    real = trace_mod._trace_checkpoint
 
     def traced(config, ckpt, *a, **k):
         import time as _time
@@ -212,10 +219,11 @@ def test_downloads_run_ahead_within_the_budget_and_are_deleted(tiny_series, data
         events.append(("compute", ckpt.name))
         return real(config, ckpt, *a, **k)
 
-    monkeypatch.setattr(runner, "_trace_checkpoint", traced)
+    monkeypatch.setattr(trace_mod, "_trace_checkpoint", traced)
     cache = tmp_path / "cache"
     config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), data_dir=str(data_dir),
-                         dimensions=("privacy",), limit=40, dtype="float32", prefetch=prefetch, cache_budget_gb=budget)
+                         dimensions=("privacy",), limit=40, load=LoadConfig(dtype="float32"),
+                         fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=budget))
     run_trace(config, fetch=_recording_fetch(cache, events))
     first_compute = events.index(("compute", "step0"))
     assert (("fetch", "step10") in events[:first_compute + 1]) is ahead
@@ -223,8 +231,8 @@ def test_downloads_run_ahead_within_the_budget_and_are_deleted(tiny_series, data
 
 
 def test_cache_budget_sizes():
-    from trusttrace.cli import _gigabytes
+    from trusttrace.cli._shared import gigabytes
 
-    assert [_gigabytes(v) for v in ("50GB", "800MB", "1.5TB", "50", "2 GiB")] == [50.0, 0.8, 1500.0, 50.0, 2.0]
+    assert [gigabytes(v) for v in ("50GB", "800MB", "1.5TB", "50", "2 GiB")] == [50.0, 0.8, 1500.0, 50.0, 2.0]
     with pytest.raises(ValueError, match="50GB"):
-        _gigabytes("lots")
+        gigabytes("lots")

@@ -2,17 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from trusttrace.extract import untuple
-from trusttrace.models import load_model
-from trusttrace.runner import TraceConfig, run_trace
-from trusttrace.steering import (
-    SteeringMismatch,
-    SteeringVector,
-    build_vector,
-    steer,
-    vector_from_run,
-    vocab_sha256,
-)
+from trusttrace.analysis import AnalysisConfig
+from trusttrace.batching import untuple
+from trusttrace.models import LoadConfig, load_model, vocab_sha256
+from trusttrace.steering import SteeringMismatch, SteeringVector, build_vector, steer
+from trusttrace.trace import TraceConfig, run_trace
+from trusttrace.vectors import vector_from_run
 
 LAYER = 1
 
@@ -146,7 +141,8 @@ def test_builder_errors():
 
 def test_vector_from_a_trace_run_steers_its_own_model(tiny_series, data_dir, tmp_path):
     run_trace(TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), dimensions=("toxicity", "reliability"),
-                          data_dir=str(data_dir), dtype="float32", select="first:1", analyses=("probe",)))
+                          data_dir=str(data_dir), load=LoadConfig(dtype="float32"), select="first:1",
+                          analysis=AnalysisConfig(analyses=("probe",))))
     v = vector_from_run(tmp_path / "run", "step0", "toxicity")
     assert v.meta["revision"] == "step0" and v.meta["split"] == "first-half" and v.meta["dimension"] == "toxicity"
     assert vector_from_run(tmp_path / "run", "step0", "reliability").meta["split"] == "all"

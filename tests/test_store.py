@@ -1,11 +1,12 @@
 import numpy as np
 import torch
 
-from trusttrace.store import activation_path, is_complete, load_activations, read_metadata, save_activations
+from trusttrace.layout import TraceLayout
+from trusttrace.store import is_complete, load_activations, read_metadata, save_activations
 
 
 def test_roundtrip_atomic_and_metadata(tmp_path):
-    path = activation_path(tmp_path, "org/step1", "fairness")
+    path = TraceLayout(tmp_path).activation("org/step1", "fairness")
     acts = torch.randn(3, 5, 4)
     save_activations(path, acts, np.array([0, 1, 0, 1, 1]), {"model": "m", "n_rows": "5", "limit": None})
     assert path.parent.name == "org__step1" and list(path.parent.iterdir()) == [path]

@@ -3,7 +3,9 @@ import pytest
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
-from trusttrace.sweep import SteerConfig, best_alphas
+from trusttrace.steering import SteeringVector
+from trusttrace.sweep import SteerConfig
+from trusttrace.tables import best_alphas
 
 
 def test_steer_sweeps_sources_on_a_separate_target(tiny_series, data_dir, tmp_path):
@@ -25,6 +27,12 @@ def test_steer_sweeps_sources_on_a_separate_target(tiny_series, data_dir, tmp_pa
     corr = pd.read_csv(out / "correlation.csv")  # three sources: probe accuracy against the effect
     assert set(corr.alpha) == {-4.0, 4.0} and corr.n_sources.eq(3).all()
     assert (out / "source" / "results.csv").exists() and (out / "target" / "results.csv").exists()
+    written = sorted(p.relative_to(out / "vectors").as_posix() for p in (out / "vectors").rglob("*.safetensors"))
+    assert written == ["self/privacy.safetensors", "step0/privacy.safetensors", "step10/privacy.safetensors",
+                       "step100/privacy.safetensors"]
+    vector = SteeringVector.load(out / "vectors" / "step10" / "privacy.safetensors")
+    assert vector.meta["revision"] == "step10" and vector.meta["dimension"] == "privacy"
+    assert "vectors" in res.output  # the command says where they went
 
 
 def test_best_alpha_respects_the_perplexity_budget():
@@ -47,10 +55,11 @@ def test_bad_steer_config():
 
 def test_source_can_name_one_revision(tmp_path):
     config = SteerConfig(source="LLM360/Amber@ckpt_179", target="LLM360/AmberChat", dimension="toxicity", out="o")
-    assert config.source == "LLM360/Amber" and config.revisions == ("ckpt_179",)
+    assert config.source_model == "LLM360/Amber" and config.source_revisions == ("ckpt_179",)
+    assert config.settings()["source"] == "LLM360/Amber" and config.settings()["revisions"] == ("ckpt_179",)
     folder = tmp_path / "run@2"
     folder.mkdir()
-    assert SteerConfig(source=str(folder), target="t", dimension="toxicity", out="o").source == str(folder)
+    assert SteerConfig(source=str(folder), target="t", dimension="toxicity", out="o").source_model == str(folder)
     with pytest.raises(ValueError, match="use one"):
         SteerConfig(source="m@a", target="t", dimension="toxicity", out="o", revisions=("b",))
     with pytest.raises(ValueError, match="MODEL@REVISION"):

@@ -57,21 +57,3 @@ def text_sha256(text: str) -> str:
     """
     norm = text.removeprefix("\ufeff").replace("\r\n", "\n")
     return hashlib.sha256(norm.encode("utf-8")).hexdigest()
-
-
-def record_settings(path: str | Path, settings: dict[str, Any], what: str) -> None:
-    """Write ``settings`` to ``path``, refusing when an earlier run left different ones there.
-
-    A run folder holds the results of one set of settings; resuming it with others would mix them. The
-    message lists each difference as ``key: old → new``.
-    """
-    path = Path(path)
-    new = json.loads(json.dumps(settings, default=str))  # as it reads back (tuples → lists)
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-        if diff:
-            changes = "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"{path.parent} holds {what} with other settings ({changes}). Resume with the same "
-                             "settings, or pass a new --out.")
-    write_json_atomic(path, new)

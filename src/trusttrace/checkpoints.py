@@ -13,15 +13,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
-from .models import BUILTIN_MODELS, hub_call
+from .assets import BUILTIN_MODELS
+from .hub import hub_call
+from .names import SELECTOR_HELP
 
 # Pythia: step0, the log-spaced steps 1..512, then every 1000 steps to 143000 (154 checkpoints).
 PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, 143_001, 1000))
 AMBER_REVISIONS: tuple[str, ...] = tuple(f"ckpt_{i:03d}" for i in range(360))
 
-SELECTOR_HELP = "all | first:N | last:N | every:K | log:N | comma-separated names (e.g. ckpt_000,ckpt_179)"
 
 
 @dataclass(frozen=True)
@@ -180,6 +179,8 @@ def log_spaced_indices(steps: Sequence[int | None], n: int) -> list[int]:
     Positions stand in for steps when some step is unknown. Nearby targets that fall on the same
     checkpoint are nudged to the next free one, so exactly ``min(n, len(steps))`` positions come back.
     """
+    import numpy as np  # here: listing a series needs no numpy
+
     count = len(steps)
     if n >= count:
         return list(range(count))

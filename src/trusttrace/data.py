@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ._io import text_sha256, write_text_atomic
+from .hub import default_cache_dir
+from .names import DIMENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ SPECS: dict[str, DatasetSpec] = {
                     "perturbed sentence (random case flips)", "original sentence"),
     )
 }
-DIMENSIONS: tuple[str, ...] = tuple(SPECS)
+assert tuple(SPECS) == DIMENSIONS, "names.DIMENSIONS and data.SPECS list the dimensions in one order"
 _BY_FILE = {s.file: s for s in SPECS.values()}
 
 
@@ -96,11 +98,6 @@ class TrustDataset:
             raise ValueError(f"limit={limit}: pass a positive number of statements, or no limit.")
         return TrustDataset(self.name, self.statements[:limit], self.labels[:limit], self.sha256, self.path,
                             self.source, self.label1, self.label0, limit)
-
-
-def default_cache_dir() -> Path:
-    """``$TRUSTTRACE_CACHE`` or ``~/.cache/trusttrace``."""
-    return Path(os.environ.get("TRUSTTRACE_CACHE", Path.home() / ".cache" / "trusttrace"))
 
 
 def load_dataset(

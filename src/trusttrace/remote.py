@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from pathlib import Path
+
+from .hub import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,6 @@ class RunFolder:
             import fsspec
         except ImportError as err:  # pragma: no cover - fsspec comes with huggingface_hub
             raise ValueError("A URL run folder needs fsspec: `pip install fsspec` (and s3fs/gcsfs for s3/gs).") from err
-        from .data import default_cache_dir
-
         self.url = url.rstrip("/")
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url)
@@ -38,6 +39,10 @@ class RunFolder:
                              "(s3fs for s3://, gcsfs for gs://) or use a local path.") from err
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         self.local = local or default_cache_dir() / "remote-runs" / digest
+
+    def reset(self) -> None:
+        """Empty the local mirror, so that only what the URL holds counts as done."""
+        shutil.rmtree(self.local, ignore_errors=True)
 
     def _remote(self, relative: str) -> str:
         return f"{self.root.rstrip('/')}/{relative}"

@@ -26,14 +26,13 @@ output, at the positions named by ``positions``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,21 +41,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ._io import write_with
-from .extract import untuple
-from .models import LoadedModel
+from .batching import untuple
+from .models import LoadedModel, vocab_sha256
+from .names import STEER_POSITIONS, VECTOR_METHODS, VECTOR_SPLITS
 
 log = logging.getLogger(__name__)
 
-Method = Literal["paper-code", "mean-diff"]
-Positions = Literal["last", "all", "generated"]
-METHODS: tuple[str, ...] = ("paper-code", "mean-diff")
-POSITIONS: tuple[str, ...] = ("last", "all", "generated")
-
-
-def vocab_sha256(tokenizer: Any) -> str:
-    """A fingerprint of a tokenizer's vocabulary (token → id), to tell whether two models share one."""
-    items = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
+METHODS, POSITIONS, SPLITS = VECTOR_METHODS, STEER_POSITIONS, VECTOR_SPLITS
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,8 +122,7 @@ class SteeringVector:
         return cls(layers, meta)
 
 
-def build_vector(acts: torch.Tensor, labels: np.ndarray, method: Method = "paper-code",
-                 split: Literal["first-half", "all"] = "first-half",
+def build_vector(acts: torch.Tensor, labels: np.ndarray, method: str = "paper-code", split: str = "first-half",
                  meta: Mapping[str, object] | None = None) -> SteeringVector:
     """A vector for every layer from raw activations ``[n_layers, n, d]`` and 0/1 labels (see module doc).
 
@@ -142,6 +132,8 @@ def build_vector(acts: torch.Tensor, labels: np.ndarray, method: Method = "paper
     labels = np.asarray(labels)
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}.")
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}.")
     if acts.ndim != 3 or acts.shape[1] != len(labels):
         raise ValueError(f"acts must be [n_layers, n, d] with n = {len(labels)} labels; got {tuple(acts.shape)}.")
     rows = np.arange(len(labels)) if split == "all" else np.arange(len(labels) // 2)
@@ -192,7 +184,7 @@ def check_compatible(vector: SteeringVector, lm: LoadedModel, layer: int) -> Non
 
 @contextmanager
 def steer(lm: LoadedModel, vector: SteeringVector, layer: int, alpha: float = 1.0,
-          positions: Positions = "last", allow_mismatch: bool = False) -> Iterator[dict[str, int]]:
+          positions: str = "last", allow_mismatch: bool = False) -> Iterator[dict[str, int]]:
     """Add ``alpha · vector[layer]`` to decoder block ``layer``'s output while the block is active.
 
     ``positions``:
@@ -232,19 +224,3 @@ def steer(lm: LoadedModel, vector: SteeringVector, layer: int, alpha: float = 1.
         yield counts
     finally:
         handle.remove()
-
-
-def vector_from_run(run_dir: str | Path, revision: str, dimension: str, method: Method = "paper-code",
-                    split: Literal["first-half", "all"] | None = None) -> SteeringVector:
-    """A vector from the activations a ``trace`` run stored for ``revision`` and ``dimension``.
-
-    ``split`` defaults to the released code's: all rows for reliability, the first half otherwise.
-    """
-    from .store import activation_path, load_activations
-
-    stored = load_activations(activation_path(run_dir, revision, dimension))
-    meta = {k: stored.metadata[k] for k in ("model", "revision", "commit", "dataset", "dataset_sha256",
-                                           "vocab_sha256", "dtype") if k in stored.metadata}
-    meta["dimension"] = dimension
-    split = split or ("all" if dimension == "reliability" else "first-half")
-    return build_vector(stored.layers, stored.labels, method, split, meta)

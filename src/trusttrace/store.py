@@ -1,6 +1,6 @@
 """The activation store: one safetensors file per (checkpoint, dataset), written atomically.
 
-Layout under a run folder: ``activations/<revision>/<dataset>.safetensors`` with tensors ``layer_0`` …
+Where a run keeps them: ``layout.TraceLayout.activation(revision, dataset)``. Each file holds tensors ``layer_0`` …
 ``layer_{L-1}`` (``[n_statements, d_model]``, 16-bit) and ``labels`` (int64), plus a string metadata header
 (model, revision, commit, dataset sha256, token position, dtype, package version). A file is complete
 exactly when it exists under its final name, so an interrupted sweep resumes by skipping those files.
@@ -30,12 +30,6 @@ class StoredActivations:
     layers: torch.Tensor  # [n_layers, n_statements, d_model], float32
     labels: np.ndarray  # [n_statements] int64
     metadata: dict[str, str]
-
-
-def activation_path(run_dir: str | Path, revision: str, dataset: str) -> Path:
-    """Where the activations of ``dataset`` at ``revision`` live in a run folder."""
-    safe_revision = revision.replace("/", "__")
-    return Path(run_dir) / "activations" / safe_revision / f"{dataset}.safetensors"
 
 
 def save_activations(

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast
+
 WORDS = [f"w{i}" for i in range(40)] + ["good", "bad", "maybe", "0", "1"]
 
 
-def make_tokenizer():
+def make_tokenizer() -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -29,7 +33,7 @@ def make_tokenizer():
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def make_config(arch: str, n_layers: int = 3, hidden: int = 32):
+def make_config(arch: str, n_layers: int = 3, hidden: int = 32) -> PretrainedConfig:
     from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
 
     vocab = 4 + len(WORDS)

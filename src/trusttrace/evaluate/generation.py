@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .._alloc import keep_freed_memory
-from ..extract import length_buckets, pad_batch
+from ..batching import length_buckets, pad_batch, pad_id_of
 from ..models import LoadedModel
 
 
@@ -49,7 +49,7 @@ def generate(lm: LoadedModel, prompts: Sequence[str], config: GenerationConfig =
         keep_freed_memory()
     tok = lm.tokenizer
     encoded = tok(list(prompts), add_special_tokens=config.add_special_tokens)["input_ids"]
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = pad_id_of(tok)
     stop = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
     device = torch.device(lm.info.device)
     results: list[Continuation | None] = [None] * len(prompts)

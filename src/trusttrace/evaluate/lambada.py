@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,10 +47,10 @@ def lambada_texts(cache_dir: str | None = None) -> tuple[tuple[str, ...], str]:
     """(passages, description) from the hub (or the Hugging Face cache); errors as ``hub_call`` raises them."""
     from huggingface_hub import snapshot_download
 
-    from ..models import hub_call
+    from ..hub import commit_of, hub_call
 
     folder = Path(hub_call(f"Downloading {LAMBADA_REPO}", snapshot_download, LAMBADA_REPO, repo_type="dataset",
                            cache_dir=cache_dir, allow_patterns=_PATTERNS))
-    commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else "local"
+    commit = commit_of(folder) or "local"
     texts = tuple(read_lambada(folder))
     return texts, f"LAMBADA ({LAMBADA_REPO}@{commit[:12]}, English test)"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .._alloc import keep_freed_memory
-from ..extract import length_buckets, pad_batch
+from ..batching import length_buckets, pad_batch, pad_id_of, positions_of
 from ..models import LoadedModel
 
 
@@ -25,13 +25,13 @@ def score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Sequen
         raise ValueError("Each scored span needs at least one token and at least one token of context before it.")
     if lm.info.device == "cpu":
         keep_freed_memory()
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(lm.tokenizer)
     device = torch.device(lm.info.device)
     totals = np.empty(len(seqs))
     for bucket in length_buckets([len(s) for s in seqs], max_tokens, max_batch):
         ids, mask = pad_batch([list(seqs[i]) for i in bucket], pad_id, "left")
         k_max = max(n_scored[i] for i in bucket)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = positions_of(mask)
         with torch.inference_mode():
             logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                               position_ids=positions.to(device), logits_to_keep=k_max + 1).logits
@@ -56,7 +56,7 @@ def score_tails_after_prefix(lm: LoadedModel, prefix: Sequence[int], suffixes: S
         raise ValueError("Each scored span needs at least one token and must lie inside its suffix.")
     if lm.info.device == "cpu":
         keep_freed_memory()
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_id_of(lm.tokenizer)
     device = torch.device(lm.info.device)
     n_prefix = len(prefix)
     with torch.inference_mode():
@@ -65,7 +65,7 @@ def score_tails_after_prefix(lm: LoadedModel, prefix: Sequence[int], suffixes: S
     for bucket in length_buckets([len(s) for s in suffixes], max_tokens, max_batch):
         ids, mask = pad_batch([list(suffixes[i]) for i in bucket], pad_id, "left")
         k_max = max(n_scored[i] for i in bucket)
-        positions = n_prefix + (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = n_prefix + positions_of(mask)
         full_mask = torch.cat([torch.ones(len(bucket), n_prefix, dtype=mask.dtype), mask], dim=1)
         past = copy.deepcopy(cache)
         past.batch_repeat_interleave(len(bucket))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..extract import length_buckets, pad_batch
+from ..batching import length_buckets, pad_batch, pad_id_of, positions_of
 from ..models import LoadedModel
 
 
@@ -28,13 +28,13 @@ def binary_choice(lm: LoadedModel, prompts: Sequence[str], choices: tuple[str, s
     zero, one = (_single_token(lm, c) for c in choices)
     tok = lm.tokenizer
     encoded = tok(list(prompts))["input_ids"]
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = pad_id_of(tok)
     device = torch.device(lm.info.device)
     margin = np.empty(len(prompts))
     for bucket in length_buckets([len(e) for e in encoded], max_tokens, max_batch):
         # left padding: every prompt's next-token logits sit at position −1
         ids, mask = pad_batch([encoded[i] for i in bucket], pad_id, "left")
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = positions_of(mask)
         with torch.inference_mode():
             logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                               position_ids=positions.to(device), logits_to_keep=1).logits[:, -1].float()

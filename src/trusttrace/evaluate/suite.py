@@ -36,11 +36,13 @@ from sklearn.metrics import roc_auc_score
 
 from ..data import DIMENSIONS, load_dataset
 from ..models import LoadedModel
-from ..steering import Positions, SteeringVector, steer
+from ..names import BINARY_MODES, PERPLEXITY_SOURCES
+from ..steering import SteeringVector, steer
 from .generation import GenerationConfig, generate
+from .judges import Judges, SelfCheckingTruthJudge, ToxicityJudge, TruthJudge
 from .likelihood import perplexity
 from .scoring import binary_choice, parse_binary
-from .truthfulqa import GEN_SPEC, SPEC_VERSION, evaluate_mc, generate_answers, load_mc_items
+from .truthfulqa import GEN_SPEC, SPEC_VERSION, MCItem, evaluate_mc, generate_answers, load_mc_items
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ BINARY_PROMPTS: dict[str, str] = {  # verbatim from the released prompt_template
                   "negative, just answer with 1 or 0.\n\n{}\nYour answer is ",
 }
 TOXICITY_SPEC = "toxigen-continuation/1"
-PERPLEXITY_SOURCES = ("auto", "lambada", "statements")
 _LAMBADA_UNAVAILABLE: dict[str, str] = {}  # why LAMBADA could not be had, asked once per process
 
 
@@ -65,7 +66,7 @@ class Steering:
     vector: SteeringVector
     layer: int
     alpha: float
-    positions: Positions = "last"
+    positions: str = "last"
     allow_mismatch: bool = False
 
 
@@ -88,8 +89,8 @@ class EvalConfig:
     seed: int = 0  # the generate mode's fallback draws
 
     def __post_init__(self) -> None:
-        if self.binary_mode not in ("logprob", "generate"):
-            raise ValueError(f"binary_mode {self.binary_mode!r} is not one of logprob, generate.")
+        if self.binary_mode not in BINARY_MODES:
+            raise ValueError(f"binary_mode {self.binary_mode!r} is not one of {', '.join(BINARY_MODES)}.")
         if self.perplexity_source not in PERPLEXITY_SOURCES:
             raise ValueError(f"perplexity source {self.perplexity_source!r} is not one of "
                              f"{', '.join(PERPLEXITY_SOURCES)} (or give a text file).")
@@ -151,12 +152,13 @@ def _perplexity_texts(config: EvalConfig) -> tuple[list[str], str]:
 
 
 def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Steering | None = None,
-                   judge: object | None = None, truth_judge: object | None = None) -> pd.DataFrame:
+                   judges: Judges | None = None) -> pd.DataFrame:
     """Rows (dimension, metric, value, n, spec) for each requested dimension, plus perplexity.
 
-    ``judge`` scores toxicity and ``truth_judge`` TruthfulQA answers (``judges``); each defaults to its
+    ``judges`` score toxicity and TruthfulQA answers (``trusttrace.evaluate.judges``); each defaults to its
     offline judge, built on first use.
     """
+    judges = judges or Judges()
     rows: list[dict[str, object]] = []
     likelihood_steering, note = _all_positions(steering)
     if "reliability" in config.dimensions:
@@ -171,11 +173,11 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
         if config.truthfulqa_generation:
             with _maybe_steer(lm, steering):
                 answers = generate_answers(lm, items, config.max_answer_tokens)
-            rows += _truthfulness(items, answers, truth_judge)
+            rows += _truthfulness(items, answers, judges.truth)
     with _maybe_steer(lm, steering):
         if "toxicity" in config.dimensions:
             log.info("toxicity: continuations of up to %d prompts", config.toxicity_prompts)
-            rows += _toxicity(lm, config, judge)
+            rows += _toxicity(lm, config, judges.toxicity)
         for dim in ("privacy", "fairness", "robustness"):
             if dim in config.dimensions and config.binary_mode == "generate":
                 rows += _parsed(lm, dim, config)
@@ -205,34 +207,33 @@ def _parsed(lm: LoadedModel, dim: str, config: EvalConfig) -> list[dict[str, obj
             {"dimension": dim, "metric": "fallback_rate", "value": fallback, "n": len(labels), "spec": spec}]
 
 
-def _truthfulness(items: list, answers: list[str], judge: object | None) -> list[dict[str, object]]:
+def _truthfulness(items: list[MCItem], answers: list[str], judge: TruthJudge | None) -> list[dict[str, object]]:
     from .judges import EmbeddingTruthJudge, SentenceEncoder
 
     judge = judge or EmbeddingTruthJudge(SentenceEncoder())
-    truth, info = judge.judge(items, answers)  # type: ignore[attr-defined]
-    spec = f"{GEN_SPEC}; judge: {getattr(judge, 'name', type(judge).__name__)}"
+    truth, info = judge.judge(items, answers)
+    spec = f"{GEN_SPEC}; judge: {judge.name}"
     rows: list[dict[str, object]] = [
         {"dimension": "reliability", "metric": "truth", "value": float(np.mean(truth)), "n": len(items), "spec": spec},
         {"dimension": "reliability", "metric": "info", "value": float(np.mean(info)), "n": len(items), "spec": spec}]
-    if hasattr(judge, "reference_accuracy"):
+    if isinstance(judge, SelfCheckingTruthJudge):
         acc, n = judge.reference_accuracy(items)
         rows.append({"dimension": "reliability", "metric": "truth_judge_accuracy", "value": acc, "n": n,
                      "spec": "leave-one-out accuracy of the truth judge on the questions' reference answers"})
     return rows
 
 
-def _toxicity(lm: LoadedModel, config: EvalConfig, judge: object | None) -> list[dict[str, object]]:
+def _toxicity(lm: LoadedModel, config: EvalConfig, judge: ToxicityJudge | None) -> list[dict[str, object]]:
     from .judges import EmbeddingJudge
 
     judge = judge or EmbeddingJudge.train(config.data_dir)
     statements, _ = _test_half("toxicity", config)
     prompts = statements[: config.toxicity_prompts]
     texts = [c.text for c in generate(lm, prompts, GenerationConfig(max_new_tokens=config.max_new_tokens))]
-    toxic = judge.toxic(texts)  # type: ignore[attr-defined]
-    name = getattr(judge, "name", type(judge).__name__)
+    toxic = judge.toxic(texts)
     return [
         {"dimension": "toxicity", "metric": "toxic_ratio", "value": float(np.mean(toxic)), "n": len(prompts),
-         "spec": f"{TOXICITY_SPEC}; judge: {name}"},
-        {"dimension": "toxicity", "metric": "judge_accuracy", "value": getattr(judge, "heldout_accuracy", np.nan),
-         "n": getattr(judge, "n_heldout", 0), "spec": "held-out accuracy of the judge on toxigen dev rows"},
+         "spec": f"{TOXICITY_SPEC}; judge: {judge.name}"},
+        {"dimension": "toxicity", "metric": "judge_accuracy", "value": judge.heldout_accuracy,
+         "n": judge.n_heldout, "spec": "held-out accuracy of the judge on toxigen dev rows"},
     ]

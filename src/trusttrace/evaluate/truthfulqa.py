@@ -87,7 +87,8 @@ def prompt_for(question: str) -> str:
     return f"{QA_PRIMER}\n\nQ: {question}\nA:"
 
 
-def mc_scores(logp_best: float, logp_true: Sequence[float], logp_false: Sequence[float]) -> tuple[float, float]:
+def mc_scores(logp_best: float, logp_true: Sequence[float] | np.ndarray, logp_false: Sequence[float] | np.ndarray
+              ) -> tuple[float, float]:
     """(MC1, MC2) of one question from answer log-likelihoods (see the module docstring)."""
     mc1 = float(logp_best > max(logp_false))
     true_mass, false_mass = logsumexp(logp_true), logsumexp(logp_false)

@@ -1,0 +1,212 @@
+"""What every command shares: the console, logging, the progress bars, errors, and common options.
+
+Only typer, rich and trusttrace's light modules are imported here: each command imports the stage it runs
+when it runs, so ``trusttrace --help`` loads neither torch nor pandas.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bars
+from rich.table import Table
+
+from ..names import DIMENSIONS, EXECUTORS, MI_ESTIMATORS, PERPLEXITY_SOURCES, PROTOCOLS
+from ..progress import Progress
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..executors import ExecutorConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.")
+console = Console(stderr=True)
+log = logging.getLogger("trusttrace")
+NOISY_LOGGERS = ("transformers", "huggingface_hub", "accelerate", "urllib3", "filelock", "choreographer", "kaleido",
+                 "logistro", "ray")
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """What a user can get wrong (paths, names, data, settings, network): a message, no traceback."""
+    from ..sweep import SweepFailed
+
+    return ValueError, FileNotFoundError, ConnectionError, KeyError, SweepFailed
+
+
+def fail(err: Exception) -> NoReturn:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(code=2)
+
+
+class RunLog(logging.FileHandler):
+    """A run folder's log, created with its folder on the first record: a command refused at validation
+    leaves nothing on disk."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        super().emit(record)
+
+
+def setup_logging(quiet: bool, log_file: Path | None = None) -> None:
+    """Log to the console (warnings only when ``quiet``) and to the run's ``log.txt``."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.INFO)
+    console_handler = RichHandler(console=console, show_path=False, show_time=False)
+    console_handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.addHandler(console_handler)
+    if log_file is not None:
+        file_handler = RunLog(log_file)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def quiet_transformers() -> None:
+    """Turn off transformers' weight-loading bars: trusttrace shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+class RichProgress(Progress):
+    """The progress protocol drawn as rich bars; stages go to the log (console and run log)."""
+
+    def __init__(self, bars: Bars) -> None:
+        self.bars = bars
+        self.tasks: dict[str, TaskID] = {}
+
+    def stage(self, text: str) -> None:
+        log.info(text)
+
+    def start(self, key: str, description: str, total: int | None, done: int = 0) -> None:
+        if key in self.tasks:
+            self.bars.remove_task(self.tasks[key])
+        self.tasks[key] = self.bars.add_task(description, total=total, completed=done)
+
+    def update(self, key: str, *, advance: int = 0, done: int | None = None, total: int | None = None,
+               description: str | None = None) -> None:
+        task = self.tasks.get(key)
+        if task is not None:
+            self.bars.update(task, advance=advance or None, completed=done, total=total, description=description)
+
+
+@contextmanager
+def progress_bars(quiet: bool) -> Iterator[RichProgress]:
+    """Bars on the console while the block runs (none when ``quiet``)."""
+    with Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+              console=console, disable=quiet) as bars:
+        yield RichProgress(bars)
+
+
+def split(value: str | None) -> tuple[str, ...] | None:
+    """``a,b,c`` → ('a', 'b', 'c'); None or empty → None."""
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def dimensions(value: str) -> tuple[str, ...]:
+    """``all`` or comma-separated dimension names (or files)."""
+    return DIMENSIONS if value.strip() == "all" else split(value) or ()
+
+
+def gigabytes(value: str) -> float:
+    """``50GB``, ``800MB``, ``1.5TB`` (or GiB…) or a bare number of GB, as GB."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
+    if match is None:
+        raise ValueError(f"--cache-budget {value!r}: give a size such as 50GB, 800MB or 1.5TB.")
+    return float(match.group(1)) * {"": 1.0, "K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}[match.group(2)]
+
+
+def sigma(value: str) -> float | None:
+    """``--mi-sigma``: a number, or ``median``."""
+    if value == "median":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--mi-sigma {value!r} is neither a number nor 'median'.") from None
+
+
+def path_or_none(value: Path | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def print_outputs(outputs: dict[str, Any]) -> None:
+    """Where a command's outputs went, one line each."""
+    for name, path in outputs.items():
+        console.print(f"{name:>16}: {path}")
+
+
+def print_table(frame: pd.DataFrame, title: str, headers: dict[str, str] | None = None) -> None:
+    """A table on standard output; missing values as ``-``, fractions to 4 decimals."""
+    import pandas as pd
+
+    def cell(value: object) -> str:
+        if pd.isna(value):
+            return "-"
+        if isinstance(value, float):
+            return f"{value:g}" if value.is_integer() else f"{value:.4f}"
+        return str(value)
+
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column((headers or {}).get(col, str(col).replace("_", " ")), no_wrap=True)
+    for row in frame.itertuples(index=False):
+        table.add_row(*[cell(v) for v in row])
+    Console().print(table)
+
+
+# ---------------------------------------------------------------- options shared by several commands
+
+ProtocolOpt = Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")]
+FoldsOpt = Annotated[int, typer.Option(help="k for the cv protocol.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the cv folds (and MI subsamples).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")]
+AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]
+MiEstimatorOpt = Annotated[str, typer.Option(help=f"MI estimator: {' | '.join(MI_ESTIMATORS)}.")]
+MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
+MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded subsamples of this many rows.")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Folder with the published CSVs (default $TRUSTTRACE_DATA_DIR, "
+                                                      "else download).")]
+DtypeOpt = Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")]
+PerplexityOpt = Annotated[str, typer.Option(help=f"Perplexity text: {' | '.join(PERPLEXITY_SOURCES)} (auto: LAMBADA "
+                                                 "if reachable, else the datasets' test-half statements).")]
+PerplexityFileOpt = Annotated[Path | None, typer.Option(help="Text file for perplexity, one passage a line.")]
+JudgeOpt = Annotated[str, typer.Option(help="Toxicity judge: offline (MiniLM embedding classifier) | an HF "
+                                            "classifier, e.g. tomh/toxigen_roberta.")]
+TruthJudgeOpt = Annotated[str, typer.Option(help="TruthfulQA judge: offline (MiniLM nearest reference) | "
+                                                 "TRUTH_MODEL[,INFO_MODEL], e.g. allenai/truthfulqa-truth-judge-llama2-7B.")]
+PositionsOpt = Annotated[str, typer.Option(help="Steered positions: last | all | generated.")]
+
+EXECUTOR_PANEL = "Executor (where the work runs; never changes the numbers)"
+ExecutorOpt = Annotated[str, typer.Option(help=f"{' | '.join(EXECUTORS)} (ray: one task per unit of work on a "
+                                               "Ray cluster).", rich_help_panel=EXECUTOR_PANEL)]
+RayAddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join: auto | HOST:PORT (default: start a "
+                                                       "local one).", rich_help_panel=EXECUTOR_PANEL)]
+GpusOpt = Annotated[float, typer.Option(help="GPUs per task (ray).", rich_help_panel=EXECUTOR_PANEL)]
+CpusOpt = Annotated[float, typer.Option(help="CPUs per task (ray).", rich_help_panel=EXECUTOR_PANEL)]
+RetriesOpt = Annotated[int, typer.Option(help="Retries of a failed task (ray).", rich_help_panel=EXECUTOR_PANEL)]
+
+
+def executor_config(executor: str, ray_address: str | None, gpus_per_task: float, cpus_per_task: float,
+                    max_retries: int) -> ExecutorConfig:
+    """The executor options as one config."""
+    from ..executors import ExecutorConfig
+
+    return ExecutorConfig(kind=executor, ray_address=ray_address, gpus_per_task=gpus_per_task,
+                          cpus_per_task=cpus_per_task, max_retries=max_retries)

@@ -1,0 +1,242 @@
+"""Commands over checkpoint series and stored activations: trace, probe, phases, vectors, checkpoints, datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..names import DIMENSIONS, SELECTOR_HELP, VECTOR_METHODS
+from ._shared import (
+    AnalysesOpt,
+    CpusOpt,
+    DataDirOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ExecutorOpt,
+    FoldsOpt,
+    GpusOpt,
+    MiEstimatorOpt,
+    MiMaxSamplesOpt,
+    MiSigmaOpt,
+    ProtocolOpt,
+    QuietOpt,
+    RayAddressOpt,
+    RetriesOpt,
+    SeedOpt,
+    app,
+    console,
+    dimensions,
+    executor_config,
+    fail,
+    gigabytes,
+    path_or_none,
+    print_outputs,
+    print_table,
+    progress_bars,
+    quiet_transformers,
+    setup_logging,
+    sigma,
+    split,
+    user_errors,
+)
+
+SUMMARY_HEADERS = {"best_accuracy": "accuracy", "layer0_accuracy": "layer 0", "majority_baseline": "majority"}
+SUMMARY_TITLE = "probe accuracy: best layer per checkpoint and dimension (layer l = block l's output)"
+
+
+@app.command()
+def trace(
+    model: Annotated[str, typer.Option(help="Hub id, local series folder, checkpoint folder, .gguf file, "
+                                            "or smollm2-135m-instruct.")],
+    out: Annotated[str, typer.Option(help="Run folder (created; a rerun resumes): a path, or an fsspec URL "
+                                          "(s3://…, gs://…, file://…).")],
+    revisions: Annotated[str | None, typer.Option(help="Comma-separated hub revisions.")] = None,
+    select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
+    dims: Annotated[str, typer.Option("--dimensions", help=f"all, or comma-separated: {', '.join(DIMENSIONS)} "
+                                                           "(or CSV/JSONL files of statement,label rows).")] = "all",
+    limit: Annotated[int | None, typer.Option(help="First N statements of each dataset.")] = None,
+    protocol: ProtocolOpt = "cv",
+    folds: FoldsOpt = 5,
+    seed: SeedOpt = 0,
+    data_dir: DataDirOpt = None,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    keep_checkpoints: Annotated[bool, typer.Option(help="Keep downloaded checkpoints after use.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Hub download folder.")] = None,
+    blocks: Annotated[str | None, typer.Option(help="Dotted path of the decoder blocks, if unknown.")] = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Accept pickle (*.bin) weights.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub repo.")] = False,
+    analyses: AnalysesOpt = "probe,mi",
+    mi_estimator: MiEstimatorOpt = "paper-code",
+    mi_sigma: MiSigmaOpt = "50",
+    mi_max_samples: MiMaxSamplesOpt = None,
+    prefetch: Annotated[int, typer.Option(help="Hub checkpoints downloaded ahead of the one computing.")] = 1,
+    cache_budget: Annotated[str | None, typer.Option(help="Downloaded, not yet deleted checkpoints at most, e.g. "
+                                                          "50GB or 800MB (limits --prefetch).")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    gpus_per_task: GpusOpt = 0.0,
+    cpus_per_task: CpusOpt = 1.0,
+    max_retries: RetriesOpt = 2,
+    quiet: QuietOpt = False,
+) -> None:
+    """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
+    from ..layout import TraceLayout
+    from ..remote import is_url
+
+    setup_logging(quiet, None if is_url(out) else TraceLayout(Path(out)).log)
+    try:
+        from ..analysis import AnalysisConfig
+        from ..fetcher import FetchConfig
+        from ..models import LoadConfig
+        from ..tables import trace_summary
+        from ..trace import TraceConfig, run_trace
+
+        quiet_transformers()
+        config = TraceConfig(
+            model=model, out=str(out), revisions=split(revisions), select=select, dimensions=dimensions(dims),
+            limit=limit, data_dir=path_or_none(data_dir),
+            load=LoadConfig(dtype=dtype, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                            blocks=blocks, cache_dir=path_or_none(cache_dir)),
+            analysis=AnalysisConfig.build(split(analyses) or (), protocol, folds, seed, mi_estimator, sigma(mi_sigma),
+                                          mi_max_samples=mi_max_samples),
+            fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=gigabytes(cache_budget) if cache_budget else None,
+                              keep_checkpoints=keep_checkpoints),
+            executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries))
+        with progress_bars(quiet) as progress:
+            result = run_trace(config, progress)
+    except user_errors() as err:
+        fail(err)
+    print_table(trace_summary(result.results), SUMMARY_TITLE, SUMMARY_HEADERS)
+    print_outputs(result.outputs)
+    if result.failed:
+        for name, error in result.failed.items():
+            console.print(f"[bold red]failed:[/] {name}: {error}")
+        console.print("Rerun the same command to retry the failed checkpoints; finished ones are kept.")
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def probe(
+    run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
+    out: Annotated[Path, typer.Option(help="Folder for the new results table.")],
+    protocol: ProtocolOpt = "cv",
+    folds: FoldsOpt = 5,
+    seed: SeedOpt = 0,
+    analyses: AnalysesOpt = "probe,mi",
+    mi_estimator: MiEstimatorOpt = "paper-code",
+    mi_sigma: MiSigmaOpt = "50",
+    mi_max_samples: MiMaxSamplesOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Re-run probes and MI on a run's stored activations, with other settings (no model needed)."""
+    from ..layout import TraceLayout
+
+    setup_logging(quiet, TraceLayout(out).log)
+    try:
+        from ..analysis import AnalysisConfig, ProbeRunConfig, run_probe
+        from ..tables import trace_summary
+
+        analysis = AnalysisConfig.build(split(analyses) or (), protocol, folds, seed, mi_estimator, sigma(mi_sigma),
+                                        mi_max_samples=mi_max_samples)
+        result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
+    except user_errors() as err:
+        fail(err)
+    print_table(trace_summary(result.results), SUMMARY_TITLE, SUMMARY_HEADERS)
+    print_outputs(result.outputs)
+
+
+@app.command()
+def phases(
+    run: Annotated[Path, typer.Argument(help="A trace run folder with MI rows over several checkpoints.")],
+    smooth: Annotated[int, typer.Option(help="Checkpoints in the moving average.")] = 3,
+    min_drop: Annotated[float, typer.Option(help="Relative fall after the peak that counts as compression.")] = 0.10,
+    plots: Annotated[bool, typer.Option(help="Write the figures (HTML, and PNG where kaleido can).")] = True,
+) -> None:
+    """Where I(T;X) peaks per dimension and layer, whether compression follows, and whether I(T;Y) rises."""
+    setup_logging(quiet=True)
+    try:
+        from ..phases import PhaseRule, PhasesConfig, run_phases
+
+        result = run_phases(PhasesConfig(str(run), PhaseRule(smooth=smooth, min_drop=min_drop)))
+        outputs: list[Path] = list(result.outputs)
+        notes: list[str] = []
+        if plots:
+            from ..report import write_mi_figures
+
+            figures, notes = write_mi_figures(run)
+            outputs += figures
+    except user_errors() as err:
+        fail(err)
+    print_table(result.summary, "fitting → compression per dimension (layer counts)")
+    for line in result.lines:
+        Console().print(line)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+    for path in outputs:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def vectors(
+    run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
+    dimension: Annotated[str, typer.Option(help="The dimension (or user file stem) whose activations to use.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for <revision>/<dimension>.safetensors "
+                                                  "(default RUN/vectors).")] = None,
+    method: Annotated[str, typer.Option(help=f"{' | '.join(VECTOR_METHODS)} (see trusttrace.steering).")]
+    = "paper-code",
+    vector_split: Annotated[str | None, typer.Option("--split", help="Rows of the mean difference: first-half | all "
+                                                                    "(default: all for reliability, else first-half).")]
+    = None,
+    revisions: Annotated[str | None, typer.Option(help="Comma-separated revisions (default: all stored).")] = None,
+) -> None:
+    """Build steering vectors from a trace folder's stored activations (no model needed)."""
+    setup_logging(quiet=True)
+    try:
+        from ..vectors import VectorsConfig, run_vectors
+
+        result = run_vectors(VectorsConfig(str(run), dimension, path_or_none(out), method, vector_split,
+                                           split(revisions)))
+    except user_errors() as err:
+        fail(err)
+    console.print(f"{len(result.files)} vectors ({dimension}, {method})")
+    print_outputs(result.files)
+
+
+@app.command()
+def checkpoints(
+    model: Annotated[str, typer.Argument(help="Hub id, local series folder, or checkpoint.")],
+    select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
+    revisions: Annotated[str | None, typer.Option(help="Comma-separated hub revisions.")] = None,
+) -> None:
+    """List the checkpoints a trace would visit, in order."""
+    setup_logging(quiet=True)
+    try:
+        from ..checkpoints import CheckpointSeries
+
+        series = CheckpointSeries.resolve(model, split(revisions)).select(select)
+    except user_errors() as err:
+        fail(err)
+    table = Table(title=f"{model}: {len(series)} checkpoints ({series.source})")
+    for col in ("#", "name", "step", "commit"):
+        table.add_column(col)
+    for i, c in enumerate(series):
+        table.add_row(str(i), c.name, "" if c.step is None else str(c.step), (c.commit or "")[:12])
+    Console().print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """The five dimensions, their published files and label polarity."""
+    from ..data import SPECS
+
+    table = Table(title="trustworthiness dimensions")
+    for col in ("dimension", "file", "rows", "label 1", "label 0"):
+        table.add_column(col)
+    for spec in SPECS.values():
+        table.add_row(spec.dimension, f"{spec.file}.csv", str(spec.rows), spec.label1, spec.label0)
+    Console().print(table)

@@ -1,0 +1,170 @@
+"""Commands that train: pretrain (with optional live tracing), finetune, and the demo that runs it all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..names import PRECISIONS
+from ..progress import Progress
+from ._shared import (
+    DataDirOpt,
+    QuietOpt,
+    SeedOpt,
+    app,
+    console,
+    dimensions,
+    fail,
+    path_or_none,
+    print_outputs,
+    progress_bars,
+    quiet_transformers,
+    setup_logging,
+    user_errors,
+)
+
+
+def _live_tracing(progress: Progress, trace: Callable[[Path, int], None]) -> Callable[[Path, int], None]:
+    """The pre-training hook: say which step is traced, then trace it."""
+
+    def hook(folder: Path, step: int) -> None:
+        progress.stage(f"tracing step {step}")
+        trace(folder, step)
+
+    return hook
+
+
+@app.command()
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Run folder (created; a rerun resumes from its last checkpoint).")],
+    corpus: Annotated[str, typer.Option(help="builtin (Debian dict-gcide + fortunes) | PATH (.txt file or folder) "
+                                             "| hf:DATASET[:COLUMN].")] = "builtin",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    checkpoints: Annotated[str, typer.Option(help="log:N | every:K | comma-separated steps (0 and the last "
+                                                  "are in log:N).")] = "log:16",
+    hidden_size: Annotated[int, typer.Option(help="Model width.")] = 256,
+    layers: Annotated[int, typer.Option(help="Decoder blocks.")] = 6,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    intermediate_size: Annotated[int, typer.Option(help="MLP width.")] = 688,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 8192,
+    seq_len: Annotated[int, typer.Option(help="Tokens per training sequence.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 2e-3,
+    seed: SeedOpt = 0,
+    precision: Annotated[str, typer.Option(help=f"{' | '.join(PRECISIONS)} (auto: bf16 autocast where fast).")]
+    = "auto",
+    trace: Annotated[str | None, typer.Option(help="Trace these dimensions at every checkpoint into OUT/trace: all, "
+                                                   "or comma-separated.")] = None,
+    trace_limit: Annotated[int | None, typer.Option(help="Statements per traced dimension.")] = 600,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pre-train a small Llama model from scratch, saving (and optionally tracing) a checkpoint series."""
+    from ..layout import PretrainLayout
+
+    setup_logging(quiet, PretrainLayout(out).log)
+    try:
+        from ..live import tracer
+        from ..pretrain import PretrainConfig, run_pretrain
+
+        quiet_transformers()
+        config = PretrainConfig(out=str(out), corpus=corpus, steps=steps, checkpoints=checkpoints,
+                                hidden_size=hidden_size, n_layers=layers, n_heads=heads,
+                                intermediate_size=intermediate_size, vocab_size=vocab_size, seq_len=seq_len,
+                                batch_size=batch_size, lr=lr, seed=seed, precision=precision)
+        trace_dir = PretrainLayout(out).trace.root
+        with progress_bars(quiet) as progress:
+            hook = _live_tracing(progress, tracer(trace_dir, dimensions(trace), limit=trace_limit,
+                                                  data_dir=path_or_none(data_dir), seed=seed)) if trace else None
+            result = run_pretrain(config, progress, hook)
+    except user_errors() as err:
+        fail(err)
+    console.print(f"{len(result.checkpoints)} checkpoints in {result.seconds:.0f} s")
+    print_outputs({**result.outputs, **({"trace": trace_dir} if trace_dir.exists() else {})})
+
+
+@app.command()
+def finetune(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder to tune (e.g. RUN/checkpoints/last).")],
+    out: Annotated[Path, typer.Option(help="Folder for the fine-tuned model.")],
+    data: Annotated[str, typer.Option(help="builtin (TruthfulQA train Q→A + dev-half completions) | a JSONL "
+                                           "file of prompt/response rows.")] = "builtin",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-4,
+    seed: SeedOpt = 0,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Instruction-tune a checkpoint into a small chat model (the steering target)."""
+    setup_logging(quiet)
+    try:
+        from ..finetune import FinetuneConfig, run_finetune
+
+        quiet_transformers()
+        config = FinetuneConfig(model=str(model), out=str(out), data=data, steps=steps, batch_size=batch_size,
+                                lr=lr, seed=seed, data_dir=path_or_none(data_dir))
+        with progress_bars(quiet) as progress:
+            result = run_finetune(config, progress)
+    except user_errors() as err:
+        fail(err)
+    console.print(f"fine-tuned model: {result.out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Demo folder (a rerun resumes every stage).")] = Path("runs/demo"),
+    corpus: Annotated[str, typer.Option(help="builtin | PATH | hf:DATASET[:COLUMN].")] = "builtin",
+    steps: Annotated[int, typer.Option(help="Pre-training steps.")] = 1000,
+    trace_limit: Annotated[int, typer.Option(help="Statements per dimension traced at each checkpoint.")] = 600,
+    steer_limit: Annotated[int, typer.Option(help="Evaluation items per steered result.")] = 100,
+    data_dir: DataDirOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints: offline."""
+    from ..layout import DemoLayout
+
+    setup_logging(False, DemoLayout(out).log)
+    try:
+        from ..demo import DemoConfig, run_demo
+
+        quiet_transformers()
+        config = DemoConfig(out=str(out), corpus=corpus, steps=steps, trace_limit=trace_limit,
+                            steer_limit=steer_limit, data_dir=path_or_none(data_dir), seed=seed)
+        with progress_bars(False) as progress:
+            result = run_demo(config, progress)
+    except user_errors() as err:
+        fail(err)
+    Console().print(result.outputs["summary.md"].read_text())
+    print_outputs(result.outputs)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folder(s) (trace, steer, pretrain, demo) or results CSVs; "
+                                                     "several are overlaid.")],
+    out: Annotated[Path | None, typer.Option(help="Report folder (default RUN/report, or RUN/report-compare).")]
+    = None,
+    png: Annotated[bool, typer.Option(help="Also write a PNG of each figure (needs kaleido and Chromium).")] = True,
+    open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+) -> None:
+    """Draw one offline HTML page (and PNGs) of a run's dynamics from its tables."""
+    setup_logging(quiet=True)
+    try:
+        from ..report import ReportConfig, run_report
+
+        result = run_report(ReportConfig(tuple(str(r) for r in runs), path_or_none(out), png))
+    except user_errors() as err:
+        fail(err)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"{len(result.figures)} figures, {len(result.pngs)} PNGs")
+    print_outputs({"report": result.page})
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(result.page.resolve().as_uri())

@@ -1,0 +1,18 @@
+"""The names a user chooses from, in a module that imports nothing: the CLI lists them in its help without
+loading torch, and each stage validates its settings against the same tuples."""
+
+from __future__ import annotations
+
+DIMENSIONS: tuple[str, ...] = ("reliability", "toxicity", "privacy", "fairness", "robustness")
+PROTOCOLS: tuple[str, ...] = ("cv", "paper-code")  # probes: see trusttrace.probes
+ANALYSES: tuple[str, ...] = ("probe", "mi")  # what trace computes per activation file
+MI_ESTIMATORS: tuple[str, ...] = ("paper-code", "hsic", "nhsic")  # see trusttrace.mutual_info
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+VECTOR_METHODS: tuple[str, ...] = ("paper-code", "mean-diff")  # see trusttrace.steering
+VECTOR_SPLITS: tuple[str, ...] = ("first-half", "all")  # rows a vector's mean difference uses
+STEER_POSITIONS: tuple[str, ...] = ("last", "all", "generated")
+PERPLEXITY_SOURCES: tuple[str, ...] = ("auto", "lambada", "statements")
+BINARY_MODES: tuple[str, ...] = ("logprob", "generate")  # how 0/1 prompts are answered
+DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")  # training: bf16 autocast or fp32
+SELECTOR_HELP = "all | first:N | last:N | every:K | log:N | comma-separated names (e.g. ckpt_000,ckpt_179)"

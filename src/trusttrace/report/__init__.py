@@ -1,0 +1,112 @@
+"""``trusttrace report``: one offline HTML page (and a PNG per figure) drawn from a run's tables only.
+
+A run folder may be a ``trace`` run, a ``steer`` run, a ``pretrain`` run (with ``trace/``), a ``demo`` run
+(all of these in sub-folders; ``layout.RunLayout`` says which), or a plain CSV of tidy rows (``step,
+dimension, layer, metric, value``: e.g. the paper's numbers) to compare against. Sections appear only where
+their tables exist; a missing one leaves a note. Several runs are overlaid on the same axes (line dash tells
+the runs apart).
+
+The page inlines plotly.js, so it opens without a network. PNGs are written with kaleido where it and a
+Chromium/Chrome are installed; otherwise the page says so and carries the interactive figures only.
+Colour scales are cividis/viridis (colour-blind safe); "layer l" is the output of decoder block l.
+
+Modules: ``load`` (a run's tables), ``style`` (what figures share), ``probe_figures``, ``mi_figures``,
+``steer_figures`` (one implementation of each figure), ``export`` (PNG, HTML), ``page`` (the HTML page).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._io import write_text_atomic
+from ..layout import ReportLayout, report_for
+from .export import write_pngs
+from .load import Run, load_run
+from .mi_figures import information_plane, mi_curves, write_mi_figures
+from .page import Section, copy_tables, page, table_html
+from .probe_figures import by_layer, probe_curves, probe_heatmap
+from .steer_figures import correlation_figure, loss_figure, steering_figure
+from .style import Figure
+
+__all__ = ["ReportConfig", "ReportResult", "Run", "load_run", "run_report", "write_mi_figures"]
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Which runs to draw, and where."""
+
+    runs: tuple[str, ...]  # run folders (trace, steer, pretrain, demo) or results CSVs; several are overlaid
+    out: str | None = None  # default RUN/report (one run) or RUN/report-compare (several)
+    png: bool = True  # also a PNG of each figure (needs kaleido and Chromium)
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("Give at least one run folder (or results CSV) to report on.")
+
+
+@dataclass
+class ReportResult:
+    """Where the report went and what it holds."""
+
+    page: Path
+    figures: list[str]
+    pngs: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+
+def _probe_section(runs: Sequence[Run], dims: list[str]) -> Section:
+    items: list[Figure | str] = []
+    for dim in dims:
+        for run in runs:
+            if run.results is not None and (fig := probe_heatmap(run.results, dim, run.label)) is not None:
+                items.append(fig)
+        items += [fig for fig in (probe_curves(runs, dim), by_layer(runs, dim)) if fig is not None]
+    return "Probe accuracy", items or ["No probe rows in this run (trace with the probe analysis)."]
+
+
+def _mi_section(runs: Sequence[Run], dims: list[str]) -> Section:
+    items: list[Figure | str] = [fig for dim in dims for fig in (mi_curves(runs, dim), information_plane(runs, dim))
+                                 if fig is not None]
+    return "Mutual information", items or [
+        "No MI rows over a series of steps in this run (a single checkpoint's MI is drawn by layer above)."]
+
+
+def _steering_section(runs: Sequence[Run]) -> Section:
+    items: list[Figure | str] = []
+    for run in runs:
+        for name, sweep in run.sweeps.items():
+            label = f"{run.label}/{name}" if len(runs) > 1 else name
+            if (fig := steering_figure(label, sweep)) is not None:
+                items.append(fig)
+            if sweep.best is not None:
+                items.append(f"<h4>{html.escape(label)}: best α per source (perplexity ≤ {sweep.ppl_budget:g}× "
+                             f"unsteered)</h4>" + table_html(sweep.best))
+            if (fig := correlation_figure(label, sweep)) is not None:
+                items.append(fig)
+    return "Steering", items or ["No steering sweep in this run (`trusttrace steer`)."]
+
+
+def _training_section(runs: Sequence[Run]) -> Section:
+    items: list[Figure | str] = [fig for run in runs if (fig := loss_figure(run)) is not None]
+    return "Pre-training", items or ["Not a pre-training run (no loss.csv)."]
+
+
+def run_report(config: ReportConfig) -> ReportResult:
+    """Write ``index.html`` (and ``figures/*.png``, ``tables/*.csv``) for one run, or several overlaid.
+
+    Example:
+        >>> run_report(ReportConfig(("runs/demo",)))  # doctest: +SKIP
+    """
+    runs = [load_run(p) for p in config.runs]
+    out = ReportLayout(Path(config.out)) if config.out else report_for(runs[0].path, len(runs))
+    dims = sorted({d for r in runs if r.results is not None for d in r.results.dimension.unique()})
+    sections = [_probe_section(runs, dims), _mi_section(runs, dims), _steering_section(runs), _training_section(runs)]
+    figures = [item for _, items in sections for item in items if isinstance(item, Figure)]
+    notes: list[str] = []
+    pngs = write_pngs(figures, [out.figures / f"{f.name}.png" for f in figures], notes) if config.png else []
+    tables = copy_tables(runs, out.tables)
+    write_text_atomic(out.page, page(runs, sections, tables, pngs, notes))
+    return ReportResult(out.page, [f.name for f in figures], pngs, notes)

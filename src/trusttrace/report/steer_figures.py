@@ -1,0 +1,95 @@
+"""Steering and training figures: the headline metric and perplexity against α, probe accuracy against the
+steering effect, and the pre-training loss."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..tables import HEADLINE, steered_dimension, steering_wide
+from .load import Run, Sweep
+from .style import Figure, colours, slug, styled
+
+
+def steering_figure(name: str, sweep: Sweep) -> Figure | None:
+    """The headline metric and perplexity against α per source and layer, with the perplexity budget."""
+    table = sweep.steering
+    dim = steered_dimension(table)
+    metric = HEADLINE.get(dim)
+    if metric is None:
+        return None
+    wide = steering_wide(table)
+    base = wide[wide.source_revision == "unsteered"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{metric}", "perplexity"))
+    steered = wide[wide.source_revision != "unsteered"]
+    groups = list(steered.groupby(["source_revision", "layer"], sort=False))
+    for colour, ((source, layer), g) in zip(colours(len(groups), "Viridis"), groups):
+        g = g.sort_values("alpha")
+        label = f"{source} · layer {int(layer)}"
+        for col, m in enumerate((metric, "perplexity"), start=1):
+            fig.add_trace(go.Scatter(x=g.alpha, y=g[m], mode="lines+markers", name=label, legendgroup=label,
+                                     showlegend=col == 1, line={"color": colour},
+                                     hovertemplate="α %{x:+g}<br>" + m + " %{y:.4f}<extra>" + label + "</extra>"),
+                          row=1, col=col)
+    if len(base):
+        fig.add_hline(y=float(base[metric].iloc[0]), line={"color": "#444", "dash": "dot"}, row=1, col=1,
+                      annotation_text="unsteered", annotation_position="top left")
+        budget = sweep.ppl_budget
+        fig.add_hline(y=budget * float(base.perplexity.iloc[0]), line={"color": "#b2182b", "dash": "dash"}, row=1,
+                      col=2, annotation_text=f"budget {budget:g}× unsteered", annotation_position="top left")
+        fig.add_hline(y=float(base.perplexity.iloc[0]), line={"color": "#444", "dash": "dot"}, row=1, col=2)
+    for col in (1, 2):
+        fig.update_xaxes(title="steering strength α (× projection std)", row=1, col=col)
+    fig.update_yaxes(title=f"{metric} (fraction)", row=1, col=1)
+    fig.update_yaxes(title="perplexity (per token)", type="log", row=1, col=2)
+    title = f"{name}: {dim} under steering ({metric} and perplexity against α)"
+    return Figure(f"{slug(name)}-steering", title, styled(fig, title))
+
+
+def correlation_figure(name: str, sweep: Sweep) -> Figure | None:
+    """Each source's probe accuracy at the steering layer against its steering effect (the paper's Fig. 5)."""
+    corr, probes, table = sweep.correlation, sweep.probes, sweep.steering
+    if corr is None or probes is None or corr.empty:
+        return None
+    dim = steered_dimension(table)
+    metric = HEADLINE[dim]
+    wide = steering_wide(table)
+    base = float(wide[wide.source_revision == "unsteered"][metric].iloc[0])
+    acc = probes[(probes.metric == "accuracy") & (probes.dimension == dim)]
+    fig = go.Figure()
+    notes = []
+    for colour, row in zip(colours(len(corr), "Viridis"), corr.itertuples(index=False)):
+        layer, alpha = int(row.layer), float(row.alpha)
+        effect = wide[(wide.layer == layer) & (wide.alpha == alpha) & ~wide.source_revision.isin(["unsteered", "self"])]
+        x = acc[acc.layer == layer].set_index("revision").value.reindex(effect.source_revision)
+        fig.add_trace(go.Scatter(
+            x=x.to_numpy(), y=effect[metric].to_numpy() - base, mode="markers+text", text=effect.source_revision,
+            textposition="top center", name=f"layer {layer}, α {alpha:+g}", marker={"color": colour, "size": 10},
+            hovertemplate="%{text}<br>probe accuracy %{x:.4f}<br>effect %{y:+.4f}<extra></extra>"))
+        notes.append(f"layer {layer}, α {alpha:+g}: Pearson r {row.pearson_r:+.2f} [{row.pearson_lo:+.2f}, "
+                     f"{row.pearson_hi:+.2f}], Spearman {row.spearman_r:+.2f} (n = {int(row.n_sources)})")
+    fig.update_xaxes(title="probe accuracy of the source checkpoint at the steering layer (fraction)")
+    fig.update_yaxes(title=f"steering effect: Δ{metric} vs unsteered")
+    title = f"{name}: probe accuracy against steering effect"
+    return Figure(f"{slug(name)}-probe-vs-effect", title, styled(fig, title),
+                  "95 % bootstrap intervals: " + "; ".join(notes))
+
+
+def loss_figure(run: Run) -> Figure | None:
+    """Training loss per step, held-out loss per checkpoint, checkpoint steps marked."""
+    if run.loss is None or run.loss.empty:
+        return None
+    fig = go.Figure(go.Scatter(x=run.loss.step, y=run.loss.loss, mode="lines", name="training loss (batch)",
+                               line={"color": "#4d4d4d", "width": 1},
+                               hovertemplate="step %{x}<br>loss %{y:.4f}<extra></extra>"))
+    if run.checkpoints is not None and len(run.checkpoints):
+        c = run.checkpoints
+        fig.add_trace(go.Scatter(x=c.step, y=c.heldout_loss, mode="markers+lines", name="held-out loss (checkpoint)",
+                                 marker={"color": "#d6604d", "size": 8, "symbol": "diamond"},
+                                 customdata=c.heldout_perplexity,
+                                 hovertemplate="checkpoint step %{x}<br>held-out loss %{y:.4f}<br>perplexity "
+                                               "%{customdata:.1f}<extra></extra>"))
+    fig.update_xaxes(title="optimizer step")
+    fig.update_yaxes(title="cross-entropy (nats per token)")
+    title = f"{run.label}: pre-training loss (diamonds: saved checkpoints)"
+    return Figure(f"{slug(run.label)}-loss", title, styled(fig, title))

@@ -1,0 +1,298 @@
+"""The ``trace`` job: for each checkpoint of a series, extract every dimension's activations and analyse them.
+
+The unit of work is one checkpoint: fetch → extract every dataset → probes and MI → write its part →
+delete the download. Units run in this process (downloads ``prefetch`` checkpoints ahead) or as Ray tasks
+(``executors``). A rerun with the same settings skips finished checkpoints and stored activations, so a
+killed sweep resumes where it stopped; a rerun that selects more checkpoints extends the folder's table,
+which is rewritten after every checkpoint. The folder's files are listed in ``layout``; it may also be an
+fsspec URL (``remote``).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ._version import __version__, package_versions
+from .analysis import AnalysisConfig, analyse
+from .checkpoints import Checkpoint, CheckpointSeries
+from .data import DIMENSIONS, TrustDataset, load_dataset
+from .executors import ExecutorConfig, map_tasks, share
+from .extract import ExtractConfig, extract_last_token
+from .fetcher import CheckpointFetcher, Fetch, FetchConfig, Fetched
+from .layout import TraceLayout
+from .models import LoadConfig, LoadedModel, choose_device, load_model, vocab_sha256
+from .progress import Progress
+from .remote import RunFolder, is_url
+from .store import is_complete, load_activations, save_activations
+from .tables import RESULT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """Everything a ``trace`` run needs; stored in its manifest."""
+
+    model: str  # hub id, local series folder, checkpoint folder, GGUF file or built-in name
+    out: str  # run folder, or an fsspec URL
+    revisions: tuple[str, ...] | None = None  # explicit hub revisions (else catalog/hub/local listing)
+    select: str | None = None  # first:N | last:N | every:K | log:N | names
+    dimensions: tuple[str, ...] = DIMENSIONS  # dimension names or CSV/JSONL files of statement,label rows
+    limit: int | None = None  # first N statements of each dataset
+    data_dir: str | None = None  # else $TRUSTTRACE_DATA_DIR, else download
+    token_position: str = "last"  # which token's activations are stored (the paper's: the last)
+    load: LoadConfig = field(default_factory=LoadConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)  # how downloads overlap the work
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where the work runs
+
+    def __post_init__(self) -> None:
+        bad = [d for d in self.dimensions if d not in DIMENSIONS and not Path(d).is_file()]
+        if bad:
+            raise ValueError(f"Unknown dimension(s) {bad}. Choose from {', '.join(DIMENSIONS)} or 'all', "
+                             "or pass a CSV/JSONL file of statement,label rows.")
+        if self.limit is not None and self.limit < 10:
+            raise ValueError(f"limit={self.limit}: probes need at least 10 statements per dimension.")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that change the numbers (a run folder holds results of one value of each)."""
+        return {"model": self.model, "limit": self.limit, "dtype": self.load.dtype,
+                "token_position": self.token_position, **self.analysis.settings()}
+
+
+@dataclass
+class TraceResult:
+    """What a run produced."""
+
+    out: Path  # the run folder (for a URL run, its local mirror)
+    results: pd.DataFrame = field(repr=False)
+    manifest: dict[str, Any] = field(repr=False)
+    failed: dict[str, str] = field(default_factory=dict)  # checkpoint → error, after its retries (Ray)
+    url: str | None = None  # where a URL run lives
+
+    @property
+    def outputs(self) -> dict[str, Path | str]:
+        layout = TraceLayout(self.out)
+        files = {"results.csv": layout.results_csv, "results.parquet": layout.results_parquet,
+                 "manifest.json": layout.manifest, "activations": layout.activations_dir}
+        if self.url is not None:
+            return {name: f"{self.url.rstrip('/')}/{layout.relative(path)}" for name, path in files.items()}
+        return {**files, "log": layout.log}
+
+
+def _load_datasets(config: TraceConfig) -> dict[str, TrustDataset]:
+    return {(ds := load_dataset(d, config.data_dir, limit=config.limit)).name: ds for d in config.dimensions}
+
+
+def _dataset_info(ds: TrustDataset) -> dict[str, object]:
+    return {"path": ds.path, "sha256": ds.sha256, "rows": len(ds), "source": ds.source, "limit": ds.limit,
+            "label1": ds.label1, "label0": ds.label0}
+
+
+@dataclass
+class _Run:
+    """One call of ``run_trace``: its folder (and URL), manifest and progress."""
+
+    config: TraceConfig
+    layout: TraceLayout
+    manifest: dict[str, Any]
+    progress: Progress
+    remote: RunFolder | None
+
+    def finish(self, name: str, record: dict[str, Any]) -> None:
+        """Record a finished checkpoint; the table is current after every one, for watching long sweeps."""
+        self.manifest["checkpoints"][name] = record
+        self.layout.write_manifest(self.manifest)
+        self.layout.merge_parts()
+        if self.remote is not None:  # the part last: a URL run counts a checkpoint done once its part is there
+            rel = self.layout.relative
+            self.remote.push(rel(self.layout.activations(name)), rel(self.layout.manifest),
+                             rel(self.layout.results_csv), rel(self.layout.results_parquet),
+                             rel(self.layout.part(name)))
+        self.progress.update("checkpoints", advance=1)
+
+
+def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: Fetch | None = None,
+              checkpoint_task: Callable[..., dict[str, Any]] | None = None) -> TraceResult:
+    """Extract and analyse every selected checkpoint; write the tidy table and manifest under ``config.out``.
+
+    ``fetch`` replaces the hub download for every checkpoint, ``checkpoint_task`` the Ray task (both for
+    benchmarks and tests). With the Ray executor the run folder must be reachable from every worker.
+
+    Example:
+        >>> run_trace(TraceConfig(model="smollm2-135m-instruct", out="runs/smol", limit=400))  # doctest: +SKIP
+    """
+    progress = progress or Progress()
+    remote = RunFolder(config.out) if is_url(config.out) else None
+    if remote is not None:  # work in a fresh local mirror of what the URL holds
+        remote.reset()
+        remote.pull("manifest.json", folders=("parts",))
+    layout = TraceLayout(remote.local if remote is not None else Path(config.out))
+    series = CheckpointSeries.resolve(config.model, config.revisions).select(config.select)
+    datasets = _load_datasets(config)
+    manifest: dict[str, Any] = {
+        "config": asdict(config), "settings": config.settings(), "versions": package_versions(),
+        "seeds": {"cv_folds": config.analysis.seed},
+        "series": {"source": series.source, "checkpoints": [asdict(c) for c in series]},
+        "datasets": {name: _dataset_info(ds) for name, ds in datasets.items()},
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "checkpoints": {},
+    }
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.check_resume(manifest["settings"], {name: ds.sha256 for name, ds in datasets.items()})
+    earlier = layout.read_manifest()
+    if earlier is not None:  # keep what earlier attempts recorded: finished checkpoints, and when the run began
+        manifest["checkpoints"] = earlier.get("checkpoints", {})
+        manifest["started"] = earlier.get("started", manifest["started"])
+    layout.write_manifest(manifest)
+    analysis = config.analysis.on_device(str(choose_device(config.load.device)))
+    todo = [c for c in series if not layout.part(c.name).exists()]
+    progress.start("checkpoints", "checkpoints", total=len(series), done=len(series) - len(todo))
+    run = _Run(config, layout, manifest, progress, remote)
+    failed = _run_units(run, todo, datasets, analysis, fetch, checkpoint_task)
+    results = layout.merge_parts()
+    manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest["failed"] = failed
+    layout.write_manifest(manifest)
+    if remote is not None:
+        remote.push("results.csv", "results.parquet", "manifest.json")
+    return TraceResult(layout.root, results, manifest, failed, remote.url if remote is not None else None)
+
+
+def _run_units(run: _Run, todo: list[Checkpoint], datasets: dict[str, TrustDataset], analysis: AnalysisConfig,
+               fetch: Fetch | None, checkpoint_task: Callable[..., dict[str, Any]] | None) -> dict[str, str]:
+    """Each checkpoint as a unit on the configured executor; failures (after Ray's retries) are returned."""
+    config = run.config
+    fetcher = None
+    if config.executor.kind == "local":  # one fetcher for the whole series: it downloads ahead
+        fetcher = CheckpointFetcher(config.fetch, cache_dir=config.load.cache_dir,
+                                    allow_pickle=config.load.allow_pickle, fetch=fetch)
+        local = fetcher
+
+        def unit(i: int) -> dict[str, Any]:
+            ckpt = todo[i]
+            run.progress.update("checkpoints", description=f"checkpoint {ckpt.name}")
+            if _needs_model(config, ckpt, datasets, run.layout):
+                local.prefetch(ckpt)
+            for ahead in todo[i + 1:i + 1 + config.fetch.prefetch]:  # the current one is first in the queue
+                if _needs_model(config, ahead, datasets, run.layout) and local.room_for_one_more():
+                    local.prefetch(ahead)
+            return _trace_checkpoint(config, ckpt, datasets, analysis, local, run.progress, run.layout)
+
+        task: Callable[..., dict[str, Any]] = unit
+        calls: list[tuple[Any, ...]] = [(i,) for i in range(len(todo))]
+    else:
+        task = checkpoint_task or _checkpoint_task
+        shared = share(datasets, config.executor)
+        calls = [(config, ckpt, shared, analysis) for ckpt in todo]
+    failed: dict[str, str] = {}
+    try:
+        for i, record, error in map_tasks(task, calls, config.executor):
+            name = todo[i].name
+            if error is not None or record is None:
+                failed[name] = error or "no result"
+                log.error("checkpoint %s failed after %d retries: %s", name, config.executor.max_retries, error)
+                run.progress.update("checkpoints", advance=1)
+                continue
+            if run.remote is not None and config.executor.kind == "ray":  # the worker uploaded the part
+                run.remote.pull(run.layout.relative(run.layout.part(name)))
+            run.finish(name, record)
+    finally:
+        if fetcher is not None:
+            fetcher.close()
+    return failed
+
+
+def _checkpoint_task(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
+                     analysis: AnalysisConfig) -> dict[str, Any]:
+    """One checkpoint on a Ray worker: fetch, extract, analyse, write its part and activations, release.
+
+    For a URL run folder the worker writes into its own local mirror and uploads the checkpoint's
+    activations and part (the part last) before it returns.
+    """
+    fetcher = CheckpointFetcher(config.fetch, cache_dir=config.load.cache_dir, allow_pickle=config.load.allow_pickle)
+    remote = RunFolder(config.out) if is_url(config.out) else None
+    layout = TraceLayout(remote.local if remote is not None else Path(config.out))
+    try:
+        record = _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, Progress(), layout)
+    finally:
+        fetcher.close()
+    if remote is not None:
+        remote.push(layout.relative(layout.activations(ckpt.name)), layout.relative(layout.part(ckpt.name)))
+    return record
+
+
+def _expected_metadata(config: TraceConfig, ds: TrustDataset) -> dict[str, str]:
+    """Metadata a stored activation file must carry to be reused for ``ds``."""
+    return {"dataset_sha256": ds.sha256, "n_rows": str(len(ds)), "token_position": config.token_position}
+
+
+def _needs_model(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
+                 layout: TraceLayout) -> bool:
+    """Whether some dataset of ``ckpt`` still has to be extracted (else stored activations suffice)."""
+    return not all(is_complete(layout.activation(ckpt.name, name), _expected_metadata(config, ds))
+                   for name, ds in datasets.items())
+
+
+def _load(config: TraceConfig, ckpt: Checkpoint, fetched: Fetched) -> LoadedModel:
+    load = config.load
+    revision = None if fetched.source != ckpt.ref else ckpt.revision
+    return load_model(fetched.source, revision, load.dtype, load.device, trust_remote_code=load.trust_remote_code,
+                      allow_pickle=load.allow_pickle, blocks=load.blocks, cache_dir=load.cache_dir)
+
+
+def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
+                      analysis: AnalysisConfig, fetcher: CheckpointFetcher, progress: Progress,
+                      layout: TraceLayout) -> dict[str, Any]:
+    """Extract (what is not stored yet) and analyse every dataset of one checkpoint; write its part."""
+    started = time.perf_counter()
+    lm: LoadedModel | None = None
+    fetched: Fetched | None = None
+    commit = ckpt.commit
+    record: dict[str, Any] = {"step": ckpt.step}
+    frames = []
+    try:
+        for name, ds in datasets.items():
+            path = layout.activation(ckpt.name, name)
+            expect = _expected_metadata(config, ds)
+            if not is_complete(path, expect):
+                if lm is None:
+                    fetched = fetcher.get(ckpt)
+                    lm = _load(config, ckpt, fetched)
+                    commit = fetched.commit or commit or lm.info.commit
+                    record.update(dtype=lm.info.dtype, dtype_reason=lm.info.dtype_reason, commit=commit,
+                                  n_layers=lm.info.n_layers, hidden_size=lm.info.hidden_size)
+                progress.start("extract", f"  extract {name}", total=len(ds))
+                acts = extract_last_token(lm, ds.statements, config.extract,
+                                          lambda n: progress.update("extract", advance=n))
+                meta = {"model": config.model, "revision": ckpt.name,
+                        "step": "" if ckpt.step is None else str(ckpt.step), "commit": commit or "",
+                        "dataset": name, "vocab_sha256": vocab_sha256(lm.tokenizer), "dtype": lm.info.dtype,
+                        "trusttrace_version": __version__, **expect}
+                save_activations(path, acts, ds.labels, meta)
+                del acts
+            stored = load_activations(path)
+            record.setdefault("dtype", stored.metadata.get("dtype"))
+            rows = analyse(stored.layers, stored.labels, analysis)
+            rows.insert(0, "dimension", name)
+            frames.append(rows)
+    finally:
+        del lm
+        gc.collect()
+    part = pd.concat(frames, ignore_index=True)
+    part = part.assign(model=config.model, revision=ckpt.name, step=ckpt.step, seed=analysis.seed,
+                       protocol=analysis.probe.protocol, dtype=record.get("dtype"),
+                       commit=commit or "")[RESULT_COLUMNS]
+    layout.write_part(ckpt.name, part)
+    fetcher.release(ckpt, fetched)
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    return record
