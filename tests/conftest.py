@@ -48,8 +48,12 @@ def sft_data(data_dir, tmp_path):
     for f in data_dir.iterdir():
         if f.name != "truthfulqa_train.csv":
             (folder / f.name).write_bytes(f.read_bytes())
-    rows = [("Q: w1 w2?\tA: good w3", 1), ("Q: w1 w2?\tA: bad w4", 0), ("Q: w5?\tA: w6 good", 1),
-            ("Q: w7?\tA: w8 bad", 0)] * 30
+    # 20 questions with a true and a false answer each (first, so that a --limit keeps groups to split),
+    # then 3 questions with many answers
+    rows = [row for i in range(10, 30) for row in ((f"Q: w{i} w{i + 1}?\tA: good w{i + 2}", 1),
+                                                   (f"Q: w{i} w{i + 1}?\tA: bad w{i + 3}", 0))]
+    rows += [("Q: w1 w2?\tA: good w3", 1), ("Q: w1 w2?\tA: bad w4", 0), ("Q: w5?\tA: w6 good", 1),
+             ("Q: w7?\tA: w8 bad", 0)] * 30
     pd.DataFrame(rows, columns=["statement", "label"]).to_csv(folder / "truthfulqa_train.csv", index=False)
     pd.DataFrame({"Question": ["w1 w2?"], "Best Answer": ["w9 good"], "Correct Answers": ["w9 good"],
                   "Incorrect Answers": ["bad"]}).to_csv(folder / "truthfulqa_mc.csv", index=False)

@@ -55,10 +55,10 @@ def test_bad_input_names_file_row_and_fix(tmp_path, text, match):
 def test_bom_crlf_and_duplicates(tmp_path, caplog):
     path = write(tmp_path, "\ufeffstatement,label\r\nsame,1\r\nsame,1\r\nother,0\r\n")
     with caplog.at_level(logging.WARNING):
-        statements, labels, sha = read_statements(path)
-    assert statements == ("same", "same", "other") and list(labels) == [1, 1, 0]
+        rows = read_statements(path)
+    assert rows.statements == ("same", "same", "other") and list(rows.labels) == [1, 1, 0] and rows.groups is None
     assert "duplicate" in caplog.text
-    assert sha == text_sha256("statement,label\nsame,1\nsame,1\nother,0\n")
+    assert rows.sha256 == text_sha256("statement,label\nsame,1\nsame,1\nother,0\n")
 
 
 def test_not_utf8(tmp_path):

@@ -11,7 +11,8 @@ from trusttrace.models import load_model
 
 def test_builtin_pairs_use_train_questions_and_dev_halves_only(sft_data):
     pairs = builtin_pairs(str(sft_data))
-    assert dict(pairs["truthfulqa"]) == {"w1 w2?": "w9 good", "w5?": "w6 good"}  # best answer, else a true one
+    qa = dict(pairs["truthfulqa"])  # the best answer, else the question's first true one; never a false one
+    assert qa["w1 w2?"] == "w9 good" and qa["w5?"] == "w6 good" and "w7?" not in qa and len(qa) == 22
     tox = pd.read_csv(sft_data / "toxigen.csv")
     dev = tox.iloc[: len(tox) // 2]
     benign = {" ".join(s.split()[len(s.split()) // 2:]) for s in dev[dev.label == 0].statement if len(s.split()) >= 4}
@@ -35,7 +36,7 @@ def test_finetune_writes_a_loadable_model_once(tiny_models, sft_data, tmp_path):
                             batch_size=4, precision="fp32")
     assert run_finetune(config).out == out
     record = json.loads((out / "finetune.json").read_text())
-    assert record["pairs"]["truthfulqa"] == 2 and pd.read_csv(out / "loss.csv").step.tolist() == list(range(6))
+    assert record["pairs"]["truthfulqa"] == 22 and pd.read_csv(out / "loss.csv").step.tolist() == list(range(6))
     tuned, base = load_model(str(out), dtype="float32"), load_model(str(tiny_models["llama"]), dtype="float32")
     assert not torch.equal(tuned.model.model.embed_tokens.weight, base.model.model.embed_tokens.weight)
     stamp = (out / "model.safetensors").stat().st_mtime_ns

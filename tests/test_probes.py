@@ -36,7 +36,10 @@ def test_accuracy_tracks_the_planted_margin():
     acc = rows[rows.metric == "accuracy"].set_index("layer").value
     assert acc[0] < 0.62 and acc[3] > 0.97 and acc[1] < acc[2] < acc[3]
     std = rows[rows.metric == "accuracy_std"].value
-    assert (std >= 0).all() and set(rows.metric) == {"accuracy", "accuracy_std", "majority_baseline"}
+    assert (std >= 0).all() and set(rows.metric) == {"accuracy", "accuracy_std", "majority_baseline",
+                                                     "accuracy_ci_low", "accuracy_ci_high", "control_shuffled"}
+    shuffled = rows[rows.metric == "control_shuffled"].value
+    assert shuffled.between(0.35, 0.65).all()  # no signal once the labels are permuted
     assert (rows.n_train == 320).all() and (rows.n_test == 80).all()
 
 
@@ -64,9 +67,10 @@ def test_constant_features_do_not_break_the_fit():
 
 def test_seeded_folds_are_deterministic():
     X, y = planted()
-    a = probe_layers(X, y, ProbeConfig(seed=3))
-    b = probe_layers(X, y, ProbeConfig(seed=3))
-    assert a.equals(b)
+    groups = np.arange(len(y)) // 2
+    a = probe_layers(X, y, ProbeConfig(seed=3), groups)
+    b = probe_layers(X, y, ProbeConfig(seed=3), groups)
+    assert a.equals(b) and not a.equals(probe_layers(X, y, ProbeConfig(seed=4), groups))
 
 
 @pytest.mark.parametrize("labels,match", [

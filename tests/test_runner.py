@@ -25,12 +25,20 @@ def test_trace_writes_tidy_results_and_manifest(tiny_series, data_dir, tmp_path)
     result = run_trace(config(tiny_series, data_dir, tmp_path / "run"))
     df = pd.read_csv(tmp_path / "run" / "results.csv")
     assert list(df.columns) == RESULT_COLUMNS
-    assert len(df) == 3 * len(DIMS) * 3 * 5  # checkpoints × dims × layers × metrics (3 probe, 2 MI)
+    # checkpoints × dims × layers × metrics: accuracy, its std and interval, majority, three controls,
+    # selectivity, and two MI
+    assert len(df) == 3 * len(DIMS) * 3 * 11
     mi = df[df.metric.isin(["mi_tx", "mi_ty"])]
     assert (mi.n_train == 96).all() and (mi.value >= 0).all()  # the first cv fold's training rows
     assert list(dict.fromkeys(df.revision)) == ["step0", "step10", "step100"]
     acc = df[df.metric == "accuracy"]
     assert acc.value.min() > 0.9  # the planted label is in the last token
+    by = df.pivot_table(index=["revision", "dimension", "layer"], columns="metric", values="value")
+    assert (by.control_lexical > 0.85).all()  # ... and in the text: a bag of words reads it too,
+    assert (by.selectivity.abs() < 0.1).all()  # and an untrained network: no layer is selective
+    assert (by.accuracy_ci_low <= by.accuracy).all() and (by.accuracy <= by.accuracy_ci_high).all()
+    assert by.control_shuffled.between(0.25, 0.75).all()
+    assert (tmp_path / "run" / "controls" / "random-init.csv").is_file()
     base = df[df.metric == "majority_baseline"].value
     assert base.between(0.3, 0.7).all()
     assert pd.read_parquet(tmp_path / "run" / "results.parquet").shape == df.shape
@@ -50,7 +58,7 @@ def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monke
 
     def flaky(lm, statements, *a, **kw):
         calls.append(1)
-        if len(calls) == 4:  # die during the second checkpoint's second dataset
+        if len(calls) == 6:  # die during the second checkpoint's second dataset (after the random-init control's two)
             raise KeyboardInterrupt
         return real(lm, statements, *a, **kw)
 
@@ -63,7 +71,7 @@ def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monke
     calls.clear()
     run_trace(config(tiny_series, data_dir, out))
     assert len(calls) == 1 + 2  # step10's missing dataset, then step100's two
-    assert len(pd.read_csv(out / "results.csv")) == 3 * len(DIMS) * 3 * 5
+    assert len(pd.read_csv(out / "results.csv")) == 3 * len(DIMS) * 3 * 11
     calls.clear()
     run_trace(config(tiny_series, data_dir, out))
     assert calls == []
@@ -80,7 +88,9 @@ def test_paper_code_protocol_and_selection(tiny_series, data_dir, tmp_path):
     result = run_trace(config(tiny_series, data_dir, tmp_path / "r", AnalysisConfig.build(protocol="paper-code"),
                               select="last:1"))
     assert set(result.results.revision) == {"step100"}
-    assert set(result.results.metric) == {"accuracy", "majority_baseline", "mi_tx", "mi_ty"}
+    assert set(result.results.metric) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "majority_baseline",
+                                          "control_shuffled", "control_lexical", "control_random_init",
+                                          "selectivity", "mi_tx", "mi_ty"}
     probe_rows = result.results[result.results.metric.isin(["accuracy", "majority_baseline"])]
     assert (probe_rows.n_test == 24).all()
     assert (result.results[result.results.metric == "mi_tx"].n_train == 96).all()  # first 80 %
@@ -89,7 +99,9 @@ def test_paper_code_protocol_and_selection(tiny_series, data_dir, tmp_path):
 def test_analyses_can_leave_out_mi(tiny_series, data_dir, tmp_path):
     result = run_trace(config(tiny_series, data_dir, tmp_path / "r", AnalysisConfig(analyses=("probe",)),
                               select="first:1"))
-    assert set(result.results.metric) == {"accuracy", "accuracy_std", "majority_baseline"}
+    assert set(result.results.metric) == {"accuracy", "accuracy_std", "accuracy_ci_low", "accuracy_ci_high",
+                                          "majority_baseline", "control_shuffled", "control_lexical",
+                                          "control_random_init", "selectivity"}
 
 
 def test_bad_settings():
@@ -140,7 +152,7 @@ def test_each_checkpoint_model_is_released_before_the_next(tiny_series, data_dir
     monkeypatch.setattr(trace_mod, "load_model", tracking)
     run_trace(config(tiny_series, data_dir, tmp_path / "run"))
     gc.collect()
-    assert len(alive) == 3 and all(ref() is None for ref in alive)
+    assert len(alive) == 4 and all(ref() is None for ref in alive)  # the random-init control's, and 3
 
 
 def test_probe_refits_stored_activations_under_another_protocol(tiny_series, data_dir, tmp_path):
@@ -151,7 +163,9 @@ def test_probe_refits_stored_activations_under_another_protocol(tiny_series, dat
     assert res.exit_code == 0, res.output
     df = pd.read_csv(tmp_path / "pc" / "results.csv")
     assert set(df.protocol) == {"paper-code"}
-    assert set(df.metric) == {"accuracy", "majority_baseline", "mi_tx", "mi_ty"}
+    assert set(df.metric) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "majority_baseline",
+                              "control_shuffled", "control_lexical", "control_random_init", "selectivity",
+                              "mi_tx", "mi_ty"}
     assert list(dict.fromkeys(df.revision)) == ["step0", "step10", "step100"] and list(df.step.unique()) == [0, 10, 100]
     assert len(df[df.metric == "accuracy"]) == len(first.results[first.results.metric == "accuracy"])
     res = cli.invoke(app, ["probe", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])

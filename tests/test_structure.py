@@ -18,10 +18,10 @@ LAYERS: list[set[str]] = [
      "executors"},  # plumbing that knows no stage
     {"checkpoints"},  # which revisions
     {"models"},  # loading one
-    {"data", "corpus", "corpus_builtin"},  # what is fed to models
+    {"data", "groups", "corpus", "corpus_builtin"},  # what is fed to models
     {"training", "pretrain", "finetune", "testing"},  # making checkpoints (and test models)
     {"extract", "store"},  # activations
-    {"probes", "mutual_info", "steering", "correlation"},  # what is computed from activations
+    {"logreg", "splits", "probes", "controls", "mutual_info", "steering", "correlation"},  # from activations
     {"analysis", "vectors", "fetcher"},
     {"trace", "live"},  # the trace job
     {"evaluate"},  # the suite

@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     "load_model": "models",
     "ExtractConfig": "extract", "extract_last_token": "extract",
     "load_activations": "store", "save_activations": "store",
-    "BatchedLogisticRegression": "probes", "ProbeConfig": "probes", "probe_layers": "probes",
+    "BatchedLogisticRegression": "logreg", "ProbeConfig": "probes", "probe_layers": "probes",
     "MIConfig": "mutual_info", "estimate_mi": "mutual_info", "mi_rows": "mutual_info",
     "SteeringVector": "steering", "build_vector": "steering", "steer": "steering",
     "AnalysisConfig": "analysis", "ProbeRunConfig": "analysis", "ProbeRunResult": "analysis", "run_probe": "analysis",

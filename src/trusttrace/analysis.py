@@ -1,12 +1,14 @@
-"""What is computed from one stored activation set (probes, MI), and the ``probe`` job that re-runs it.
+"""What is computed from one stored activation set (probes, controls, MI), and the ``probe`` job that re-runs it.
 
 ``analyse`` turns one (checkpoint, dataset) activation file into tidy rows; the ``trace`` job calls it for
 every file it extracts, and ``run_probe`` calls it on a finished run's stored activations, without a model,
-to score them under another protocol, fold count, seed or MI estimator.
+to score them under another protocol, fold count, seed or MI estimator. Both add the random-init control
+(``control_random_init``) and ``selectivity`` per layer (``trusttrace.controls``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,9 +19,11 @@ import pandas as pd
 import torch
 
 from ._version import package_versions
+from .controls import check_controls, lexical_accuracy, with_selectivity
+from .data import SPECS, TrustDataset, load_dataset
 from .layout import TraceLayout
 from .mutual_info import MIConfig, mi_rows
-from .names import ANALYSES
+from .names import ANALYSES, CONTROLS
 from .probes import ProbeConfig, probe_layers, training_split
 from .store import load_activations
 from .tables import RESULT_COLUMNS
@@ -32,24 +36,33 @@ class AnalysisConfig:
     analyses: tuple[str, ...] = ANALYSES  # probe, mi
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     mi: MIConfig = field(default_factory=MIConfig)
+    controls: tuple[str, ...] = CONTROLS  # shuffled, lexical, random-init (with the probe analysis)
 
     def __post_init__(self) -> None:
         bad = [a for a in self.analyses if a not in ANALYSES]
         if bad or not self.analyses:
             raise ValueError(f"analyses {list(self.analyses)}: choose one or more of {', '.join(ANALYSES)}.")
+        check_controls(self.controls)
 
     @classmethod
-    def build(cls, analyses: tuple[str, ...] = ANALYSES, protocol: str = "cv", folds: int = 5, seed: int = 0,
+    def build(cls, analyses: tuple[str, ...] = ANALYSES, protocol: str = "group-cv", folds: int = 5, seed: int = 0,
               mi_estimator: str = "paper-code", mi_sigma: float | None = 50.0, mi_eps: float = 1e-5,
-              mi_max_samples: int | None = None) -> AnalysisConfig:
+              mi_max_samples: int | None = None, controls: tuple[str, ...] = CONTROLS,
+              seeds: int = 1) -> AnalysisConfig:
         """The settings from flat options (as the CLI takes them); one seed for the folds and MI subsamples."""
-        return cls(analyses, ProbeConfig(protocol=protocol, folds=folds, seed=seed),
+        return cls(analyses, ProbeConfig(protocol=protocol, folds=folds, seed=seed, seeds=seeds,
+                                         control_shuffled="shuffled" in controls),
                    MIConfig(estimator=mi_estimator, sigma=mi_sigma, eps=mi_eps, max_samples=mi_max_samples,
-                            seed=seed))
+                            seed=seed), controls)
 
     @property
     def seed(self) -> int:
         return self.probe.seed
+
+    @property
+    def random_init(self) -> bool:
+        """Whether the random-init control is traced (it needs probes)."""
+        return "random-init" in self.controls and "probe" in self.analyses
 
     def on_device(self, device: str) -> AnalysisConfig:
         """The same analyses with MI computed on ``device`` (probes follow their inputs' device)."""
@@ -58,23 +71,62 @@ class AnalysisConfig:
     def settings(self) -> dict[str, Any]:
         """The settings that change the numbers, flat (a resumed run must match them)."""
         return {"analyses": list(self.analyses), "protocol": self.probe.protocol, "folds": self.probe.folds,
-                "seed": self.probe.seed, "mi_estimator": self.mi.estimator, "mi_sigma": self.mi.sigma,
-                "mi_eps": self.mi.eps, "mi_max_samples": self.mi.max_samples}
+                "seed": self.probe.seed, "seeds": self.probe.seeds, "controls": list(self.controls),
+                "mi_estimator": self.mi.estimator, "mi_sigma": self.mi.sigma, "mi_eps": self.mi.eps,
+                "mi_max_samples": self.mi.max_samples}
 
 
-def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig) -> pd.DataFrame:
-    """Probe rows and/or MI rows (``mi_tx``, ``mi_ty``) for one activation set ``[n_layers, n, d]``.
+def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig, groups: np.ndarray | None = None,
+            statements: Sequence[str] | None = None) -> pd.DataFrame:
+    """Probe rows (with the shuffled and lexical controls) and/or MI rows for one activation set.
 
-    MI follows the released code: X = layer 0, T = layer l, Y = labels, on the probe's training split of
-    z-scored activations (see ``probes.training_split``).
+    ``layers`` is ``[n_layers, n, d]``; ``groups`` the rows' group ids (``group-cv``); ``statements`` their
+    text (the lexical control). MI follows the released code: X = layer 0, T = layer l, Y = labels, on the
+    probe's training split of z-scored activations (see ``probes.training_split``).
     """
     frames = []
+    probe = replace(config.probe, control_shuffled="shuffled" in config.controls)
     if "probe" in config.analyses:
-        frames.append(probe_layers(layers, labels, config.probe))
+        rows = probe_layers(layers, labels, probe, groups)
+        if "lexical" in config.controls and statements is not None:
+            lexical = lexical_accuracy(statements, labels, probe.fold_sets(labels, groups))
+            first = rows[rows.metric == "accuracy"]
+            rows = pd.concat([rows, first.assign(metric="control_lexical", value=lexical)], ignore_index=True)
+        frames.append(rows)
     if "mi" in config.analyses:
-        rows, y = training_split(layers, labels, config.probe)
-        frames.append(mi_rows(rows[0], rows, y, config.mi))
+        train, y = training_split(layers, labels, config.probe, groups)
+        frames.append(mi_rows(train[0], train, y, config.mi))
     return pd.concat(frames, ignore_index=True)
+
+
+def random_init_rows(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig,
+                     groups: np.ndarray | None) -> pd.DataFrame:
+    """``control_random_init`` per layer: the probe's accuracy on a freshly initialised network's activations."""
+    probe = replace(config.probe, control_shuffled=False)
+    rows = probe_layers(layers, labels, probe, groups)
+    return rows[rows.metric == "accuracy"].assign(metric="control_random_init")
+
+
+def with_controls(rows: pd.DataFrame, random_init: pd.DataFrame | None) -> pd.DataFrame:
+    """One dataset's rows with its random-init control (when traced) and the selectivity per layer."""
+    if random_init is not None and not random_init.empty:
+        rows = pd.concat([rows, random_init[rows.columns.intersection(random_init.columns)]], ignore_index=True)
+    return with_selectivity(rows)
+
+
+def dataset_of(manifest: dict[str, Any] | None, name: str, n_rows: int) -> TrustDataset:
+    """The dataset a trace recorded under ``name``, read again and checked against its sha256."""
+    info = (manifest or {}).get("datasets", {}).get(name)
+    if info is None:
+        raise FileNotFoundError(f"The run's manifest names no dataset {name!r}; the groups and statements the "
+                                "controls and group-cv need cannot be found. Re-run `trusttrace trace`.")
+    path = Path(info["path"])
+    ds = load_dataset(name, path.parent, limit=info.get("limit")) if name in SPECS else \
+        load_dataset(str(path), limit=info.get("limit"))
+    if ds.sha256 != info["sha256"] or len(ds) != n_rows:
+        raise ValueError(f"{path} has changed since the run was traced (sha256 {ds.sha256[:12]}… vs "
+                         f"{info['sha256'][:12]}…, {len(ds)} vs {n_rows} rows); restore it or trace again.")
+    return ds
 
 
 @dataclass(frozen=True)
@@ -104,6 +156,10 @@ class ProbeRunResult:
 def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
     """Analyse every stored activation file of ``config.run``; write a results table to ``config.out``.
 
+    The datasets are read again from where the trace found them (checked against their sha256) for their
+    groups and text; the random-init control is re-fitted from its stored activations where the trace kept
+    them.
+
     Example:
         >>> run_probe(ProbeRunConfig("runs/smol", "runs/smol-paper",
         ...                          AnalysisConfig.build(protocol="paper-code")))  # doctest: +SKIP
@@ -113,20 +169,26 @@ def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
     if not files:
         raise FileNotFoundError(f"{source.root} has no stored activations (activations/<revision>/<dataset>"
                                 ".safetensors). Run `trusttrace trace` first, or point at its --out folder.")
-    analysis = config.analysis
-    frames = []
+    analysis, manifest = config.analysis, source.read_manifest()
+    frames, controls = [], {}
     for path in files:
         stored = load_activations(path)
         meta = stored.metadata
-        rows = analyse(stored.layers, stored.labels, analysis)
+        name = meta.get("dataset", path.stem)
+        ds = dataset_of(manifest, name, len(stored.labels))
+        if name not in controls:
+            control = source.control_activation(name)
+            controls[name] = random_init_rows(load_activations(control).layers, ds.labels, analysis, ds.groups) \
+                if analysis.random_init and control.is_file() else None
+        rows = with_controls(analyse(stored.layers, stored.labels, analysis, ds.groups, ds.statements), controls[name])
         step = int(meta["step"]) if meta.get("step") else None
         frames.append(rows.assign(model=meta.get("model", ""), revision=meta.get("revision", path.parent.name),
-                                  step=step, dimension=meta.get("dataset", path.stem), seed=analysis.seed,
+                                  step=step, dimension=name, seed=analysis.seed,
                                   protocol=analysis.probe.protocol, dtype=meta.get("dtype", ""),
                                   commit=meta.get("commit", ""))[RESULT_COLUMNS])
     results = out.write_results(pd.concat(frames, ignore_index=True))
-    manifest = {"analysis": asdict(analysis), "activations_from": str(source.root.resolve()),
-                "versions": package_versions(), "files": [source.relative(f) for f in files],
-                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    out.write_manifest(manifest)
-    return ProbeRunResult(out.root, results, manifest)
+    record = {"analysis": asdict(analysis), "activations_from": str(source.root.resolve()),
+              "versions": package_versions(), "files": [source.relative(f) for f in files],
+              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    out.write_manifest(record)
+    return ProbeRunResult(out.root, results, record)

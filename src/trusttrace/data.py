@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ._io import text_sha256, write_text_atomic
+from .groups import FILE_RULE, GROUP_RULES, USER_RULE, group_ids, group_keys
 from .hub import default_cache_dir
 from .names import DIMENSIONS
 
@@ -83,6 +84,8 @@ class TrustDataset:
     sha256: str  # of the whole source file's normalised text (before any limit)
     path: str
     source: str  # data-dir | cache | download | user
+    groups: np.ndarray = field(repr=False)  # int64 group id per statement (see trusttrace.groups)
+    group_rule: str = ""  # what a group is, in words
     label1: str = "label 1"
     label0: str = "label 0"
     limit: int | None = None
@@ -90,14 +93,28 @@ class TrustDataset:
     def __len__(self) -> int:
         return len(self.statements)
 
+    @property
+    def n_groups(self) -> int:
+        return len(np.unique(self.groups))
+
     def head(self, limit: int | None) -> TrustDataset:
         """The first ``limit`` rows, in file order (the published files are pre-shuffled)."""
         if limit is None or limit >= len(self):
             return self
         if limit < 1:
             raise ValueError(f"limit={limit}: pass a positive number of statements, or no limit.")
-        return TrustDataset(self.name, self.statements[:limit], self.labels[:limit], self.sha256, self.path,
-                            self.source, self.label1, self.label0, limit)
+        return replace(self, statements=self.statements[:limit], labels=self.labels[:limit],
+                       groups=self.groups[:limit], limit=limit)
+
+
+@dataclass(frozen=True, eq=False)
+class StatementFile:
+    """A validated ``statement,label[,group]`` file."""
+
+    statements: tuple[str, ...]
+    labels: np.ndarray  # int64 0/1
+    sha256: str  # of the normalised text
+    groups: tuple[str, ...] | None  # the group column, when the file has one
 
 
 def load_dataset(
@@ -123,15 +140,20 @@ def load_dataset(
                 f"Dataset {name!r} is neither a dimension ({', '.join(DIMENSIONS)}) nor an existing "
                 "CSV/JSONL file with statement,label columns. Check the name or the path."
             )
-        statements, labels, sha = read_statements(path)
-        return TrustDataset(path.stem, statements, labels, sha, str(path), "user").head(limit)
+        rows = read_statements(path)
+        keys = rows.groups if rows.groups is not None else group_keys(None, rows.statements)
+        return TrustDataset(path.stem, rows.statements, rows.labels, rows.sha256, str(path), "user",
+                            group_ids(keys), FILE_RULE if rows.groups is not None else USER_RULE).head(limit)
     path, source = locate_file(_published(spec), data_dir, download)
-    statements, labels, sha = read_statements(path)
+    rows = read_statements(path)
+    statements, labels, sha = rows.statements, rows.labels, rows.sha256
     if sha != spec.sha256 and (str(path), spec.sha256) not in _WARNED:  # once per file, not on every reload
         _WARNED.add((str(path), spec.sha256))
         log.warning("%s differs from the published %s.csv (sha256 %s…, expected %s…); using it as given.",
                     path, spec.file, sha[:12], spec.sha256[:12])
-    ds = TrustDataset(spec.dimension, statements, labels, sha, str(path), source, spec.label1, spec.label0)
+    groups = group_ids(rows.groups if rows.groups is not None else group_keys(spec.dimension, statements))
+    ds = TrustDataset(spec.dimension, statements, labels, sha, str(path), source, groups,
+                      FILE_RULE if rows.groups is not None else GROUP_RULES[spec.dimension], spec.label1, spec.label0)
     return ds.head(limit)
 
 
@@ -203,11 +225,11 @@ def _download(published: PublishedFile, dest: Path) -> Path:
     return dest
 
 
-def read_statements(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, str]:
-    """Read and validate a ``statement,label`` CSV or JSONL; return (statements, labels, sha256).
+def read_statements(path: str | Path) -> StatementFile:
+    """Read and validate a ``statement,label`` CSV or JSONL, with an optional ``group`` column.
 
     Errors name the file, the (1-based data) row and the fix. A UTF-8 BOM is accepted; duplicate rows
-    are kept with a warning.
+    are kept with a warning. A group column must name a group on every row and hold two groups or more.
     """
     path = Path(path)
     try:
@@ -235,7 +257,21 @@ def read_statements(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, str]
     if (str(path), sha) not in _WARNED:  # once per file and content, not on every reload
         _WARNED.add((str(path), sha))
         _warn_duplicates(statements, labels, path)
-    return tuple(statements), labels, sha
+    groups = _groups(frame, path) if "group" in frame.columns else None
+    return StatementFile(tuple(statements), labels, sha, groups)
+
+
+def _groups(frame: pd.DataFrame, path: Path) -> tuple[str, ...]:
+    groups = tuple(str(v).strip() for v in frame["group"])
+    empty = [i for i, g in enumerate(groups, start=1) if not g]
+    if empty:
+        raise ValueError(f"{path}, data row {empty[0]}: the group is empty. Give every row a group (e.g. the "
+                         "question it answers), or drop the group column to group exact duplicates only.")
+    if len(set(groups)) < 2:
+        raise ValueError(f"{path}: the group column holds one group ({groups[0]!r}) for all {len(groups)} rows, "
+                         "so no split can keep groups apart. Give rows that belong together the same id and "
+                         "others different ids, or drop the group column.")
+    return groups
 
 
 def _statement(value: object, path: Path, row: int) -> str:

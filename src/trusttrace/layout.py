@@ -6,6 +6,7 @@ One class per kind of run folder, and ``RunLayout`` to say what a folder holds::
                results.csv, results.parquet     tidy rows (``tables.RESULT_COLUMNS``)
                parts/<revision>.csv             one finished checkpoint's rows (the resume record)
                activations/<revision>/<dataset>.safetensors
+               controls/random-init.csv, controls/activations/<dataset>.safetensors  (the random-init control)
                mi/phases.csv, mi/summary.csv    ``trusttrace phases``; mi/<dimension>_*.html|png its figures
                log.txt
     probe      manifest.json ("analysis"), results.csv, results.parquet: stored activations re-fitted
@@ -143,6 +144,7 @@ class TraceLayout:
     phases_summary_csv = At("mi", "summary.csv")
     activations_dir = At("activations")
     vectors = Sub(VectorsLayout, "vectors")
+    random_init_csv = At("controls", "random-init.csv")  # the random-init control's accuracy per layer
 
     def part(self, revision: str) -> Path:
         return self.parts / f"{safe_name(revision)}.csv"
@@ -152,6 +154,10 @@ class TraceLayout:
 
     def activation(self, revision: str, dataset: str) -> Path:
         return self.activations(revision) / f"{dataset}.safetensors"
+
+    def control_activation(self, dataset: str) -> Path:
+        """The random-init control's activations of ``dataset`` (one per run, whatever the checkpoints)."""
+        return self.root / "controls" / "activations" / f"{dataset}.safetensors"
 
     def activation_files(self) -> list[Path]:
         return sorted(self.activations_dir.glob("*/*.safetensors"))

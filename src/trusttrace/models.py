@@ -259,6 +259,18 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Mo
 # ---------------------------------------------------------------- loading
 
 
+def _fresh(src: _Source, seed: int, trust_remote_code: bool) -> PreTrainedModel:
+    """The architecture of ``src`` with weights from its own initialisation, seeded; nothing else is read."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    extra = {"gguf_file": src.gguf_file} if src.gguf_file is not None else {}
+    config = AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code, **extra)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        model: PreTrainedModel = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return model
+
+
 def load_model(
     ref: str,
     revision: str | None = None,
@@ -269,6 +281,7 @@ def load_model(
     allow_pickle: bool = False,
     blocks: str | None = None,
     cache_dir: str | Path | None = None,
+    random_init: int | None = None,
 ) -> LoadedModel:
     """Load a causal LM for extraction, in eval mode, with its tokenizer and decoder blocks.
 
@@ -282,6 +295,9 @@ def load_model(
         allow_pickle: accept ``*.bin`` pickle weights. Off: safetensors only.
         blocks: dotted path of the decoder-block ModuleList, for architectures trusttrace does not know.
         cache_dir: where hub downloads go (default: the Hugging Face cache).
+        random_init: a seed: build the same architecture from the checkpoint's config with freshly
+            initialised weights (the model's own initialisation, seeded) instead of loading its weights.
+            The random-init control of ``trace`` (``trusttrace.controls``).
 
     Example:
         >>> lm = load_model("smollm2-135m-instruct")
@@ -304,7 +320,12 @@ def load_model(
     else:
         tokenizer = AutoTokenizer.from_pretrained(src.path, **kwargs)
         kwargs["use_safetensors"] = None if allow_pickle else True
-    model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, **kwargs)
+    model: PreTrainedModel
+    if random_init is None:
+        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, **kwargs)
+    else:
+        model = _fresh(src, random_init, trust_remote_code)
+        cast(nn.Module, model).to(dtype=torch_dtype)
     cast(nn.Module, model).to(dev).eval()  # cast: transformers' wrapped .to confuses type checkers
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -312,7 +333,7 @@ def load_model(
     text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     info = ModelInfo(
         ref=ref,
-        revision=revision,
+        revision=revision if random_init is None else f"random-init (seed {random_init})",
         commit=src.commit,
         source=src.kind,
         path=os.path.join(src.path, src.gguf_file) if src.gguf_file else src.path,

@@ -4,7 +4,8 @@ loading torch, and each stage validates its settings against the same tuples."""
 from __future__ import annotations
 
 DIMENSIONS: tuple[str, ...] = ("reliability", "toxicity", "privacy", "fairness", "robustness")
-PROTOCOLS: tuple[str, ...] = ("cv", "paper-code")  # probes: see trusttrace.probes
+PROTOCOLS: tuple[str, ...] = ("group-cv", "cv", "paper-code")  # see trusttrace.splits
+CONTROLS: tuple[str, ...] = ("shuffled", "lexical", "random-init")  # see trusttrace.controls
 ANALYSES: tuple[str, ...] = ("probe", "mi")  # what trace computes per activation file
 MI_ESTIMATORS: tuple[str, ...] = ("paper-code", "hsic", "nhsic")  # see trusttrace.mutual_info
 EXECUTORS: tuple[str, ...] = ("local", "ray")

@@ -21,8 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from ._io import write_with
 from ._version import __version__, package_versions
-from .analysis import AnalysisConfig, analyse
+from .analysis import AnalysisConfig, analyse, random_init_rows, with_controls
 from .checkpoints import Checkpoint, CheckpointSeries
 from .data import DIMENSIONS, TrustDataset, load_dataset
 from .executors import ExecutorConfig, map_tasks, share
@@ -136,7 +137,7 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
     remote = RunFolder(config.out) if is_url(config.out) else None
     if remote is not None:  # work in a fresh local mirror of what the URL holds
         remote.reset()
-        remote.pull("manifest.json", folders=("parts",))
+        remote.pull("manifest.json", "controls/random-init.csv", folders=("parts",))
     layout = TraceLayout(remote.local if remote is not None else Path(config.out))
     series = CheckpointSeries.resolve(config.model, config.revisions).select(config.select)
     datasets = _load_datasets(config)
@@ -194,9 +195,14 @@ def _run_units(run: _Run, todo: list[Checkpoint], datasets: dict[str, TrustDatas
         task = checkpoint_task or _checkpoint_task
         shared = share(datasets, config.executor)
         calls = [(config, ckpt, shared, analysis) for ckpt in todo]
+    # The first unit traces the random-init control the others read: on Ray it runs alone, before them.
+    first = 1 if config.executor.kind == "ray" and analysis.random_init and not run.layout.random_init_csv.is_file() \
+        else 0
+    waves = [(0, calls[:first]), (first, calls[first:])]
     failed: dict[str, str] = {}
     try:
-        for i, record, error in map_tasks(task, calls, config.executor):
+        for i, record, error in ((offset + i, r, e) for offset, wave in waves for i, r, e in
+                                 map_tasks(task, wave, config.executor)):
             name = todo[i].name
             if error is not None or record is None:
                 failed[name] = error or "no result"
@@ -222,12 +228,15 @@ def _checkpoint_task(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, 
     fetcher = CheckpointFetcher(config.fetch, cache_dir=config.load.cache_dir, allow_pickle=config.load.allow_pickle)
     remote = RunFolder(config.out) if is_url(config.out) else None
     layout = TraceLayout(remote.local if remote is not None else Path(config.out))
+    if remote is not None:  # the random-init control, when an earlier unit traced it
+        remote.pull(layout.relative(layout.random_init_csv))
     try:
         record = _trace_checkpoint(config, ckpt, datasets, analysis, fetcher, Progress(), layout)
     finally:
         fetcher.close()
     if remote is not None:
-        remote.push(layout.relative(layout.activations(ckpt.name)), layout.relative(layout.part(ckpt.name)))
+        remote.push(layout.relative(layout.activations(ckpt.name)), layout.relative(layout.random_init_csv),
+                    layout.relative(layout.part(ckpt.name)))
     return record
 
 
@@ -243,11 +252,69 @@ def _needs_model(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, Trus
                    for name, ds in datasets.items())
 
 
-def _load(config: TraceConfig, ckpt: Checkpoint, fetched: Fetched) -> LoadedModel:
+def _load(config: TraceConfig, ckpt: Checkpoint, fetched: Fetched, random_init: int | None = None) -> LoadedModel:
     load = config.load
     revision = None if fetched.source != ckpt.ref else ckpt.revision
     return load_model(fetched.source, revision, load.dtype, load.device, trust_remote_code=load.trust_remote_code,
-                      allow_pickle=load.allow_pickle, blocks=load.blocks, cache_dir=load.cache_dir)
+                      allow_pickle=load.allow_pickle, blocks=load.blocks, cache_dir=load.cache_dir,
+                      random_init=random_init)
+
+
+class _Model:
+    """A checkpoint's model, fetched and loaded on first need; what it records; its download released."""
+
+    def __init__(self, config: TraceConfig, ckpt: Checkpoint, fetcher: CheckpointFetcher) -> None:
+        self.config, self.ckpt, self.fetcher = config, ckpt, fetcher
+        self.fetched: Fetched | None = None
+        self.lm: LoadedModel | None = None
+        self.commit = ckpt.commit
+        self.record: dict[str, Any] = {"step": ckpt.step}
+
+    def fetch(self) -> Fetched:
+        if self.fetched is None:
+            self.fetched = self.fetcher.get(self.ckpt)
+            self.commit = self.fetched.commit or self.commit
+        return self.fetched
+
+    def get(self) -> LoadedModel:
+        if self.lm is None:
+            self.lm = _load(self.config, self.ckpt, self.fetch())
+            self.commit = self.commit or self.lm.info.commit
+            self.record.update(dtype=self.lm.info.dtype, dtype_reason=self.lm.info.dtype_reason, commit=self.commit,
+                               n_layers=self.lm.info.n_layers, hidden_size=self.lm.info.hidden_size)
+        return self.lm
+
+    def drop(self) -> None:
+        self.lm = None
+        gc.collect()
+
+
+def _random_init_control(config: TraceConfig, datasets: dict[str, TrustDataset], analysis: AnalysisConfig,
+                         layout: TraceLayout, model: _Model) -> pd.DataFrame:
+    """``control_random_init`` of every dataset: traced by the first unit that needs it, read by the others."""
+    if layout.random_init_csv.is_file():
+        done = pd.read_csv(layout.random_init_csv)
+        if set(done.dimension) >= set(datasets):
+            return done
+    random: LoadedModel | None = None
+    frames = []
+    for name, ds in datasets.items():
+        path, expect = layout.control_activation(name), _expected_metadata(config, ds)
+        if not is_complete(path, expect):
+            if random is None:  # the checkpoint's architecture, freshly initialised (seeded)
+                random = _load(config, model.ckpt, model.fetch(), random_init=analysis.seed)
+            acts = extract_last_token(random, ds.statements, config.extract)
+            save_activations(path, acts, ds.labels, {"model": config.model, "revision": "random-init",
+                                                     "seed": str(analysis.seed), "dataset": name,
+                                                     "dtype": random.info.dtype, **expect})
+            del acts
+        stored = load_activations(path)
+        frames.append(random_init_rows(stored.layers, stored.labels, analysis, ds.groups).assign(dimension=name))
+    del random
+    gc.collect()
+    rows = pd.concat(frames, ignore_index=True)
+    write_with(layout.random_init_csv, lambda tmp: rows.to_csv(tmp, index=False))
+    return rows
 
 
 def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
@@ -255,44 +322,37 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
                       layout: TraceLayout) -> dict[str, Any]:
     """Extract (what is not stored yet) and analyse every dataset of one checkpoint; write its part."""
     started = time.perf_counter()
-    lm: LoadedModel | None = None
-    fetched: Fetched | None = None
-    commit = ckpt.commit
-    record: dict[str, Any] = {"step": ckpt.step}
+    model = _Model(config, ckpt, fetcher)
     frames = []
     try:
+        controls = _random_init_control(config, datasets, analysis, layout, model) if analysis.random_init else None
         for name, ds in datasets.items():
             path = layout.activation(ckpt.name, name)
             expect = _expected_metadata(config, ds)
             if not is_complete(path, expect):
-                if lm is None:
-                    fetched = fetcher.get(ckpt)
-                    lm = _load(config, ckpt, fetched)
-                    commit = fetched.commit or commit or lm.info.commit
-                    record.update(dtype=lm.info.dtype, dtype_reason=lm.info.dtype_reason, commit=commit,
-                                  n_layers=lm.info.n_layers, hidden_size=lm.info.hidden_size)
+                lm = model.get()
                 progress.start("extract", f"  extract {name}", total=len(ds))
                 acts = extract_last_token(lm, ds.statements, config.extract,
                                           lambda n: progress.update("extract", advance=n))
                 meta = {"model": config.model, "revision": ckpt.name,
-                        "step": "" if ckpt.step is None else str(ckpt.step), "commit": commit or "",
+                        "step": "" if ckpt.step is None else str(ckpt.step), "commit": model.commit or "",
                         "dataset": name, "vocab_sha256": vocab_sha256(lm.tokenizer), "dtype": lm.info.dtype,
                         "trusttrace_version": __version__, **expect}
                 save_activations(path, acts, ds.labels, meta)
-                del acts
+                del acts, lm
             stored = load_activations(path)
-            record.setdefault("dtype", stored.metadata.get("dtype"))
-            rows = analyse(stored.layers, stored.labels, analysis)
+            model.record.setdefault("dtype", stored.metadata.get("dtype"))
+            rows = analyse(stored.layers, stored.labels, analysis, ds.groups, ds.statements)
+            rows = with_controls(rows, None if controls is None else controls[controls.dimension == name])
             rows.insert(0, "dimension", name)
             frames.append(rows)
     finally:
-        del lm
-        gc.collect()
+        model.drop()
     part = pd.concat(frames, ignore_index=True)
     part = part.assign(model=config.model, revision=ckpt.name, step=ckpt.step, seed=analysis.seed,
-                       protocol=analysis.probe.protocol, dtype=record.get("dtype"),
-                       commit=commit or "")[RESULT_COLUMNS]
+                       protocol=analysis.probe.protocol, dtype=model.record.get("dtype"),
+                       commit=model.commit or "")[RESULT_COLUMNS]
     layout.write_part(ckpt.name, part)
-    fetcher.release(ckpt, fetched)
-    record["seconds"] = round(time.perf_counter() - started, 2)
-    return record
+    fetcher.release(ckpt, model.fetched)
+    model.record["seconds"] = round(time.perf_counter() - started, 2)
+    return model.record

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as Bars
 from rich.table import Table
 
-from ..names import DIMENSIONS, EXECUTORS, MI_ESTIMATORS, PERPLEXITY_SOURCES, PROTOCOLS
+from ..names import CONTROLS, DIMENSIONS, EXECUTORS, MI_ESTIMATORS, PERPLEXITY_SOURCES, PROTOCOLS
 from ..progress import Progress
 
 if TYPE_CHECKING:
@@ -123,6 +123,11 @@ def dimensions(value: str) -> tuple[str, ...]:
     return DIMENSIONS if value.strip() == "all" else split(value) or ()
 
 
+def parse_controls(value: str) -> tuple[str, ...]:
+    """``none`` or comma-separated control names."""
+    return () if value.strip() == "none" else split(value) or ()
+
+
 def gigabytes(value: str) -> float:
     """``50GB``, ``800MB``, ``1.5TB`` (or GiB…) or a bare number of GB, as GB."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
@@ -172,8 +177,12 @@ def print_table(frame: pd.DataFrame, title: str, headers: dict[str, str] | None 
 
 # ---------------------------------------------------------------- options shared by several commands
 
-ProtocolOpt = Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)}.")]
-FoldsOpt = Annotated[int, typer.Option(help="k for the cv protocol.")]
+ProtocolOpt = Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)} (group-cv: no question, "
+                                               "context or sentence pair on both sides of a fold).")]
+FoldsOpt = Annotated[int, typer.Option(help="k for the k-fold protocols.")]
+SeedsOpt = Annotated[int, typer.Option(help="Repeat the folds with this many seeds; the spread is reported.")]
+ControlsOpt = Annotated[str, typer.Option(help=f"none, or comma-separated: {', '.join(CONTROLS)} (what the "
+                                               "accuracy is compared with; see trusttrace.controls).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the cv folds (and MI subsamples).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")]
 AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]

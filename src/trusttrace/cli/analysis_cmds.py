@@ -12,6 +12,7 @@ from rich.table import Table
 from ..names import DIMENSIONS, SELECTOR_HELP, VECTOR_METHODS
 from ._shared import (
     AnalysesOpt,
+    ControlsOpt,
     CpusOpt,
     DataDirOpt,
     DeviceOpt,
@@ -27,12 +28,14 @@ from ._shared import (
     RayAddressOpt,
     RetriesOpt,
     SeedOpt,
+    SeedsOpt,
     app,
     console,
     dimensions,
     executor_config,
     fail,
     gigabytes,
+    parse_controls,
     path_or_none,
     print_outputs,
     print_table,
@@ -59,9 +62,11 @@ def trace(
     dims: Annotated[str, typer.Option("--dimensions", help=f"all, or comma-separated: {', '.join(DIMENSIONS)} "
                                                            "(or CSV/JSONL files of statement,label rows).")] = "all",
     limit: Annotated[int | None, typer.Option(help="First N statements of each dataset.")] = None,
-    protocol: ProtocolOpt = "cv",
+    protocol: ProtocolOpt = "group-cv",
     folds: FoldsOpt = 5,
     seed: SeedOpt = 0,
+    seeds: SeedsOpt = 1,
+    controls: ControlsOpt = "shuffled,lexical,random-init",
     data_dir: DataDirOpt = None,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
@@ -103,7 +108,7 @@ def trace(
             load=LoadConfig(dtype=dtype, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                             blocks=blocks, cache_dir=path_or_none(cache_dir)),
             analysis=AnalysisConfig.build(split(analyses) or (), protocol, folds, seed, mi_estimator, sigma(mi_sigma),
-                                          mi_max_samples=mi_max_samples),
+                                          mi_max_samples=mi_max_samples, controls=parse_controls(controls), seeds=seeds),
             fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=gigabytes(cache_budget) if cache_budget else None,
                               keep_checkpoints=keep_checkpoints),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries))
@@ -124,9 +129,11 @@ def trace(
 def probe(
     run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
     out: Annotated[Path, typer.Option(help="Folder for the new results table.")],
-    protocol: ProtocolOpt = "cv",
+    protocol: ProtocolOpt = "group-cv",
     folds: FoldsOpt = 5,
     seed: SeedOpt = 0,
+    seeds: SeedsOpt = 1,
+    controls: ControlsOpt = "shuffled,lexical,random-init",
     analyses: AnalysesOpt = "probe,mi",
     mi_estimator: MiEstimatorOpt = "paper-code",
     mi_sigma: MiSigmaOpt = "50",
@@ -142,7 +149,7 @@ def probe(
         from ..tables import trace_summary
 
         analysis = AnalysisConfig.build(split(analyses) or (), protocol, folds, seed, mi_estimator, sigma(mi_sigma),
-                                        mi_max_samples=mi_max_samples)
+                                        mi_max_samples=mi_max_samples, controls=parse_controls(controls), seeds=seeds)
         result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
     except user_errors() as err:
         fail(err)

@@ -1,0 +1,63 @@
+"""What a probe's accuracy is compared with: controls that cannot be the concept, and the selectivity left.
+
+- ``control_shuffled`` (``trusttrace.probes``): the same probe and folds on permuted training labels, what
+  the probe's capacity alone reaches.
+- ``control_lexical`` (here): a bag-of-words model of the statement text, no language model at all:
+  TF-IDF of word unigrams and bigrams (fitted on the training rows of each fold) and the same logistic
+  regression (sklearn's ``LogisticRegression()``), on the same folds. One value per dataset, repeated on
+  every layer's row.
+- ``control_random_init`` (``trusttrace.trace``): the probe on activations of the same architecture with
+  freshly initialised weights (seeded, built from the checkpoint's config): what an untrained network and
+  the tokenizer read.
+- ``selectivity`` = ``accuracy`` − max(``control_lexical``, ``control_random_init``), per layer: what the
+  layer encodes beyond the surface of the text and the shape of the network (with one of the two controls
+  off, the other alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .names import CONTROLS
+from .splits import Split
+
+SELECTIVITY_OF = ("control_lexical", "control_random_init")
+
+
+def check_controls(controls: Sequence[str]) -> None:
+    bad = [c for c in controls if c not in CONTROLS]
+    if bad:
+        raise ValueError(f"controls {list(bad)}: choose from {', '.join(CONTROLS)}, or none.")
+
+
+def lexical_accuracy(statements: Sequence[str], labels: np.ndarray, fold_sets: Sequence[Sequence[Split]]) -> float:
+    """The bag-of-words baseline's mean test accuracy over the folds (of every fold seed)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    text = np.asarray(statements, dtype=object)
+    labels = np.asarray(labels)
+    accs = []
+    for folds in fold_sets:
+        for tr, te in folds:
+            vectorizer = TfidfVectorizer(ngram_range=(1, 2))
+            features = vectorizer.fit_transform(text[tr])
+            model = LogisticRegression(max_iter=1000).fit(features, labels[tr])
+            accs.append(float(model.score(vectorizer.transform(text[te]), labels[te])))
+    return float(np.mean(accs))
+
+
+def with_selectivity(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (one dataset's per-layer metrics) with ``selectivity`` rows added where a control allows."""
+    present = [m for m in SELECTIVITY_OF if (rows.metric == m).any()]
+    acc = rows[rows.metric == "accuracy"]
+    if not present or acc.empty:
+        return rows
+    controls = rows[rows.metric.isin(present)].pivot_table(index="layer", columns="metric", values="value")
+    strongest = controls.max(axis=1)
+    selectivity = acc.assign(metric="selectivity",
+                             value=acc.value.to_numpy() - strongest.reindex(acc.layer).to_numpy())
+    return pd.concat([rows, selectivity], ignore_index=True)
