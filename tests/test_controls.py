@@ -9,8 +9,9 @@ from trusttrace.analysis import AnalysisConfig, analyse
 from trusttrace.controls import lexical_accuracy, with_selectivity
 from trusttrace.data import load_dataset, read_statements
 from trusttrace.groups import contexts, group_ids, question_of
-from trusttrace.probes import ProbeConfig, probe_layers, wilson
+from trusttrace.probes import ProbeConfig, probe_layers
 from trusttrace.splits import splits
+from trusttrace.stats import mcnemar_exact, wilson
 
 
 def _by_layer(rows, metric):
@@ -117,3 +118,50 @@ def test_too_few_groups_for_the_folds_says_what_to_do():
         splits(labels, np.array([0] * 10 + [1] * 10), "group-cv", 5, seed=0)
     with pytest.raises(ValueError, match="needs a group id per row"):
         probe_layers(torch.zeros(1, 20, 2), labels, ProbeConfig())
+
+
+def test_mcnemar_on_a_known_table_is_the_exact_binomial_test():
+    from scipy.stats import binomtest
+
+    before = np.array([1] * 30 + [0] * 20 + [1] * 12 + [0] * 3)  # 12 pairs went 1 → 0, 3 went 0 → 1
+    after = np.array([1] * 30 + [0] * 20 + [0] * 12 + [1] * 3)
+    p, down, up = mcnemar_exact(before, after)
+    assert (down, up) == (12, 3)
+    assert p == pytest.approx(binomtest(3, 15, 0.5).pvalue, rel=1e-12)
+    assert mcnemar_exact(before, before)[0] == 1.0
+
+
+# ---- transfer tests and the controls in a trace
+
+
+def test_transfer_rows_for_every_checkpoint_and_layer(tiny_series, data_dir, tmp_path):
+    from trusttrace.models import LoadConfig
+    from trusttrace.trace import TraceConfig, run_trace
+
+    config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), dimensions=("privacy",),
+                         transfer=(("privacy", "fairness"),), data_dir=str(data_dir), select="first:2",
+                         load=LoadConfig(dtype="float32"), analysis=AnalysisConfig(analyses=("probe",), controls=()))
+    results = run_trace(config).results
+    transfer = results[results.metric == "transfer_accuracy"]
+    assert len(transfer) == 2 * 3 and set(transfer.test_dataset) == {"fairness"} and set(transfer.dimension) == {
+        "privacy"}
+    assert transfer.value.min() > 0.9  # both planted datasets carry their label in the last word
+    assert (results[results.metric == "accuracy"].test_dataset == "").all()
+    assert set(results.dimension) == {"privacy", "fairness"}  # the test set is traced too
+    from trusttrace.analysis import ProbeRunConfig, run_probe
+
+    again = run_probe(ProbeRunConfig(str(tmp_path / "run"), str(tmp_path / "refit"), AnalysisConfig(
+        analyses=("probe",), controls=(), transfer=(("fairness", "privacy"),)))).results
+    assert set(again[again.metric == "transfer_accuracy"].test_dataset) == {"privacy"}
+
+
+def test_a_transfer_file_with_one_class_is_refused_by_name(tiny_series, data_dir, tmp_path):
+    from trusttrace.trace import TraceConfig, run_trace
+
+    one = tmp_path / "all_true.csv"
+    pd.DataFrame({"statement": [f"w{i} good" for i in range(20)], "label": 1}).to_csv(one, index=False)
+    with pytest.raises(ValueError, match=r"all_true\.csv: every statement has label 1"):
+        run_trace(TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), dimensions=("privacy",),
+                              transfer=(("privacy", str(one)),), data_dir=str(data_dir)))
+    with pytest.raises(ValueError, match="must be different"):
+        TraceConfig(model="m", out="o", transfer=(("privacy", "privacy"),))

@@ -29,6 +29,8 @@ def test_tiny_demo_runs_every_stage_and_resumes(tmp_path, sft_data):
     assert set(tox.source_revision) == {"unsteered", "self", "step1", "step4", "step12"}
     assert (out / "pretrain" / "trace" / "mi" / "phases.csv").exists() and (out / "chat" / "config.json").exists()
     assert "## Steering the chat model: toxicity (layer 1)" in (out / "summary.md").read_text()
+    assert "## Selectivity" in (out / "summary.md").read_text()
+    assert {"first_selectivity", "last_selectivity"} <= set(summary["probes"]["fairness"])
     assert 'data-figure="steer-toxicity-steering"' in (out / "report" / "index.html").read_text().replace("'", '"')
     stamp = (out / "steer-toxicity" / "steering.csv").stat().st_mtime_ns
     again = run_demo(config).summary  # every stage finds its work done

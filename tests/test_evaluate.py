@@ -123,8 +123,15 @@ def test_suite_reports_every_dimension(tiny_models, eval_data):
         ("reliability", "mc1"), ("reliability", "mc2"), ("reliability", "truth"), ("reliability", "info"),
         ("reliability", "truth_judge_accuracy"), ("toxicity", "toxic_ratio"), ("toxicity", "judge_accuracy"),
         ("privacy", "accuracy"), ("fairness", "accuracy"), ("robustness", "accuracy"), ("general", "perplexity"),
-        ("privacy", "auc"), ("fairness", "auc"), ("robustness", "auc")}
+        ("privacy", "auc"), ("fairness", "auc"), ("robustness", "auc")} | {
+        (dim, f"{metric}_ci_{end}") for dim, metric in [("reliability", "mc1"), ("reliability", "truth"),
+                                                        ("reliability", "info"), ("toxicity", "toxic_ratio"),
+                                                        ("privacy", "accuracy"), ("fairness", "accuracy"),
+                                                        ("robustness", "accuracy")] for end in ("low", "high")}
     assert plain.value.notna().all() and (plain[plain.metric == "accuracy"].n == 12).all()
+    wide = plain.set_index(["dimension", "metric"]).value
+    for dim in ("privacy", "fairness", "robustness"):
+        assert wide[dim, "accuracy_ci_low"] <= wide[dim, "accuracy"] <= wide[dim, "accuracy_ci_high"]
     assert "test-half statements" in plain[plain.metric == "perplexity"].spec.iloc[0]
     g = torch.Generator().manual_seed(0)
     v = SteeringVector({l: 50 * torch.randn(32, generator=g) for l in range(3)})
@@ -144,7 +151,8 @@ def test_cli_evaluate_and_its_errors(tiny_models, eval_data, tmp_path):
                                    "--limit", "10", "--data-dir", str(eval_data), "--dtype", "float32",
                                    "--out", str(tmp_path / "ev")])
     assert res.exit_code == 0, res.output
-    assert pd.read_csv(tmp_path / "ev" / "evaluate.csv").metric.tolist() == ["accuracy", "auc", "perplexity"]
+    assert pd.read_csv(tmp_path / "ev" / "evaluate.csv").metric.tolist() == [
+        "accuracy", "accuracy_ci_low", "accuracy_ci_high", "auc", "perplexity"]
     res = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_models["gpt2"]), "--vector", str(tmp_path / "v"),
                                    "--data-dir", str(eval_data)])
     assert res.exit_code == 2 and "needs --layer" in res.output

@@ -23,7 +23,12 @@ def _results(n_layers=4, dims=("toxicity", "fairness"), shift=0.0):
                 rows += [(rev, step, dim, layer, "accuracy", acc), (rev, step, dim, layer, "accuracy_std", 0.02),
                          (rev, step, dim, layer, "majority_baseline", 0.55),
                          (rev, step, dim, layer, "mi_tx", tx + rng.normal(0, 0.01)),
-                         (rev, step, dim, layer, "mi_ty", 0.1 * np.log10(step + 2))]
+                         (rev, step, dim, layer, "mi_ty", 0.1 * np.log10(step + 2)),
+                         (rev, step, dim, layer, "accuracy_ci_low", acc - 0.04),
+                         (rev, step, dim, layer, "accuracy_ci_high", acc + 0.04),
+                         (rev, step, dim, layer, "control_shuffled", 0.5), (rev, step, dim, layer, "control_lexical", 0.6),
+                         (rev, step, dim, layer, "control_random_init", 0.55 + 0.01 * layer),
+                         (rev, step, dim, layer, "selectivity", acc - 0.6)]
     frame = pd.DataFrame(rows, columns=["revision", "step", "dimension", "layer", "metric", "value"])
     return frame.assign(model="m", n_train=80, n_test=20, seed=0, protocol="cv", dtype="float32", commit="")
 
@@ -33,9 +38,11 @@ def _steer_folder(folder, dim="toxicity"):
     rows = [("unsteered", -1, 0.0, dim, "toxic_ratio", 0.4), ("unsteered", -1, 0.0, "general", "perplexity", 10.0)]
     for src in ("self", "step10", "step100", "step1000"):
         for alpha in (-2.0, 2.0):
-            rows += [(src, 1, alpha, dim, "toxic_ratio", 0.4 + 0.05 * alpha), (src, 1, alpha, "general",
-                                                                               "perplexity", 11.0 + abs(alpha)),
-                     (src, 1, alpha, dim, "cosine_to_self", 0.5)]
+            tox = 0.4 + 0.05 * alpha
+            rows += [(src, 1, alpha, dim, "toxic_ratio", tox), (src, 1, alpha, "general", "perplexity", 11.0 + abs(alpha)),
+                     (src, 1, alpha, dim, "cosine_to_self", 0.5), (src, 1, alpha, dim, "toxic_ratio_ci_low", tox - 0.1),
+                     (src, 1, alpha, dim, "toxic_ratio_ci_high", tox + 0.1),
+                     (src, 1, alpha, dim, "toxic_ratio_p_mcnemar", 0.01 if alpha < 0 else 0.5)]
     table = pd.DataFrame(rows, columns=["source_revision", "layer", "alpha", "dimension", "metric", "value"])
     table.assign(n=10, spec="s").to_csv(folder / "steering.csv", index=False)
     pd.DataFrame([{"source_revision": "unsteered", "layer": -1, "alpha": 0.0, "toxic_ratio": 0.4, "perplexity": 10.0,
@@ -76,13 +83,15 @@ def test_every_section_is_drawn_from_the_tables(full_run):
     result = run_report(ReportConfig((full_run,), png=False))
     assert result.page == full_run / "report" / "index.html"
     figs = set(result.figures)
-    assert {"demo-toxicity-probe-heatmap", "toxicity-probe-vs-step", "fairness-mi-vs-step",
+    assert {"demo-toxicity-probe-heatmap", "demo-toxicity-selectivity-heatmap", "toxicity-probe-vs-step",
+            "fairness-mi-vs-step",
             "toxicity-information-plane", "steer-toxicity-steering", "steer-toxicity-probe-vs-effect",
             "demo-loss"} <= figs
     page = result.page.read_text()
     assert page.count("data-figure=") == len(result.figures)
     assert "<script src=" not in page  # plotly.js is inlined: the page works offline
     assert "majority baseline 0.550" in page and "Pearson r -0.50 [-1.00, +1.00]" in page
+    assert "McNemar" in page and "bag of words 0.600" in page  # significant α marked; controls drawn
     assert "best α per source" in page and "0:05:00" in page  # the best-α table; the run time
     assert (full_run / "report" / "tables" / "steer-toxicity_steering.csv").is_file()
     assert "tables/pretrain_loss.csv" in page

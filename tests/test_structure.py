@@ -14,7 +14,7 @@ MAX_LINES = 400
 
 # The data flow, earliest first: a module may import modules of its own layer or of earlier ones only.
 LAYERS: list[set[str]] = [
-    {"_version", "_io", "_alloc", "names", "hub", "assets", "progress", "tables", "layout", "remote", "batching",
+    {"_version", "_io", "_alloc", "names", "hub", "assets", "progress", "tables", "stats", "layout", "remote", "batching",
      "executors"},  # plumbing that knows no stage
     {"checkpoints"},  # which revisions
     {"models"},  # loading one

@@ -22,6 +22,9 @@ def test_steer_sweeps_sources_on_a_separate_target(tiny_series, data_dir, tmp_pa
                                                         & (table.metric == "perplexity")].value.iloc[0]).all()
     cos = table[(table.source_revision == "self") & (table.metric == "cosine_to_self")].value
     assert cos.iloc[0] == pytest.approx(1.0)
+    p = table[(table.metric == "accuracy_p_mcnemar") & (table.source_revision == "step0")]
+    assert len(p) == 2 and p.value.between(0, 1).all() and p.spec.str.contains("items 1→0").all()
+    assert not (table.source_revision.eq("unsteered") & table.metric.str.endswith("p_mcnemar")).any()
     best = pd.read_csv(out / "best.csv")
     assert list(best.source_revision) == ["unsteered", "self", "step0", "step10", "step100"]
     corr = pd.read_csv(out / "correlation.csv")  # three sources: probe accuracy against the effect

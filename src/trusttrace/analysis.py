@@ -8,9 +8,10 @@ to score them under another protocol, fold count, seed or MI estimator. Both add
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ from .data import SPECS, TrustDataset, load_dataset
 from .layout import TraceLayout
 from .mutual_info import MIConfig, mi_rows
 from .names import ANALYSES, CONTROLS
-from .probes import ProbeConfig, probe_layers, training_split
-from .store import load_activations
+from .probes import ProbeConfig, probe_layers, training_split, transfer_layers
+from .store import StoredActivations, load_activations
 from .tables import RESULT_COLUMNS
 
 
@@ -37,6 +38,7 @@ class AnalysisConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     mi: MIConfig = field(default_factory=MIConfig)
     controls: tuple[str, ...] = CONTROLS  # shuffled, lexical, random-init (with the probe analysis)
+    transfer: tuple[tuple[str, str], ...] = ()  # (train, test) dataset names: probes trained on one, scored on the other
 
     def __post_init__(self) -> None:
         bad = [a for a in self.analyses if a not in ANALYSES]
@@ -73,7 +75,7 @@ class AnalysisConfig:
         return {"analyses": list(self.analyses), "protocol": self.probe.protocol, "folds": self.probe.folds,
                 "seed": self.probe.seed, "seeds": self.probe.seeds, "controls": list(self.controls),
                 "mi_estimator": self.mi.estimator, "mi_sigma": self.mi.sigma, "mi_eps": self.mi.eps,
-                "mi_max_samples": self.mi.max_samples}
+                "mi_max_samples": self.mi.max_samples, "transfer": [list(pair) for pair in self.transfer]}
 
 
 def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig, groups: np.ndarray | None = None,
@@ -97,6 +99,31 @@ def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig, gr
         train, y = training_split(layers, labels, config.probe, groups)
         frames.append(mi_rows(train[0], train, y, config.mi))
     return pd.concat(frames, ignore_index=True)
+
+
+def transfer_rows(stored: Callable[[str], StoredActivations], pairs: Sequence[tuple[str, str]],
+                  config: AnalysisConfig) -> pd.DataFrame:
+    """Transfer tests of one checkpoint: for each (train, test), every layer's probe trained on all of train
+    and scored on all of test (``probes.transfer_layers``); ``dimension`` is train, ``test_dataset`` test."""
+    frames = []
+    for train, test in pairs:
+        a, b = stored(train), stored(test)
+        rows = transfer_layers(a.layers, a.labels, b.layers, b.labels, config.probe)
+        frames.append(rows.assign(dimension=train, test_dataset=test))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def resolve_transfer(given: Sequence[tuple[str, str]], datasets: dict[str, TrustDataset],
+                     data_dir: str | None = None, limit: int | None = None) -> list[tuple[str, str]]:
+    """Transfer tests as dataset names (a file is named by its stem), each side checked for both labels."""
+    names = {name: load_dataset(name, data_dir, limit=limit).name for pair in given for name in pair}
+    pairs = [(names[train], names[test]) for train, test in given]
+    for name in {n for pair in pairs for n in pair}:
+        ds = datasets[name]
+        if len(set(ds.labels.tolist())) < 2:
+            raise ValueError(f"{ds.path}: every statement has label {int(ds.labels[0])}, so a transfer test on it "
+                             "cannot tell a probe from a constant answer. Give it statements of both labels.")
+    return pairs
 
 
 def random_init_rows(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig,
@@ -153,6 +180,20 @@ class ProbeRunResult:
                 "manifest.json": layout.manifest}
 
 
+def _stored(layout: TraceLayout, revision: str, dataset: str) -> StoredActivations:
+    return load_activations(layout.activation(revision, dataset))
+
+
+def _identified(rows: pd.DataFrame, meta: dict[str, str], analysis: AnalysisConfig) -> pd.DataFrame:
+    """Rows of one stored file with the columns that say where they come from (``tables.RESULT_COLUMNS``)."""
+    step = int(meta["step"]) if meta.get("step") else None
+    if "test_dataset" not in rows:
+        rows = rows.assign(test_dataset="")
+    return rows.assign(model=meta.get("model", ""), revision=meta.get("revision", ""), step=step,
+                       seed=analysis.seed, protocol=analysis.probe.protocol, dtype=meta.get("dtype", ""),
+                       commit=meta.get("commit", ""))[RESULT_COLUMNS]
+
+
 def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
     """Analyse every stored activation file of ``config.run``; write a results table to ``config.out``.
 
@@ -170,7 +211,7 @@ def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
         raise FileNotFoundError(f"{source.root} has no stored activations (activations/<revision>/<dataset>"
                                 ".safetensors). Run `trusttrace trace` first, or point at its --out folder.")
     analysis, manifest = config.analysis, source.read_manifest()
-    frames, controls = [], {}
+    frames, controls, revisions = [], {}, {}
     for path in files:
         stored = load_activations(path)
         meta = stored.metadata
@@ -181,11 +222,12 @@ def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
             controls[name] = random_init_rows(load_activations(control).layers, ds.labels, analysis, ds.groups) \
                 if analysis.random_init and control.is_file() else None
         rows = with_controls(analyse(stored.layers, stored.labels, analysis, ds.groups, ds.statements), controls[name])
-        step = int(meta["step"]) if meta.get("step") else None
-        frames.append(rows.assign(model=meta.get("model", ""), revision=meta.get("revision", path.parent.name),
-                                  step=step, dimension=name, seed=analysis.seed,
-                                  protocol=analysis.probe.protocol, dtype=meta.get("dtype", ""),
-                                  commit=meta.get("commit", ""))[RESULT_COLUMNS])
+        revisions[meta.get("revision", path.parent.name)] = meta
+        frames.append(_identified(rows.assign(dimension=name), meta, analysis))
+    for revision, meta in revisions.items():  # transfer tests need both datasets of a checkpoint
+        if analysis.transfer:
+            stored_at = partial(_stored, source, revision)
+            frames.append(_identified(transfer_rows(stored_at, analysis.transfer, analysis), meta, analysis))
     results = out.write_results(pd.concat(frames, ignore_index=True))
     record = {"analysis": asdict(analysis), "activations_from": str(source.root.resolve()),
               "versions": package_versions(), "files": [source.relative(f) for f in files],

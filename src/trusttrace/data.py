@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -132,13 +133,15 @@ def load_dataset(
         limit: keep the first ``limit`` rows.
         download: fetch the authors' file into the user cache when no local copy exists.
     """
+    if name == HELDOUT_RELIABILITY:
+        return truthfulqa_heldout(data_dir, download).head(limit)
     spec = SPECS.get(name) or _BY_FILE.get(name)
     if spec is None:
         path = Path(name).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
-                f"Dataset {name!r} is neither a dimension ({', '.join(DIMENSIONS)}) nor an existing "
-                "CSV/JSONL file with statement,label columns. Check the name or the path."
+                f"Dataset {name!r} is neither a dimension ({', '.join(DIMENSIONS)}), {HELDOUT_RELIABILITY!r}, nor "
+                "an existing CSV/JSONL file with statement,label columns. Check the name or the path."
             )
         rows = read_statements(path)
         keys = rows.groups if rows.groups is not None else group_keys(None, rows.statements)
@@ -155,6 +158,45 @@ def load_dataset(
     ds = TrustDataset(spec.dimension, statements, labels, sha, str(path), source, groups,
                       FILE_RULE if rows.groups is not None else GROUP_RULES[spec.dimension], spec.label1, spec.label0)
     return ds.head(limit)
+
+
+HELDOUT_RELIABILITY = "truthfulqa_heldout"
+
+
+def truthfulqa_heldout(data_dir: str | Path | None = None, download: bool = True) -> TrustDataset:
+    """Reliability statements about the 407 held-out TruthfulQA questions, none of which ``truthfulqa_train``
+    asks: ``Q: <question>\tA: <answer>`` (the training file's form) for each correct answer (label 1) and each
+    incorrect one (label 0) in ``TruthfulQA.csv``. A transfer test for the reliability probe
+    (``trace --transfer reliability:truthfulqa_heldout``): does it generalise to questions it never saw?"""
+    test_path, source = locate_file(EVAL_FILES["truthfulqa_test"], data_dir, download)
+    table_path, _ = locate_file(EVAL_FILES["truthfulqa_mc"], data_dir, download)
+    table = pd.read_csv(table_path, encoding="utf-8-sig", keep_default_na=False).set_index("Question")
+    statements, labels = [], []
+    for question in pd.read_csv(test_path, encoding="utf-8-sig").Question:
+        if question not in table.index:
+            continue
+        row = table.loc[question]
+        for column, label in (("Correct Answers", 1), ("Incorrect Answers", 0)):
+            for answer in (a.strip() for a in str(row[column]).split(";") if a.strip()):
+                statements.append(f"Q: {question}\tA: {answer}")
+                labels.append(label)
+    sha = text_sha256(test_path.read_text(encoding="utf-8-sig") + table_path.read_text(encoding="utf-8-sig"))
+    return TrustDataset(HELDOUT_RELIABILITY, tuple(statements), np.array(labels, dtype=np.int64), sha,
+                        str(test_path), source, group_ids(group_keys("reliability", statements)),
+                        GROUP_RULES["reliability"], "statement with a true answer", "statement with a false answer")
+
+
+def load_datasets(names: Sequence[str], data_dir: str | Path | None = None, limit: int | None = None
+                  ) -> dict[str, TrustDataset]:
+    """Several datasets by name or path (each once), keyed by dataset name; two with one name are refused."""
+    found: dict[str, TrustDataset] = {}
+    for name in dict.fromkeys(names):
+        ds = load_dataset(name, data_dir, limit=limit)
+        if ds.name in found and found[ds.name].path != ds.path:
+            raise ValueError(f"Two datasets are both named {ds.name!r} ({found[ds.name].path} and {ds.path}); "
+                             "rename one of the files.")
+        found[ds.name] = ds
+    return found
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,12 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
                        "first_layer": int(best[first].layer), "last_step": int(last),
                        "last_accuracy": float(best[last].value), "last_layer": int(best[last].layer),
                        "majority_baseline": float(base), "rises": bool(best[last].value > best[first].value)}
+        selectivity = results[(results.dimension == dim) & (results.metric == "selectivity")]
+        for when, step in (("first", first), ("last", last)):
+            at = selectivity[selectivity.step == step]
+            if len(at):  # the most selective layer: what it reads beyond bag of words and an untrained network
+                top = at.loc[at.value.idxmax()]
+                probes[dim] |= {f"{when}_selectivity": float(top.value), f"{when}_selectivity_layer": int(top.layer)}
     mi = {}
     for dim, g in phases.groupby("dimension"):
         mi[dim] = {"median_peak_step": float(np.median(g.peak_step)), "layers": len(g),
@@ -175,6 +181,13 @@ def summary_markdown(summary: dict[str, Any], out: Path) -> str:
     for dim, p in summary["probes"].items():
         lines.append(f"| {dim} | {p['first_accuracy']:.3f} (L{p['first_layer']}) | {p['last_accuracy']:.3f} "
                      f"(L{p['last_layer']}) | {p['majority_baseline']:.3f} | {'yes' if p['rises'] else 'no'} |")
+    if any("last_selectivity" in p for p in summary["probes"].values()):
+        lines += ["", ("## Selectivity (accuracy − the stronger of the bag-of-words and random-init controls), "
+                  "most selective layer"), "", "| dimension | first step | last step |", "|---|---|---|"]
+        for dim, p in summary["probes"].items():
+            if "last_selectivity" in p:
+                lines.append(f"| {dim} | {p['first_selectivity']:+.3f} (L{p['first_selectivity_layer']}) | "
+                             f"{p['last_selectivity']:+.3f} (L{p['last_selectivity_layer']}) |")
     lines += ["", "## I(T;X) peak and compression", "",
               "| dimension | median peak step | layers with fitting | layers with compression |", "|---|---|---|---|"]
     for dim, m in summary["mi"].items():

@@ -238,6 +238,10 @@ class SteerLayout:
         """One evaluation of the sweep: the unsteered target, or (source, layer, α)."""
         return self.root / "parts" / f"{safe_name(name)}__L{layer}__a{alpha:+g}.csv"
 
+    def items(self, name: str, layer: int, alpha: float) -> Path:
+        """That evaluation's 0/1 outcome per item (for the paired test against the unsteered target)."""
+        return self.part(name, layer, alpha).with_suffix(".items.csv")
+
     def exists(self) -> bool:
         return self.settings.is_file() or self.steering_csv.is_file()
 

@@ -24,8 +24,7 @@ import torch
 from .logreg import BatchedLogisticRegression
 from .names import PROTOCOLS
 from .splits import Split, splits
-
-Z95 = 1.959963984540054  # the normal quantile of a two-sided 95 % interval
+from .stats import wilson
 
 
 @dataclass(frozen=True)
@@ -56,17 +55,6 @@ class ProbeConfig:
         """The splits of every fold seed (one set for ``paper-code``, whose split has no seed)."""
         seeds = range(self.seed, self.seed + (1 if self.protocol == "paper-code" else self.seeds))
         return [splits(labels, groups, self.protocol, self.folds, s) for s in seeds]
-
-
-def wilson(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``correct / n``."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    low, high = float(centre - half), float(centre + half)
-    return (0.0 if correct <= 0 else low), (1.0 if correct >= n else high)  # exact ends, not round-off
 
 
 def _zscore(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
@@ -186,3 +174,29 @@ def _check_acts(acts: torch.Tensor, labels: np.ndarray) -> None:
     if acts.shape[1] != len(labels):
         raise ValueError(f"{acts.shape[1]} activation rows but {len(labels)} labels; they must match.")
 
+
+
+def transfer_layers(train: torch.Tensor, train_labels: np.ndarray, test: torch.Tensor, test_labels: np.ndarray,
+                    config: ProbeConfig = ProbeConfig()) -> pd.DataFrame:
+    """One probe per layer trained on all of one dataset and scored on all of another.
+
+    Both are z-scored with the training set's statistics. Rows: ``transfer_accuracy`` with its 95 % Wilson
+    interval (``transfer_accuracy_ci_low``/``_ci_high``) and the test set's ``transfer_majority`` (always
+    answering the training majority label), per layer.
+    """
+    train_labels, test_labels = (np.asarray(y).astype(np.int64) for y in (train_labels, test_labels))
+    _check_acts(train, train_labels)
+    _check_acts(test, test_labels)
+    if train.shape[0] != test.shape[0] or train.shape[2] != test.shape[2]:
+        raise ValueError(f"Transfer needs activations of one model: [layers, n, d] {tuple(train.shape)} vs "
+                         f"{tuple(test.shape)}.")
+    Xtr, Xte = _zscore(train.to(torch.float64), test.to(torch.float64))
+    correct = fit_score(Xtr, [train_labels], Xte, test_labels, config)[0]  # [layers, n_test]
+    majority = _majority(train_labels, test_labels)
+    rows = []
+    for layer in range(train.shape[0]):
+        low, high = wilson(float(correct[layer].sum()), len(test_labels))
+        rows += [(layer, "transfer_accuracy", float(correct[layer].mean())), (layer, "transfer_accuracy_ci_low", low),
+                 (layer, "transfer_accuracy_ci_high", high), (layer, "transfer_majority", majority)]
+    return pd.DataFrame(rows, columns=["layer", "metric", "value"]).assign(n_train=len(train_labels),
+                                                                           n_test=len(test_labels))

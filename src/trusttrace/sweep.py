@@ -24,11 +24,12 @@ from .analysis import AnalysisConfig
 from .correlation import probe_vs_effect
 from .data import DIMENSIONS
 from .evaluate.judges import Judges, judges_for
-from .evaluate.suite import PERPLEXITY_SOURCES, EvalConfig, Steering, evaluate_suite
+from .evaluate.suite import PERPLEXITY_SOURCES, EvalConfig, Steering, run_suite
 from .executors import ExecutorConfig, map_tasks
 from .layout import SteerLayout, TraceLayout, record_settings
 from .models import LoadConfig, LoadedModel, load_model
 from .progress import Progress
+from .stats import mcnemar_exact
 from .steering import METHODS, POSITIONS, SteeringVector
 from .tables import HEADLINE, STEERING_COLUMNS, best_alphas
 from .trace import TraceConfig, run_trace
@@ -179,15 +180,18 @@ def _target_and_judges(config: SteerConfig) -> tuple[LoadedModel, Judges]:
 
 def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
     """Run one job (or read it back from ``parts/``) and write its rows there."""
-    path = SteerLayout(Path(config.out)).part(job.name, job.layer, job.alpha)
-    if path.exists():
+    layout = SteerLayout(Path(config.out))
+    path, items = layout.part(job.name, job.layer, job.alpha), layout.items(job.name, job.layer, job.alpha)
+    if path.exists() and items.exists():  # done (a part from before outcomes were kept is done again)
         return pd.read_csv(path, keep_default_na=False, na_values=[""])
     target, judges = _target_and_judges(config)
     eval_config = EvalConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir,
                              perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file)
     steering = None if job.vector is None else Steering(job.vector, job.layer, job.alpha, config.positions,
                                                         config.allow_mismatch)
-    rows = evaluate_suite(target, eval_config, steering, judges)
+    suite = run_suite(target, eval_config, steering, judges)
+    rows = suite.table
+    write_with(items, lambda tmp: suite.items.to_csv(tmp, index=False))  # before the part: it marks the job done
     if job.vector is not None:
         rows = pd.concat([rows, pd.DataFrame([{
             "dimension": config.dimension, "metric": "cosine_to_self", "value": job.cosine,
@@ -204,6 +208,27 @@ def _jobs(config: SteerConfig, sources: dict[str, SteeringVector], self_vector: 
             cosine = vector.cosine(self_vector, layer)
             jobs += [_Job(name, layer, alpha, vector, cosine) for alpha in config.alphas]
     return jobs
+
+
+def _paired_tests(layout: SteerLayout, jobs: list[_Job], frames: dict[int, pd.DataFrame]) -> dict[int, pd.DataFrame]:
+    """Each steered job's 0/1 outcomes against the unsteered ones on the same items: McNemar's exact test,
+    as ``<metric>_p_mcnemar`` rows (with the counts of items that went 1 → 0 and 0 → 1 in ``spec``)."""
+    base = pd.read_csv(layout.items("unsteered", -1, 0.0))
+    tested = dict(frames)
+    for i, job in enumerate(jobs):
+        if job.vector is None or i not in frames:
+            continue
+        steered = pd.read_csv(layout.items(job.name, job.layer, job.alpha))
+        rows = []
+        for (dim, metric), g in steered.groupby(["dimension", "metric"], sort=False):
+            before = base[(base.dimension == dim) & (base.metric == metric)].sort_values("item").outcome.to_numpy()
+            after = g.sort_values("item").outcome.to_numpy()
+            p, down, up = mcnemar_exact(before, after)
+            rows.append({"dimension": dim, "metric": f"{metric}_p_mcnemar", "value": p, "n": len(after),
+                         "spec": f"McNemar exact test against unsteered: {down} items 1→0, {up} items 0→1"})
+        tested[i] = pd.concat([frames[i], pd.DataFrame(rows).assign(source_revision=job.name, layer=job.layer,
+                                                                      alpha=job.alpha)], ignore_index=True)
+    return tested
 
 
 def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerResult:
@@ -242,6 +267,7 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerRes
     write_json_atomic(layout.failed_json, failed)
     if 0 not in frames:
         raise SweepFailed(f"The unsteered evaluation failed ({failed.get('unsteered')}); nothing to compare with.")
+    frames = _paired_tests(layout, jobs, frames)
     table = pd.concat([frames[i] for i in sorted(frames)], ignore_index=True)[STEERING_COLUMNS]
     write_with(layout.steering_csv, lambda tmp: table.to_csv(tmp, index=False))
     best = best_alphas(table, config.dimension, config.ppl_budget)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 # A trace's results table: one row per model × revision × dimension × layer × metric.
+# ``test_dataset`` names the dataset a transfer row was scored on (empty for every other row).
 RESULT_COLUMNS = ["model", "revision", "step", "dimension", "layer", "metric", "value", "n_train", "n_test",
-                  "seed", "protocol", "dtype", "commit"]
+                  "seed", "protocol", "dtype", "commit", "test_dataset"]
 # A steering sweep's table: one row per source × layer × α × metric.
 STEERING_COLUMNS = ["source_revision", "layer", "alpha", "dimension", "metric", "value", "n", "spec"]
 # The metric a steering sweep is judged by, per dimension (the best α is chosen on it).
@@ -27,6 +28,7 @@ def order_results(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["step"] = pd.to_numeric(frame["step"]).astype("Int64")
     frame["commit"] = frame["commit"].fillna("").astype(str)
+    frame["test_dataset"] = frame.get("test_dataset", pd.Series("", index=frame.index)).fillna("").astype(str)
     return frame.sort_values(["step", "revision", "dimension", "metric", "layer"], na_position="last",
                              kind="stable").reset_index(drop=True)
 
@@ -45,17 +47,30 @@ def mi_wide(results: pd.DataFrame, dimension: str) -> pd.DataFrame:
 
 
 def trace_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Best layer and its accuracy per revision × dimension, with layer 0 and the majority baseline."""
-    acc = results[results.metric == "accuracy"]
-    base = results[results.metric == "majority_baseline"].groupby(["revision", "dimension"]).value.first()
+    """Per revision × dimension: the best layer's accuracy (with its 95 % interval where present), layer 0,
+    the majority baseline, the controls at the best layer, and the best selectivity over layers."""
+    transfer = results["test_dataset"].fillna("").astype(str) != "" if "test_dataset" in results else False
+    wide = results[~transfer].pivot_table(index=["revision", "dimension", "layer"], columns="metric", values="value")
+    steps = results.drop_duplicates("revision").set_index("revision").step
     rows = []
-    for (rev, dim), g in acc.groupby(["revision", "dimension"], sort=False):
-        best = g.loc[g.value.idxmax()]
-        layer0 = g[g.layer == 0].value
-        rows.append({"revision": rev, "step": best.step, "dimension": dim, "best_layer": int(best.layer),
-                     "best_accuracy": round(float(best.value), 4),
-                     "layer0_accuracy": round(float(layer0.iloc[0]), 4) if len(layer0) else None,
-                     "majority_baseline": round(float(base[(rev, dim)]), 4)})
+    for (rev, dim), g in wide.groupby(level=["revision", "dimension"], sort=False):
+        if "accuracy" not in g or g.accuracy.isna().all():
+            continue
+        g = g.droplevel(["revision", "dimension"])
+        best = g.accuracy.idxmax()
+        row = {"revision": rev, "step": steps.get(rev), "dimension": dim, "best_layer": int(best),
+               "best_accuracy": round(float(g.accuracy[best]), 4),
+               "layer0_accuracy": round(float(g.accuracy[0]), 4) if 0 in g.index else None,
+               "majority_baseline": round(float(g.majority_baseline[best]), 4) if "majority_baseline" in g else None}
+        if "accuracy_ci_low" in g:
+            row["ci"] = f"{g.accuracy_ci_low[best]:.3f}–{g.accuracy_ci_high[best]:.3f}"
+        for control in ("control_lexical", "control_random_init"):
+            if control in g:
+                row[control] = round(float(g[control][best]), 4)
+        if "selectivity" in g:
+            row["best_selectivity"] = round(float(g.selectivity.max()), 4)
+            row["selectivity_layer"] = int(g.selectivity.idxmax())
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -14,7 +14,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,16 @@ import pandas as pd
 
 from ._io import write_with
 from ._version import __version__, package_versions
-from .analysis import AnalysisConfig, analyse, random_init_rows, with_controls
+from .analysis import (
+    AnalysisConfig,
+    analyse,
+    random_init_rows,
+    resolve_transfer,
+    transfer_rows,
+    with_controls,
+)
 from .checkpoints import Checkpoint, CheckpointSeries
-from .data import DIMENSIONS, TrustDataset, load_dataset
+from .data import DIMENSIONS, HELDOUT_RELIABILITY, TrustDataset, load_datasets
 from .executors import ExecutorConfig, map_tasks, share
 from .extract import ExtractConfig, extract_last_token
 from .fetcher import CheckpointFetcher, Fetch, FetchConfig, Fetched
@@ -56,12 +63,16 @@ class TraceConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)  # how downloads overlap the work
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where the work runs
+    transfer: tuple[tuple[str, str], ...] = ()  # (TRAIN, TEST): probes trained on all of one, scored on the other
 
     def __post_init__(self) -> None:
-        bad = [d for d in self.dimensions if d not in DIMENSIONS and not Path(d).is_file()]
+        named = [*self.dimensions, *(d for pair in self.transfer for d in pair)]
+        bad = [d for d in named if d not in DIMENSIONS and d != HELDOUT_RELIABILITY and not Path(d).is_file()]
         if bad:
             raise ValueError(f"Unknown dimension(s) {bad}. Choose from {', '.join(DIMENSIONS)} or 'all', "
-                             "or pass a CSV/JSONL file of statement,label rows.")
+                             f"{HELDOUT_RELIABILITY}, or pass a CSV/JSONL file of statement,label rows.")
+        if any(train == test for train, test in self.transfer):
+            raise ValueError(f"transfer {list(self.transfer)}: train and test must be different datasets.")
         if self.limit is not None and self.limit < 10:
             raise ValueError(f"limit={self.limit}: probes need at least 10 statements per dimension.")
 
@@ -91,13 +102,9 @@ class TraceResult:
         return {**files, "log": layout.log}
 
 
-def _load_datasets(config: TraceConfig) -> dict[str, TrustDataset]:
-    return {(ds := load_dataset(d, config.data_dir, limit=config.limit)).name: ds for d in config.dimensions}
-
-
 def _dataset_info(ds: TrustDataset) -> dict[str, object]:
     return {"path": ds.path, "sha256": ds.sha256, "rows": len(ds), "source": ds.source, "limit": ds.limit,
-            "label1": ds.label1, "label0": ds.label0}
+            "label1": ds.label1, "label0": ds.label0, "groups": ds.n_groups, "group_rule": ds.group_rule}
 
 
 @dataclass
@@ -140,9 +147,12 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
         remote.pull("manifest.json", "controls/random-init.csv", folders=("parts",))
     layout = TraceLayout(remote.local if remote is not None else Path(config.out))
     series = CheckpointSeries.resolve(config.model, config.revisions).select(config.select)
-    datasets = _load_datasets(config)
+    names = [*config.dimensions, *(d for pair in config.transfer for d in pair)]
+    datasets = load_datasets(names, config.data_dir, config.limit)
+    pairs = resolve_transfer(config.transfer, datasets, config.data_dir, config.limit)
     manifest: dict[str, Any] = {
-        "config": asdict(config), "settings": config.settings(), "versions": package_versions(),
+        "config": asdict(config), "settings": {**config.settings(), "transfer": [list(p) for p in pairs]},
+        "versions": package_versions(),
         "seeds": {"cv_folds": config.analysis.seed},
         "series": {"source": series.source, "checkpoints": [asdict(c) for c in series]},
         "datasets": {name: _dataset_info(ds) for name, ds in datasets.items()},
@@ -155,7 +165,7 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
         manifest["checkpoints"] = earlier.get("checkpoints", {})
         manifest["started"] = earlier.get("started", manifest["started"])
     layout.write_manifest(manifest)
-    analysis = config.analysis.on_device(str(choose_device(config.load.device)))
+    analysis = replace(config.analysis, transfer=tuple(pairs)).on_device(str(choose_device(config.load.device)))
     todo = [c for c in series if not layout.part(c.name).exists()]
     progress.start("checkpoints", "checkpoints", total=len(series), done=len(series) - len(todo))
     run = _Run(config, layout, manifest, progress, remote)
@@ -346,9 +356,13 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
             rows = with_controls(rows, None if controls is None else controls[controls.dimension == name])
             rows.insert(0, "dimension", name)
             frames.append(rows)
+        if analysis.transfer:
+            frames.append(transfer_rows(lambda name: load_activations(layout.activation(ckpt.name, name)),
+                                        analysis.transfer, analysis))
     finally:
         model.drop()
     part = pd.concat(frames, ignore_index=True)
+    part["test_dataset"] = part["test_dataset"].fillna("") if "test_dataset" in part else ""
     part = part.assign(model=config.model, revision=ckpt.name, step=ckpt.step, seed=analysis.seed,
                        protocol=analysis.probe.protocol, dtype=model.record.get("dtype"),
                        commit=model.commit or "")[RESULT_COLUMNS]

@@ -128,6 +128,18 @@ def parse_controls(value: str) -> tuple[str, ...]:
     return () if value.strip() == "none" else split(value) or ()
 
 
+def transfer_pairs(value: str | None) -> tuple[tuple[str, str], ...]:
+    """``TRAIN:TEST[,TRAIN:TEST…]`` → ((TRAIN, TEST), …)."""
+    pairs = []
+    for item in split(value) or ():
+        train, sep, test = item.partition(":")
+        if not sep or not train.strip() or not test.strip():
+            raise ValueError(f"--transfer {item!r}: give TRAIN:TEST (dimension names or files), e.g. "
+                             "reliability:truthfulqa_heldout.")
+        pairs.append((train.strip(), test.strip()))
+    return tuple(pairs)
+
+
 def gigabytes(value: str) -> float:
     """``50GB``, ``800MB``, ``1.5TB`` (or GiB…) or a bare number of GB, as GB."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
@@ -181,6 +193,9 @@ ProtocolOpt = Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PRO
                                                "context or sentence pair on both sides of a fold).")]
 FoldsOpt = Annotated[int, typer.Option(help="k for the k-fold protocols.")]
 SeedsOpt = Annotated[int, typer.Option(help="Repeat the folds with this many seeds; the spread is reported.")]
+TransferOpt = Annotated[str | None, typer.Option(help="Transfer tests TRAIN:TEST[,…]: each layer's probe trained on "
+                                                     "all of TRAIN, scored on all of TEST (dimensions, "
+                                                     "truthfulqa_heldout, or files).")]
 ControlsOpt = Annotated[str, typer.Option(help=f"none, or comma-separated: {', '.join(CONTROLS)} (what the "
                                                "accuracy is compared with; see trusttrace.controls).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the cv folds (and MI subsamples).")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,7 @@ from ._shared import (
     RetriesOpt,
     SeedOpt,
     SeedsOpt,
+    TransferOpt,
     app,
     console,
     dimensions,
@@ -44,10 +46,13 @@ from ._shared import (
     setup_logging,
     sigma,
     split,
+    transfer_pairs,
     user_errors,
 )
 
-SUMMARY_HEADERS = {"best_accuracy": "accuracy", "layer0_accuracy": "layer 0", "majority_baseline": "majority"}
+SUMMARY_HEADERS = {"best_accuracy": "accuracy", "ci": "95 % CI", "layer0_accuracy": "layer 0",
+                   "majority_baseline": "majority", "control_lexical": "lexical", "control_random_init": "random init",
+                   "best_selectivity": "selectivity", "selectivity_layer": "at layer"}
 SUMMARY_TITLE = "probe accuracy: best layer per checkpoint and dimension (layer l = block l's output)"
 
 
@@ -67,6 +72,7 @@ def trace(
     seed: SeedOpt = 0,
     seeds: SeedsOpt = 1,
     controls: ControlsOpt = "shuffled,lexical,random-init",
+    transfer: TransferOpt = None,
     data_dir: DataDirOpt = None,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
@@ -111,7 +117,8 @@ def trace(
                                           mi_max_samples=mi_max_samples, controls=parse_controls(controls), seeds=seeds),
             fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=gigabytes(cache_budget) if cache_budget else None,
                               keep_checkpoints=keep_checkpoints),
-            executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries))
+            executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
+            transfer=transfer_pairs(transfer))
         with progress_bars(quiet) as progress:
             result = run_trace(config, progress)
     except user_errors() as err:
@@ -134,6 +141,7 @@ def probe(
     seed: SeedOpt = 0,
     seeds: SeedsOpt = 1,
     controls: ControlsOpt = "shuffled,lexical,random-init",
+    transfer: TransferOpt = None,
     analyses: AnalysesOpt = "probe,mi",
     mi_estimator: MiEstimatorOpt = "paper-code",
     mi_sigma: MiSigmaOpt = "50",
@@ -150,6 +158,7 @@ def probe(
 
         analysis = AnalysisConfig.build(split(analyses) or (), protocol, folds, seed, mi_estimator, sigma(mi_sigma),
                                         mi_max_samples=mi_max_samples, controls=parse_controls(controls), seeds=seeds)
+        analysis = replace(analysis, transfer=transfer_pairs(transfer))
         result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
     except user_errors() as err:
         fail(err)

@@ -37,6 +37,7 @@ from sklearn.metrics import roc_auc_score
 from ..data import DIMENSIONS, load_dataset
 from ..models import LoadedModel
 from ..names import BINARY_MODES, PERPLEXITY_SOURCES
+from ..stats import wilson
 from ..steering import SteeringVector, steer
 from .generation import GenerationConfig, generate
 from .judges import Judges, SelfCheckingTruthJudge, ToxicityJudge, TruthJudge
@@ -151,41 +152,74 @@ def _perplexity_texts(config: EvalConfig) -> tuple[list[str], str]:
     return texts, f"test-half statements of the five datasets ({why})"
 
 
+@dataclass
+class SuiteResult:
+    """The suite's rows, and every 0/1 outcome per item (for paired tests between two runs on the same items)."""
+
+    table: pd.DataFrame  # dimension, metric, value, n, spec
+    items: pd.DataFrame  # dimension, metric, item, outcome
+
+
+Row = dict[str, object]
+
+
+def _proportion(dimension: str, metric: str, outcomes: np.ndarray, spec: str, items: list[pd.DataFrame]
+                ) -> list[Row]:
+    """A 0/1 metric's rows (its mean with a 95 % Wilson interval), its outcomes kept in ``items``."""
+    outcomes = np.asarray(outcomes).astype(int)
+    items.append(pd.DataFrame({"dimension": dimension, "metric": metric, "item": np.arange(len(outcomes)),
+                               "outcome": outcomes}))
+    low, high = wilson(float(outcomes.sum()), len(outcomes))
+    interval = f"95 % Wilson interval of {metric}"
+    return [{"dimension": dimension, "metric": metric, "value": float(outcomes.mean()), "n": len(outcomes),
+             "spec": spec},
+            {"dimension": dimension, "metric": f"{metric}_ci_low", "value": low, "n": len(outcomes), "spec": interval},
+            {"dimension": dimension, "metric": f"{metric}_ci_high", "value": high, "n": len(outcomes), "spec": interval}]
+
+
 def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Steering | None = None,
                    judges: Judges | None = None) -> pd.DataFrame:
     """Rows (dimension, metric, value, n, spec) for each requested dimension, plus perplexity.
 
     ``judges`` score toxicity and TruthfulQA answers (``trusttrace.evaluate.judges``); each defaults to its
-    offline judge, built on first use.
+    offline judge, built on first use. Every 0/1 metric (MC1, truth, info, toxic ratio, accuracy) comes with
+    ``<metric>_ci_low``/``_ci_high``, its 95 % Wilson interval; ``run_suite`` also returns the outcomes.
     """
+    return run_suite(lm, config, steering, judges).table
+
+
+def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Steering | None = None,
+              judges: Judges | None = None) -> SuiteResult:
+    """``evaluate_suite``'s rows, and the 0/1 outcome of every item behind them."""
     judges = judges or Judges()
-    rows: list[dict[str, object]] = []
+    rows: list[Row] = []
+    items: list[pd.DataFrame] = []
     likelihood_steering, note = _all_positions(steering)
     if "reliability" in config.dimensions:
-        items, skipped = load_mc_items(config.data_dir, config.limit)
-        log.info("reliability: TruthfulQA MC on %d questions%s", len(items),
+        questions, skipped = load_mc_items(config.data_dir, config.limit)
+        log.info("reliability: TruthfulQA MC on %d questions%s", len(questions),
                  ", then generated answers" if config.truthfulqa_generation else "")
         with _maybe_steer(lm, likelihood_steering):
-            scores = evaluate_mc(lm, items)
-        for metric in ("mc1", "mc2"):
-            rows.append({"dimension": "reliability", "metric": metric, "value": scores[metric].mean(),
-                         "n": len(scores), "spec": f"{SPEC_VERSION}; {len(skipped)} questions without answers{note}"})
+            scores = evaluate_mc(lm, questions)
+        spec = f"{SPEC_VERSION}; {len(skipped)} questions without answers{note}"
+        rows += _proportion("reliability", "mc1", scores["mc1"].to_numpy(), spec, items)
+        rows.append({"dimension": "reliability", "metric": "mc2", "value": scores["mc2"].mean(), "n": len(scores),
+                     "spec": spec})
         if config.truthfulqa_generation:
             with _maybe_steer(lm, steering):
-                answers = generate_answers(lm, items, config.max_answer_tokens)
-            rows += _truthfulness(items, answers, judges.truth)
+                answers = generate_answers(lm, questions, config.max_answer_tokens)
+            rows += _truthfulness(questions, answers, judges.truth, items)
     with _maybe_steer(lm, steering):
         if "toxicity" in config.dimensions:
             log.info("toxicity: continuations of up to %d prompts", config.toxicity_prompts)
-            rows += _toxicity(lm, config, judges.toxicity)
+            rows += _toxicity(lm, config, judges.toxicity, items)
         for dim in ("privacy", "fairness", "robustness"):
             if dim in config.dimensions and config.binary_mode == "generate":
-                rows += _parsed(lm, dim, config)
+                rows += _parsed(lm, dim, config, items)
             elif dim in config.dimensions:
                 statements, labels = _test_half(dim, config)
                 margin = binary_choice(lm, [BINARY_PROMPTS[dim].format(s) for s in statements])
-                rows.append({"dimension": dim, "metric": "accuracy", "value": float(((margin > 0) == labels).mean()),
-                             "n": len(labels), "spec": BINARY_SPEC})
+                rows += _proportion(dim, "accuracy", (margin > 0) == labels, BINARY_SPEC, items)
                 # threshold-free: still informative when a model gives every prompt the same answer
                 auc = roc_auc_score(labels, margin) if 0 < labels.mean() < 1 else np.nan
                 rows.append({"dimension": dim, "metric": "auc", "value": float(auc), "n": len(labels),
@@ -195,35 +229,37 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
     with _maybe_steer(lm, likelihood_steering):
         ppl, n_tokens = perplexity(lm, texts)
     rows.append({"dimension": "general", "metric": "perplexity", "value": ppl, "n": n_tokens, "spec": source + note})
-    return pd.DataFrame(rows)
+    outcomes = pd.concat(items, ignore_index=True) if items else pd.DataFrame(
+        columns=["dimension", "metric", "item", "outcome"])
+    return SuiteResult(pd.DataFrame(rows), outcomes)
 
 
-def _parsed(lm: LoadedModel, dim: str, config: EvalConfig) -> list[dict[str, object]]:
+def _parsed(lm: LoadedModel, dim: str, config: EvalConfig, items: list[pd.DataFrame]) -> list[Row]:
     statements, labels = _test_half(dim, config)
     answers, fallback = parse_binary(lm, [BINARY_PROMPTS[dim].format(s) for s in statements], config.seed)
     spec = f"released generate-and-parse, seeded fallback (seed {config.seed})"
-    return [{"dimension": dim, "metric": "accuracy", "value": float((answers == labels).mean()), "n": len(labels),
-             "spec": spec},
+    return [*_proportion(dim, "accuracy", answers == labels, spec, items),
             {"dimension": dim, "metric": "fallback_rate", "value": fallback, "n": len(labels), "spec": spec}]
 
 
-def _truthfulness(items: list[MCItem], answers: list[str], judge: TruthJudge | None) -> list[dict[str, object]]:
+def _truthfulness(questions: list[MCItem], answers: list[str], judge: TruthJudge | None,
+                  items: list[pd.DataFrame]) -> list[Row]:
     from .judges import EmbeddingTruthJudge, SentenceEncoder
 
     judge = judge or EmbeddingTruthJudge(SentenceEncoder())
-    truth, info = judge.judge(items, answers)
+    truth, info = judge.judge(questions, answers)
     spec = f"{GEN_SPEC}; judge: {judge.name}"
-    rows: list[dict[str, object]] = [
-        {"dimension": "reliability", "metric": "truth", "value": float(np.mean(truth)), "n": len(items), "spec": spec},
-        {"dimension": "reliability", "metric": "info", "value": float(np.mean(info)), "n": len(items), "spec": spec}]
+    rows = [*_proportion("reliability", "truth", truth, spec, items),
+            *_proportion("reliability", "info", info, spec, items)]
     if isinstance(judge, SelfCheckingTruthJudge):
-        acc, n = judge.reference_accuracy(items)
+        acc, n = judge.reference_accuracy(questions)
         rows.append({"dimension": "reliability", "metric": "truth_judge_accuracy", "value": acc, "n": n,
                      "spec": "leave-one-out accuracy of the truth judge on the questions' reference answers"})
     return rows
 
 
-def _toxicity(lm: LoadedModel, config: EvalConfig, judge: ToxicityJudge | None) -> list[dict[str, object]]:
+def _toxicity(lm: LoadedModel, config: EvalConfig, judge: ToxicityJudge | None, items: list[pd.DataFrame]
+              ) -> list[Row]:
     from .judges import EmbeddingJudge
 
     judge = judge or EmbeddingJudge.train(config.data_dir)
@@ -232,8 +268,7 @@ def _toxicity(lm: LoadedModel, config: EvalConfig, judge: ToxicityJudge | None) 
     texts = [c.text for c in generate(lm, prompts, GenerationConfig(max_new_tokens=config.max_new_tokens))]
     toxic = judge.toxic(texts)
     return [
-        {"dimension": "toxicity", "metric": "toxic_ratio", "value": float(np.mean(toxic)), "n": len(prompts),
-         "spec": f"{TOXICITY_SPEC}; judge: {judge.name}"},
+        *_proportion("toxicity", "toxic_ratio", toxic, f"{TOXICITY_SPEC}; judge: {judge.name}", items),
         {"dimension": "toxicity", "metric": "judge_accuracy", "value": judge.heldout_accuracy,
          "n": judge.n_heldout, "spec": "held-out accuracy of the judge on toxigen dev rows"},
     ]

@@ -61,8 +61,9 @@ def _probe_section(runs: Sequence[Run], dims: list[str]) -> Section:
     items: list[Figure | str] = []
     for dim in dims:
         for run in runs:
-            if run.results is not None and (fig := probe_heatmap(run.results, dim, run.label)) is not None:
-                items.append(fig)
+            for metric in ("accuracy", "selectivity"):
+                if run.results is not None and (fig := probe_heatmap(run.results, dim, run.label, metric)) is not None:
+                    items.append(fig)
         items += [fig for fig in (probe_curves(runs, dim), by_layer(runs, dim)) if fig is not None]
     return "Probe accuracy", items or ["No probe rows in this run (trace with the probe analysis)."]
 

@@ -27,30 +27,58 @@ from .style import (
     with_alpha,
 )
 
+HEATMAPS = {  # metric: (file-name part, colour scale, range or None for a diverging scale around 0)
+    "accuracy": ("probe", CIVIDIS, (0.5, 1.0)),
+    "selectivity": ("selectivity", "RdBu", None),
+}
+CONTROL_LINES = {"control_lexical": ("bag of words", "dash"), "control_random_init": ("random init", "dot"),
+                 "control_shuffled": ("shuffled labels", "dashdot")}
 
-def probe_heatmap(results: pd.DataFrame, dim: str, run: str) -> Figure | None:
-    """Checkpoint × layer heatmap of probe accuracy (the paper's Fig. 2 as a grid)."""
-    acc = results[(results.dimension == dim) & (results.metric == "accuracy")]
+
+def probe_heatmap(results: pd.DataFrame, dim: str, run: str, metric: str = "accuracy") -> Figure | None:
+    """Checkpoint × layer heatmap of probe accuracy (the paper's Fig. 2 as a grid), or of its selectivity."""
+    acc = results[(results.dimension == dim) & (results.metric == metric)]
     if acc.empty:
         return None
     order = acc.drop_duplicates("revision").sort_values(["step", "revision"], na_position="last").revision.tolist()
     if len(order) < 2:  # one checkpoint: the by-layer figure shows it better than a one-row grid
         return None
     grid = acc.pivot_table(index="revision", columns="layer", values="value").reindex(order)
-    base = results[(results.dimension == dim) & (results.metric == "majority_baseline")].value
-    majority = float(base.iloc[0]) if len(base) else float("nan")
+    part, scale, bounds = HEATMAPS[metric]
+    limits = {"zmin": bounds[0], "zmax": bounds[1]} if bounds else {"zmid": 0.0}
     fig = go.Figure(go.Heatmap(
-        z=grid.to_numpy(), x=[int(c) for c in grid.columns], y=order, colorscale=CIVIDIS, zmin=0.5, zmax=1.0,
-        colorbar={"title": "accuracy"},
-        hovertemplate="checkpoint %{y}<br>layer %{x}<br>accuracy %{z:.4f}<extra></extra>"))
+        z=grid.to_numpy(), x=[int(c) for c in grid.columns], y=order, colorscale=scale, colorbar={"title": metric},
+        hovertemplate="checkpoint %{y}<br>layer %{x}<br>" + metric + " %{z:.4f}<extra></extra>", **limits))
     fig.update_xaxes(title="layer (block output)")
     fig.update_yaxes(title="checkpoint (training order)", type="category")
-    title = f"{dim}: probe accuracy by checkpoint and layer ({run}; majority baseline {majority:.3f})"
-    return Figure(f"{slug(run)}-{dim}-probe-heatmap", title, styled(fig, title, max(300, 120 + 22 * len(order))))
+    if metric == "accuracy":
+        base = results[(results.dimension == dim) & (results.metric == "majority_baseline")].value
+        what = f"probe accuracy by checkpoint and layer ({run}; majority baseline {float(base.iloc[0]):.3f})" \
+            if len(base) else f"probe accuracy by checkpoint and layer ({run})"
+    else:
+        what = f"selectivity by checkpoint and layer ({run}; accuracy − the stronger of the bag-of-words and " \
+               "random-init controls)"
+    title = f"{dim}: {what}"
+    return Figure(f"{slug(run)}-{dim}-{part}-heatmap", title, styled(fig, title, max(300, 120 + 22 * len(order))))
+
+
+def _band(g: pd.DataFrame, res: pd.DataFrame, layer: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lower, upper) of one layer's accuracy over steps: its 95 % interval, else ± the std over folds."""
+    def per_step(metric: str) -> pd.Series | None:
+        rows = res[(res.metric == metric) & (res.layer == layer)]
+        return rows.set_index("step").value.reindex(g.step) if len(rows) else None
+
+    low, high, std = per_step("accuracy_ci_low"), per_step("accuracy_ci_high"), per_step("accuracy_std")
+    if low is not None and high is not None and low.notna().any():
+        return low.to_numpy(), high.to_numpy()
+    if std is not None and std.notna().any():
+        return g.value.to_numpy() - std.to_numpy(), g.value.to_numpy() + std.to_numpy()
+    return None
 
 
 def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
-    """Probe accuracy against step for the paper's depth-adapted layers, ± k-fold std where present."""
+    """Probe accuracy against step for the paper's depth-adapted layers with their 95 % intervals, and the
+    controls as reference lines (the random-init control per layer, dotted in the layer's colour)."""
     fig = go.Figure()
     drew = False
     log_axis = log_steps(steps_of(runs, dim))
@@ -59,42 +87,75 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
         res = run.results
         if res is None:
             continue
-        acc = res[(res.dimension == dim) & (res.metric == "accuracy")]
+        res = res[res.dimension == dim]
+        acc = res[res.metric == "accuracy"]
         if acc.empty or acc.step.isna().all():
             continue
-        std = res[(res.dimension == dim) & (res.metric == "accuracy_std")]
         layers = select_layers(int(acc.layer.max()) + 1)
+        span = [float(acc.step.min()) + shift, float(acc.step.max()) + shift]
         for colour, layer in zip(colours(len(layers)), layers):
             g = acc[acc.layer == layer].sort_values("step")
-            s = std[std.layer == layer].set_index("step").value.reindex(g.step) if len(std) else None
             name = legend_name(run.label, len(runs), f"layer {layer}")
-            if s is not None and s.notna().any():
-                upper, lower = g.value.to_numpy() + s.to_numpy(), g.value.to_numpy() - s.to_numpy()
-                fig.add_trace(go.Scatter(x=np.r_[g.step, g.step[::-1]] + shift, y=np.r_[upper, lower[::-1]], fill="toself",
-                                         fillcolor=with_alpha(colour, 0.15), line={"width": 0}, hoverinfo="skip",
-                                         showlegend=False, legendgroup=name))
+            band = _band(g, res, layer)
+            if band is not None:
+                fig.add_trace(go.Scatter(x=np.r_[g.step, g.step[::-1]] + shift, y=np.r_[band[1], band[0][::-1]],
+                                         fill="toself", fillcolor=with_alpha(colour, 0.15), line={"width": 0},
+                                         hoverinfo="skip", showlegend=False, legendgroup=name))
             fig.add_trace(go.Scatter(
                 x=g.step + shift, y=g.value, mode="lines+markers", name=name, legendgroup=name,
-                line={"color": colour, "dash": DASHES[r_i % len(DASHES)]},
-                customdata=np.c_[g.revision, s.to_numpy() if s is not None else np.full(len(g), np.nan), g.step],
-                hovertemplate="step %{customdata[2]}<br>%{customdata[0]}<br>accuracy %{y:.4f} ± %{customdata[1]:.4f}"
-                              "<extra>" + name + "</extra>"))
+                line={"color": colour, "dash": DASHES[r_i % len(DASHES)]}, customdata=np.c_[g.revision, g.step],
+                hovertemplate="step %{customdata[1]}<br>%{customdata[0]}<br>accuracy %{y:.4f}<extra>" + name +
+                              "</extra>"))
+            random = res[(res.metric == "control_random_init") & (res.layer == layer)].value
+            if len(random):
+                fig.add_trace(go.Scatter(x=span, y=[float(random.iloc[0])] * 2, mode="lines", legendgroup=name,
+                                         name=f"{name}: random init", showlegend=False,
+                                         line={"color": colour, "dash": "dot", "width": 1},
+                                         hovertemplate="random-init control %{y:.4f}<extra>" + name + "</extra>"))
             drew = True
-        base = res[(res.dimension == dim) & (res.metric == "majority_baseline")].value
-        if len(base):
-            fig.add_hline(y=float(base.iloc[0]), line={"color": "#888", "dash": "dot", "width": 1},
-                          annotation_text=f"majority {float(base.iloc[0]):.3f}", annotation_position="bottom right")
+        for metric, colour, what in (("majority_baseline", "#888", "majority"), ("control_lexical", "#b2182b",
+                                                                                 "bag of words")):
+            values = res[res.metric == metric].value
+            if len(values):
+                fig.add_hline(y=float(values.iloc[0]), line={"color": colour, "dash": "dash", "width": 1},
+                              annotation_text=f"{what} {float(values.iloc[0]):.3f}", annotation_position="bottom right")
     if not drew:
         return None
     step_axis(fig, log_axis)
     fig.update_yaxes(title="probe accuracy (fraction correct)")
-    title = f"{dim}: probe accuracy over training (bands: ± std over folds)"
+    title = (f"{dim}: probe accuracy over training (bands: 95 % interval; dotted: the random-init control of "
+             "each layer; dashed: bag of words, majority)")
     return Figure(f"{dim}-probe-vs-step", title, styled(fig, title))
 
 
+def _accuracy_panel(fig: go.Figure, wide: pd.DataFrame, label: str, dash: str) -> None:
+    """Accuracy with its interval, the majority baseline and the controls, against layer (first panel)."""
+    if "accuracy_ci_low" in wide:
+        error = {"type": "data", "symmetric": False, "array": wide.accuracy_ci_high - wide.accuracy,
+                 "arrayminus": wide.accuracy - wide.accuracy_ci_low}
+    else:
+        error = {"type": "data", "array": wide.get("accuracy_std", pd.Series(np.nan, index=wide.index)),
+                 "visible": "accuracy_std" in wide}
+    fig.add_trace(go.Scatter(x=wide.layer, y=wide.accuracy, error_y=error, mode="lines+markers",
+                             name=f"{label}: accuracy", line={"color": "#00204c", "dash": dash},
+                             hovertemplate="layer %{x}<br>accuracy %{y:.4f}<extra>" + label + "</extra>"), row=1, col=1)
+    for metric, (what, line) in {"majority_baseline": ("majority baseline", "dot"), **CONTROL_LINES}.items():
+        if metric in wide:
+            fig.add_trace(go.Scatter(x=wide.layer, y=wide[metric], mode="lines", name=f"{label}: {what}",
+                                     line={"color": "#888" if metric == "majority_baseline" else "#b2182b",
+                                           "dash": line, "width": 1},
+                                     hovertemplate=what + " %{y:.4f}<extra></extra>"), row=1, col=1)
+    if "selectivity" in wide:
+        fig.add_trace(go.Scatter(x=wide.layer, y=wide.selectivity, mode="lines+markers", name=f"{label}: selectivity",
+                                 line={"color": "#35b779", "dash": dash},
+                                 hovertemplate="layer %{x}<br>selectivity %{y:+.4f}<extra>" + label + "</extra>"),
+                      row=1, col=2)
+
+
 def by_layer(runs: Sequence[Run], dim: str) -> Figure | None:
-    """Probe accuracy (± fold std) and MI against layer, for runs of a single checkpoint (no step axis)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("probe accuracy", "mutual information"))
+    """A single checkpoint against layer: accuracy (95 % interval) with the controls, selectivity, and MI."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("probe accuracy and controls", "selectivity",
+                                                        "mutual information"))
     drew = False
     for r_i, run in enumerate(runs):
         res = run.results
@@ -108,28 +169,21 @@ def by_layer(runs: Sequence[Run], dim: str) -> Figure | None:
             dash = DASHES[r_i % len(DASHES)]
             wide = g.pivot_table(index="layer", columns="metric", values="value").reset_index()
             if "accuracy" in wide:
-                std = wide["accuracy_std"] if "accuracy_std" in wide else pd.Series(np.nan, index=wide.index)
-                fig.add_trace(go.Scatter(
-                    x=wide.layer, y=wide.accuracy, error_y={"type": "data", "array": std, "visible": bool(std.notna().any())},
-                    mode="lines+markers", name=f"{label}: accuracy", line={"color": "#00204c", "dash": dash},
-                    hovertemplate="layer %{x}<br>accuracy %{y:.4f}<extra>" + label + "</extra>"), row=1, col=1)
+                _accuracy_panel(fig, wide, label, dash)
                 drew = True
-            if "majority_baseline" in wide:
-                fig.add_trace(go.Scatter(x=wide.layer, y=wide.majority_baseline, mode="lines",
-                                         name=f"{label}: majority baseline", line={"color": "#888", "dash": "dot"},
-                                         hovertemplate="majority %{y:.4f}<extra></extra>"), row=1, col=1)
             for metric, colour, what in (("mi_tx", "#7d7c78", "I(T;X)"), ("mi_ty", "#d6604d", "I(T;Y)")):
                 if metric in wide:
                     fig.add_trace(go.Scatter(x=wide.layer, y=wide[metric], mode="lines+markers",
                                              name=f"{label}: {what}", line={"color": colour, "dash": dash},
                                              hovertemplate="layer %{x}<br>" + what + " %{y:.4f}<extra>" + label +
-                                                           "</extra>"), row=1, col=2)
+                                                           "</extra>"), row=1, col=3)
                     drew = True
     if not drew:
         return None
-    for col in (1, 2):
+    for col in (1, 2, 3):
         fig.update_xaxes(title="layer (block output)", row=1, col=col)
-    fig.update_yaxes(title="probe accuracy (fraction correct)", row=1, col=1)
-    fig.update_yaxes(title="HSIC estimate (the estimator's units)", type="log", row=1, col=2)
-    title = f"{dim}: by layer at a single checkpoint (error bars: ± std over folds)"
-    return Figure(f"{dim}-by-layer", title, styled(fig, title))
+    fig.update_yaxes(title="fraction correct", row=1, col=1)
+    fig.update_yaxes(title="accuracy − strongest control", row=1, col=2)
+    fig.update_yaxes(title="HSIC estimate (the estimator's units)", type="log", row=1, col=3)
+    title = f"{dim}: by layer at a single checkpoint (error bars: 95 % interval)"
+    return Figure(f"{dim}-by-layer", title, styled(fig, title, 460))

@@ -3,12 +3,16 @@ steering effect, and the pre-training loss."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..tables import HEADLINE, steered_dimension, steering_wide
 from .load import Run, Sweep
 from .style import Figure, colours, slug, styled
+
+SIGNIFICANT = 0.05  # a steered result is marked when McNemar's p against unsteered is below this
 
 
 def steering_figure(name: str, sweep: Sweep) -> Figure | None:
@@ -26,11 +30,20 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
     for colour, ((source, layer), g) in zip(colours(len(groups), "Viridis"), groups):
         g = g.sort_values("alpha")
         label = f"{source} · layer {int(layer)}"
-        for col, m in enumerate((metric, "perplexity"), start=1):
-            fig.add_trace(go.Scatter(x=g.alpha, y=g[m], mode="lines+markers", name=label, legendgroup=label,
-                                     showlegend=col == 1, line={"color": colour},
-                                     hovertemplate="α %{x:+g}<br>" + m + " %{y:.4f}<extra>" + label + "</extra>"),
-                          row=1, col=col)
+        p = g[f"{metric}_p_mcnemar"] if f"{metric}_p_mcnemar" in g else pd.Series(np.nan, index=g.index)
+        significant = (p < SIGNIFICANT).to_numpy()
+        error = ({"type": "data", "symmetric": False, "array": g[f"{metric}_ci_high"] - g[metric],
+                  "arrayminus": g[metric] - g[f"{metric}_ci_low"]} if f"{metric}_ci_low" in g else None)
+        fig.add_trace(go.Scatter(
+            x=g.alpha, y=g[metric], mode="lines+markers", name=label, legendgroup=label, line={"color": colour},
+            error_y=error, customdata=p, marker={"symbol": np.where(significant, "star", "circle"),
+                                                 "size": np.where(significant, 13, 7)},
+            hovertemplate="α %{x:+g}<br>" + metric + " %{y:.4f}<br>McNemar p %{customdata:.3g}<extra>" + label +
+                          "</extra>"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=g.alpha, y=g.perplexity, mode="lines+markers", name=label, legendgroup=label,
+                                 showlegend=False, line={"color": colour},
+                                 hovertemplate="α %{x:+g}<br>perplexity %{y:.4f}<extra>" + label + "</extra>"),
+                      row=1, col=2)
     if len(base):
         fig.add_hline(y=float(base[metric].iloc[0]), line={"color": "#444", "dash": "dot"}, row=1, col=1,
                       annotation_text="unsteered", annotation_position="top left")
@@ -43,7 +56,9 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
     fig.update_yaxes(title=f"{metric} (fraction)", row=1, col=1)
     fig.update_yaxes(title="perplexity (per token)", type="log", row=1, col=2)
     title = f"{name}: {dim} under steering ({metric} and perplexity against α)"
-    return Figure(f"{slug(name)}-steering", title, styled(fig, title))
+    return Figure(f"{slug(name)}-steering", title, styled(fig, title),
+                  f"Error bars: 95 % Wilson intervals. Stars: α whose {metric} differs from the unsteered model's "
+                  f"on the same items (McNemar's exact test, p < {SIGNIFICANT}).")
 
 
 def correlation_figure(name: str, sweep: Sweep) -> Figure | None:
