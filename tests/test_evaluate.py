@@ -39,6 +39,7 @@ def test_binary_choice_needs_single_token_choices(lm):
 
 # ---- likelihoods, perplexity and TruthfulQA MC
 
+import json
 import math
 
 import pandas as pd
@@ -151,8 +152,12 @@ def test_cli_evaluate_and_its_errors(tiny_models, eval_data, tmp_path):
                                    "--limit", "10", "--data-dir", str(eval_data), "--dtype", "float32",
                                    "--out", str(tmp_path / "ev")])
     assert res.exit_code == 0, res.output
-    assert pd.read_csv(tmp_path / "ev" / "evaluate.csv").metric.tolist() == [
-        "accuracy", "accuracy_ci_low", "accuracy_ci_high", "auc", "perplexity"]
+    table = pd.read_csv(tmp_path / "ev" / "evaluate.csv")
+    assert table.metric.tolist() == ["accuracy", "accuracy_ci_low", "accuracy_ci_high", "auc", "perplexity"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ev" / "evaluate.parquet"), table)
+    manifest = json.loads((tmp_path / "ev" / "manifest.json").read_text())
+    assert manifest["model"]["architecture"] == "gpt2" and manifest["config"]["suite"]["limit"] == 10
+    assert {"torch", "transformers", "trusttrace"} <= set(manifest["versions"]) and "seeds" in manifest
     res = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_models["gpt2"]), "--vector", str(tmp_path / "v"),
                                    "--data-dir", str(eval_data)])
     assert res.exit_code == 2 and "needs --layer" in res.output
@@ -229,7 +234,6 @@ def test_hf_truth_judge_asks_yes_or_no(tmp_path, monkeypatch):
 
 # ---- perplexity text: LAMBADA, else the statements
 
-import json
 from dataclasses import replace
 
 import trusttrace.evaluate.suite as suite_module
@@ -271,8 +275,13 @@ def test_perplexity_uses_lambada_when_it_can_and_says_so_when_not(tiny_models, e
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(folder))
     monkeypatch.setattr(suite_module, "_LAMBADA_UNAVAILABLE", {})
     lambada_texts.cache_clear()
-    got = evaluate_suite(lm, replace(config, lambada_passages=5))
-    assert got.spec.iloc[0].startswith("LAMBADA (EleutherAI/lambada_openai@aaaaaaaaaaaa") and got.n.iloc[0] > 0
+    got = evaluate_suite(lm, replace(config, lambada_passages=5)).set_index("metric")
+    assert got.spec["perplexity"].startswith("every token of every passage; LAMBADA (EleutherAI/lambada_openai@aaaa")
+    assert got.n["perplexity"] > 0
+    # lm-eval's lambada_openai beside it: the last word only, under its own names
+    assert got.n["lambada_openai_acc"] == got.n["lambada_openai_perplexity"] == 5
+    assert got.spec["lambada_openai_acc"].startswith("lambada-openai-lmeval/1")
+    assert got.value["lambada_openai_acc_ci_low"] <= got.value["lambada_openai_acc"]
     lambada_texts.cache_clear()
     with pytest.raises(ValueError, match="perplexity source"):
         EvalConfig(perplexity_source="wikitext")

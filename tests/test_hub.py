@@ -95,5 +95,6 @@ def test_unreachable_hub_is_an_error_with_a_fix_not_a_traceback(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "list_repo_refs", offline)
     res = CliRunner().invoke(app, ["checkpoints", "allenai/OLMo-7B"])
-    assert res.exit_code == 2 and "Check the network" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1  # a runtime failure (the network), not a usage error: a rerun may succeed
+    assert "Check the network" in res.output and "Traceback" not in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)

@@ -247,6 +247,10 @@ def test_downloads_run_ahead_within_the_budget_and_are_deleted(tiny_series, data
 def test_cache_budget_sizes():
     from trusttrace.cli._shared import gigabytes
 
-    assert [gigabytes(v) for v in ("50GB", "800MB", "1.5TB", "50", "2 GiB")] == [50.0, 0.8, 1500.0, 50.0, 2.0]
-    with pytest.raises(ValueError, match="50GB"):
-        gigabytes("lots")
+    # decimal units as SI says, binary ones as IEC says; a bare number is GB
+    assert [gigabytes(v) for v in ("50GB", "800MB", "1.5TB", "50", "500kb")] == [50.0, 0.8, 1500.0, 50.0, 0.0005]
+    assert gigabytes("2 GiB") == pytest.approx(2 * 2**30 / 1e9)
+    assert gigabytes("800MiB") == pytest.approx(800 * 2**20 / 1e9)
+    for bad in ("lots", "5 XB", "iB", "1.2.3GB"):
+        with pytest.raises(ValueError, match="50GB"):
+            gigabytes(bad)

@@ -21,14 +21,15 @@ LAYERS: list[set[str]] = [
     {"data", "groups", "corpus", "corpus_builtin"},  # what is fed to models
     {"training", "pretrain", "finetune", "testing"},  # making checkpoints (and test models)
     {"extract", "store"},  # activations
+    {"linesearch"},  # numerical pieces
     {"logreg", "splits", "probes", "controls", "mutual_info", "steering", "correlation"},  # from activations
-    {"analysis", "vectors", "fetcher"},
+    {"analysis", "vectors", "fetcher", "interop"},
     {"trace", "live"},  # the trace job
     {"evaluate"},  # the suite
     {"sweep", "phases"},  # jobs over traces
     {"report"},  # tables → pages
     {"demo"},
-    {"cli"},
+    {"cli", "__main__"},  # the command, and `python -m trusttrace`
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

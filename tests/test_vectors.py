@@ -53,8 +53,8 @@ def test_choices_and_errors(traced, tmp_path):
 
 
 def test_cli_vectors(traced):
-    res = CliRunner().invoke(app, ["vectors", str(traced), "--dimension", "toxicity", "--revisions", "step0"])
+    res = CliRunner().invoke(app, ["vectors", "build", str(traced), "--dimension", "toxicity", "--revisions", "step0"])
     assert res.exit_code == 0, res.output
     assert "1 vectors" in res.output and (traced / "vectors" / "step0" / "toxicity.safetensors").is_file()
-    res = CliRunner().invoke(app, ["vectors", str(traced), "--dimension", "fairness"])
+    res = CliRunner().invoke(app, ["vectors", "build", str(traced), "--dimension", "fairness"])
     assert res.exit_code == 2 and "stores no activations" in res.output

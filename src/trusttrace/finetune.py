@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ import torch
 from ._io import atomic_path, write_json_atomic
 from .batching import collate_prompted
 from .data import EVAL_FILES, load_dataset, locate_file
+from .hub import fetch_checkpoint
 from .layout import FinetuneLayout, read_json, refuse_other_settings, settings_diff
 from .models import choose_device
 from .progress import Progress
@@ -51,8 +53,9 @@ TEMPLATE = "Question: {prompt}\nAnswer:"
 class FinetuneConfig:
     """A fine-tuning run."""
 
-    model: str  # checkpoint folder (e.g. RUN/checkpoints/last)
+    model: str  # checkpoint folder (e.g. RUN/checkpoints/last) or hub id
     out: str
+    revision: str | None = None  # the hub revision of ``model``; None: its default branch
     data: str = "builtin"  # builtin | a JSONL file of {"prompt", "response"} rows
     data_dir: str | None = None  # the published CSVs (else $TRUSTTRACE_DATA_DIR, else download)
     steps: int = 300
@@ -69,9 +72,11 @@ class FinetuneConfig:
         if self.steps < 1 or self.batch_size < 1 or self.max_len < 8:
             raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, max_len={self.max_len}: steps and "
                              "batch size must be positive and max_len at least 8.")
-        if not (Path(self.model) / "config.json").is_file():
-            raise FileNotFoundError(f"--model {self.model!r} is not a checkpoint folder (one with a config.json), "
-                                    "e.g. RUN/checkpoints/last of `trusttrace pretrain`.")
+        local = Path(self.model).expanduser()
+        hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", self.model) is not None and not local.exists()
+        if not hub_id and not (local / "config.json").is_file():
+            raise FileNotFoundError(f"--model {self.model!r} is neither a checkpoint folder (one with a config.json, "
+                                    "e.g. RUN/checkpoints/last of `trusttrace pretrain`) nor a hub id (ORG/NAME).")
         if self.data != "builtin" and not Path(self.data).is_file():
             raise FileNotFoundError(f"--data {self.data!r}: give `builtin` or a JSONL file of "
                                     '{"prompt": ..., "response": ...} rows.')
@@ -177,7 +182,10 @@ def run_finetune(config: FinetuneConfig, progress: Progress | None = None) -> Fi
         log.info("%s is already fine-tuned; nothing to do", layout.root)
         return FinetuneResult(layout.root, record)
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    folder = config.model
+    if not Path(folder).expanduser().is_dir():  # a hub id: its safetensors snapshot, through the shared cache
+        folder = str(fetch_checkpoint(config.model, config.revision)[0])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     sources = {"file": read_pairs(config.data)} if config.data != "builtin" else builtin_pairs(config.data_dir)
     pairs = [p for rows in sources.values() for p in rows]
     encoded = encode_pairs(tokenizer, pairs, config.max_len)
@@ -185,7 +193,7 @@ def run_finetune(config: FinetuneConfig, progress: Progress | None = None) -> Fi
     device = choose_device(config.device)
     bf16 = use_bf16(config.precision, device)
     torch.manual_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(config.model, use_safetensors=True, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
     cast(torch.nn.Module, model).to(device)  # cast: transformers' wrapped .to confuses type checkers
     model.train()
     optimizer = make_optimizer(model, config.lr, config.weight_decay)

@@ -299,8 +299,8 @@ class EvaluateLayout:
     """An ``evaluate --out`` folder."""
 
     root: Path
-    table = At("evaluate.csv")
-    log = At("log.txt")
+    table, parquet = At("evaluate.csv"), At("evaluate.parquet")
+    manifest, log = At("manifest.json"), At("log.txt")
 
 
 # ---------------------------------------------------------------- demo and report

@@ -7,7 +7,7 @@ scikit-learn's ``LogisticRegression()`` defaults (L2, C = 1, intercept not penal
 
 which is sklearn's ``C Σ logloss + ½‖w‖²`` divided by ``C n`` (same minimiser). All layers are solved
 together by one L-BFGS loop whose every step is a batched matmul; each problem's line search is the
-Moré–Thuente search of scipy's L-BFGS-B, so probes land where sklearn's ``lbfgs`` solver lands.
+Moré–Thuente search L-BFGS-B uses (``trusttrace.linesearch``), so probes land where sklearn's ``lbfgs`` solver lands.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ from collections.abc import Callable
 
 import torch
 
+from trusttrace.linesearch import MoreThuente
+
 # θ [B, d + 1] → (objective [B], gradient [B, d + 1]), for a batch of independent problems
 ValueAndGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-try:  # the Moré–Thuente line search of scipy's L-BFGS-B, in its reverse-communication form
-    from scipy.optimize._dcsrch import DCSRCH
-except ImportError as err:  # pragma: no cover - scipy < 1.11 or a moved private module
-    raise ImportError("trusttrace's probes need scipy>=1.11 (scipy.optimize._dcsrch); "
-                      "`pip install -U scipy`.") from err
 
 
 class BatchedLogisticRegression:
@@ -49,36 +46,53 @@ class BatchedLogisticRegression:
         self.dtype, self.data_dtype = dtype, data_dtype
 
     def fit(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> BatchedLogisticRegression:
-        """Fit ``X`` ``[B, n, d]`` to labels ``y`` ``[B, n]`` (0/1); ``weight`` ``[B, n]`` masks padding rows."""
+        """Fit ``X`` ``[B, n, d]`` to labels ``y``: ``[B, n]`` (0/1), or ``[B, k, n]`` for ``k`` label vectors
+        per design matrix (``k`` problems that share ``X``: each matmul reads it once for all of them).
+        ``weight`` (the shape of ``y``) masks padding rows. ``coef_`` is then ``[B·k, d]``, problem ``(b, j)``
+        at ``b·k + j``."""
         X = X.to(self.data_dtype)
-        y = y.to(self.dtype)
-        w8 = torch.ones_like(y) if weight is None else weight.to(self.dtype)
-        n = w8.sum(-1)  # [B]
-        lam = 1.0 / (self.C * n)  # [B]
+        y = (y if y.ndim == 3 else y[:, None, :]).to(self.dtype)  # [B, k, n]
+        batch, k, _ = y.shape
+        w8 = torch.ones_like(y) if weight is None else weight.reshape(y.shape).to(self.dtype)
+        n = w8.sum(-1).reshape(-1)  # [B·k]
+        lam = 1.0 / (self.C * n)  # [B·k]
+        y, w8 = y.reshape(batch * k, -1), w8.reshape(batch * k, -1)
 
         def value_and_grad(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             w, b = theta[:, :-1], theta[:, -1]
-            z = torch.bmm(X, w.to(X.dtype).unsqueeze(-1)).squeeze(-1).to(self.dtype) + b[:, None]  # [B, n]
+            z = _scores(X, w, k).to(self.dtype) + b[:, None]  # [B·k, n]
             loss = ((torch.nn.functional.softplus(z) - y * z) * w8).sum(-1) / n + 0.5 * lam * (w * w).sum(-1)
-            r = (torch.sigmoid(z) - y) * w8 / n[:, None]  # [B, n]
-            gw = torch.bmm(r.to(X.dtype).unsqueeze(1), X).squeeze(1).to(self.dtype) + lam[:, None] * w
-            return loss, torch.cat([gw, r.sum(-1, keepdim=True)], dim=-1)
+            r = (torch.sigmoid(z) - y) * w8 / n[:, None]  # [B·k, n]
+            gw = _weighted_rows(X, r.to(X.dtype), k).to(self.dtype)
+            return loss, torch.cat([gw + lam[:, None] * w, r.sum(-1, keepdim=True)], dim=-1)
 
-        theta = torch.zeros(X.shape[0], X.shape[2] + 1, dtype=self.dtype, device=X.device)
+        theta = torch.zeros(batch * k, X.shape[2] + 1, dtype=self.dtype, device=X.device)
         theta, self.n_iter_, self.converged_ = _lbfgs(value_and_grad, theta, self.tol, self.max_iter, self.history)
         self.coef_, self.intercept_ = theta[:, :-1], theta[:, -1]
         return self
 
     def decision_function(self, X: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B, n]``; positive means label 1."""
+        """Scores ``[B·k, n]`` of ``X`` ``[B, n, d]``; positive means label 1."""
         if not hasattr(self, "coef_"):
             raise RuntimeError("This BatchedLogisticRegression is not fitted yet; call fit(X, y) first.")
         X = X.to(self.dtype)
-        return torch.bmm(X, self.coef_.to(X.dtype).unsqueeze(-1)).squeeze(-1) + self.intercept_[:, None]
+        return _scores(X, self.coef_.to(X.dtype), self.coef_.shape[0] // X.shape[0]) + self.intercept_[:, None]
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
-        """Labels ``[B, n]`` (sklearn's rule: 1 where the score is > 0)."""
+        """Labels ``[B·k, n]`` (sklearn's rule: 1 where the score is > 0)."""
         return (self.decision_function(X) > 0).long()
+
+
+def _scores(X: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
+    """``X[b] @ w[b·k + j]`` for every problem: ``[B·k, n]`` from ``X`` ``[B, n, d]`` and ``w`` ``[B·k, d]``."""
+    batch, _, d = X.shape
+    z = torch.bmm(X, w.to(X.dtype).reshape(batch, k, d).transpose(1, 2))  # [B, n, k]
+    return z.transpose(1, 2).reshape(batch * k, -1)
+
+
+def _weighted_rows(X: torch.Tensor, r: torch.Tensor, k: int) -> torch.Tensor:
+    """``r[b·k + j] @ X[b]`` for every problem: ``[B·k, d]`` from ``r`` ``[B·k, n]`` (the gradient's matmul)."""
+    return torch.bmm(r.reshape(X.shape[0], k, -1), X).reshape(X.shape[0] * k, -1)
 
 
 def _lbfgs(fg: ValueAndGrad, theta: torch.Tensor, tol: float, max_iter: int, m: int
@@ -140,24 +154,24 @@ def _wolfe_search(fg: ValueAndGrad, theta: torch.Tensor, f: torch.Tensor, g: tor
 
     Returns (step, f, g) at the accepted points; a problem whose search fails keeps step 0.
     """
-    searches = {b: DCSRCH(None, None, ftol=1e-3, gtol=0.9, xtol=0.1, stpmin=0.0, stpmax=1e10)
-                for b in torch.nonzero(active).flatten().tolist()}
+    searches = {b: MoreThuente() for b in torch.nonzero(active).flatten().tolist()}
     trial = torch.where(active, first, torch.zeros_like(first)).tolist()
-    task: dict[int, bytes] = {}
     for b, search in searches.items():
-        trial[b], _, _, task[b] = search._iterate(trial[b], float(f[b]), float(slope[b]), b"START")
+        trial[b] = search.start(float(f[b]), float(slope[b]), trial[b])
+    searches = {b: search for b, search in searches.items() if search.status == "searching"}
     step, f_out, g_out = torch.zeros_like(f), f.clone(), g.clone()
     for _ in range(max_evals):
         if not searches:
             break
         t = torch.tensor(trial, dtype=f.dtype, device=f.device)
         f_try, g_try = fg(theta + t[:, None] * d)
-        dg = (g_try * d).sum(-1)
+        dg = (g_try * d).sum(-1).tolist()
+        f_list = f_try.tolist()
         for b in list(searches):
-            trial[b], _, _, task[b] = searches[b]._iterate(trial[b], float(f_try[b]), float(dg[b]), task[b])
-            if task[b][:2] == b"FG":
+            trial[b] = searches[b].step(trial[b], f_list[b], dg[b])
+            if searches[b].status == "searching":
                 continue  # wants another evaluation at the new trial step
-            del searches[b]
-            if task[b][:4] == b"CONV":
+            if searches[b].status == "converged":
                 step[b], f_out[b], g_out[b] = t[b], f_try[b], g_try[b]
+            del searches[b]
     return step, f_out, g_out

@@ -13,6 +13,7 @@ VECTOR_METHODS: tuple[str, ...] = ("paper-code", "mean-diff")  # see trusttrace.
 VECTOR_SPLITS: tuple[str, ...] = ("first-half", "all")  # rows a vector's mean difference uses
 STEER_POSITIONS: tuple[str, ...] = ("last", "all", "generated")
 PERPLEXITY_SOURCES: tuple[str, ...] = ("auto", "lambada", "statements")
+TRUTHFULQA_SPECS: tuple[str, ...] = ("paper", "lm-eval", "both")  # see trusttrace.evaluate.suite
 BINARY_MODES: tuple[str, ...] = ("logprob", "generate")  # how 0/1 prompts are answered
 DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")  # training: bf16 autocast or fp32

@@ -106,6 +106,11 @@ class SteerConfig:
         revision = split_revision(self.source)[1]
         return (revision,) if revision is not None else self.revisions
 
+    @property
+    def target_model(self) -> tuple[str, str | None]:
+        """The target and its revision (``MODEL@REVISION``), or None for the default branch."""
+        return split_revision(self.target)
+
     def settings(self) -> dict[str, Any]:
         """The settings that change the numbers (the executor only decides where the work runs)."""
         settings = {k: v for k, v in asdict(self).items() if k != "executor"}
@@ -172,7 +177,8 @@ def _target_and_judges(config: SteerConfig) -> tuple[LoadedModel, Judges]:
            config.data_dir)
     if key not in _WORKER_CACHE:
         _WORKER_CACHE.clear()
-        target = load_model(config.target, dtype=config.dtype, device=config.device)
+        name, revision = config.target_model
+        target = load_model(name, revision=revision, dtype=config.dtype, device=config.device)
         _WORKER_CACHE[key] = (target, judges_for((config.dimension,), config.judge, config.truth_judge,
                                                  config.data_dir))
     return _WORKER_CACHE[key]
@@ -245,11 +251,13 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerRes
     progress.stage(f"building {config.dimension} vectors from {config.source}")
     sources = _trace_vectors(config.source_model, config, layout.source, config.source_revisions, config.select,
                              layout.vectors.root)
-    if config.target == config.source_model and len(sources) == 1:  # the source is the target: the same vector
-        self_vector = next(iter(sources.values()))
+    target, target_revision = config.target_model
+    if target == config.source_model and len(sources) == 1 and config.source_revisions in (None, (target_revision,)):
+        self_vector = next(iter(sources.values()))  # the source is the target: the same vector
     else:
         progress.stage(f"building the target's own {config.dimension} vector")
-        self_vector = next(iter(_trace_vectors(config.target, config, layout.target, None, None, None).values()))
+        revisions = (target_revision,) if target_revision is not None else None
+        self_vector = next(iter(_trace_vectors(target, config, layout.target, revisions, None, None).values()))
     self_vector.save(layout.vectors.vector("self", config.dimension))
     jobs = _jobs(config, sources, self_vector)
     progress.start("sweep", "steering sweep", total=len(jobs))

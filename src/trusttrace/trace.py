@@ -347,6 +347,7 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
                 meta = {"model": config.model, "revision": ckpt.name,
                         "step": "" if ckpt.step is None else str(ckpt.step), "commit": model.commit or "",
                         "dataset": name, "vocab_sha256": vocab_sha256(lm.tokenizer), "dtype": lm.info.dtype,
+                        "architecture": lm.info.architecture,
                         "trusttrace_version": __version__, **expect}
                 save_activations(path, acts, ds.labels, meta)
                 del acts, lm

@@ -17,7 +17,7 @@ from .layout import TraceLayout, VectorsLayout
 from .steering import METHODS, SteeringVector, build_vector
 from .store import load_activations, read_metadata
 
-PROVENANCE_KEYS = ("model", "revision", "commit", "dataset", "dataset_sha256", "vocab_sha256", "dtype")
+PROVENANCE_KEYS = ("model", "revision", "commit", "dataset", "dataset_sha256", "vocab_sha256", "dtype", "architecture")
 
 
 def default_split(dimension: str) -> str:

@@ -7,11 +7,12 @@ when it runs, so ``trusttrace --help`` loads neither torch nor pandas.
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,32 +21,57 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as Bars
 from rich.table import Table
 
-from ..names import CONTROLS, DIMENSIONS, EXECUTORS, MI_ESTIMATORS, PERPLEXITY_SOURCES, PROTOCOLS
+from .._version import __version__
+from ..names import CONTROLS, DIMENSIONS
 from ..progress import Progress
+from .choices import Dtype, Executor, MiEstimator, PerplexitySource, Positions, Protocol, check_device
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..executors import ExecutorConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.")
+app = typer.Typer(no_args_is_help=True,
+                  help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.\n\n"
+                       "Exit codes: 0 done; 1 a runtime failure (network, failed checkpoints or evaluations, a "
+                       "partial sweep: rerun to retry); 2 a usage error (a bad option, name, path or file).")
 console = Console(stderr=True)
 log = logging.getLogger("trusttrace")
 NOISY_LOGGERS = ("transformers", "huggingface_hub", "accelerate", "urllib3", "filelock", "choreographer", "kaleido",
                  "logistro", "ray")
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """What a user can get wrong (paths, names, data, settings, network): a message, no traceback."""
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trusttrace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Trace how a model comes to encode trustworthiness over its pre-training checkpoints."""
+
+
+def runtime_failures() -> tuple[type[Exception], ...]:
+    """What goes wrong while running through no fault of the command line: exit 1, and a rerun retries."""
     from ..sweep import SweepFailed
 
-    return ValueError, FileNotFoundError, ConnectionError, KeyError, SweepFailed
+    return ConnectionError, SweepFailed
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """What a user can get wrong (paths, names, data, settings), and runtime failures: a message, no traceback."""
+    return ValueError, FileNotFoundError, KeyError, *runtime_failures()
 
 
 def fail(err: Exception) -> NoReturn:
+    """The error's message on the console; exit 1 for a runtime failure, 2 for a usage error."""
     console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=EXIT_FAILURE if isinstance(err, runtime_failures()) else EXIT_USAGE)
 
 
 class RunLog(logging.FileHandler):
@@ -140,12 +166,18 @@ def transfer_pairs(value: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+_DECIMAL = {"": 1e9, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}  # a bare number is GB
+_BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
 def gigabytes(value: str) -> float:
-    """``50GB``, ``800MB``, ``1.5TB`` (or GiB…) or a bare number of GB, as GB."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*", value.upper())
-    if match is None:
-        raise ValueError(f"--cache-budget {value!r}: give a size such as 50GB, 800MB or 1.5TB.")
-    return float(match.group(1)) * {"": 1.0, "K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}[match.group(2)]
+    """A size as its units say, in GB (10⁹ bytes): ``50GB``, ``800MB``, ``1.5TB`` are decimal, ``50GiB``,
+    ``800MiB`` binary, and a bare number is GB."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGT])(I?)B?)?\s*", value.upper())
+    if match is None or (match.group(3) and not match.group(2)):
+        raise ValueError(f"--cache-budget {value!r}: give a size such as 50GB, 800MB, 1.5TB or 40GiB.")
+    number, prefix, binary = float(match.group(1)), match.group(2) or "", match.group(3)
+    return number * (_BINARY[prefix] if binary else _DECIMAL[prefix]) / 1e9
 
 
 def sigma(value: str) -> float | None:
@@ -189,8 +221,9 @@ def print_table(frame: pd.DataFrame, title: str, headers: dict[str, str] | None 
 
 # ---------------------------------------------------------------- options shared by several commands
 
-ProtocolOpt = Annotated[str, typer.Option(help=f"Probe protocol: {' | '.join(PROTOCOLS)} (group-cv: no question, "
-                                               "context or sentence pair on both sides of a fold).")]
+ProtocolOpt = Annotated[Protocol, typer.Option(help="Probe protocol (group-cv: no question, context or sentence pair "
+                                                    "on both sides of a fold; cv: shuffled k-fold; paper-code: the "
+                                                    "released 80/20 cut).")]
 FoldsOpt = Annotated[int, typer.Option(help="k for the k-fold protocols.")]
 SeedsOpt = Annotated[int, typer.Option(help="Repeat the folds with this many seeds; the spread is reported.")]
 TransferOpt = Annotated[str | None, typer.Option(help="Transfer tests TRAIN:TEST[,…]: each layer's probe trained on "
@@ -199,27 +232,30 @@ TransferOpt = Annotated[str | None, typer.Option(help="Transfer tests TRAIN:TEST
 ControlsOpt = Annotated[str, typer.Option(help=f"none, or comma-separated: {', '.join(CONTROLS)} (what the "
                                                "accuracy is compared with; see trusttrace.controls).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the cv folds (and MI subsamples).")]
+TrainSeedOpt = Annotated[int, typer.Option(help="Seed of the initial weights, the batch order and dropout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")]
 AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]
-MiEstimatorOpt = Annotated[str, typer.Option(help=f"MI estimator: {' | '.join(MI_ESTIMATORS)}.")]
+MiEstimatorOpt = Annotated[MiEstimator, typer.Option(help="MI estimator (see trusttrace.mutual_info).")]
 MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
 MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded subsamples of this many rows.")]
 DataDirOpt = Annotated[Path | None, typer.Option(help="Folder with the published CSVs (default $TRUSTTRACE_DATA_DIR, "
                                                       "else download).")]
-DtypeOpt = Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")]
-PerplexityOpt = Annotated[str, typer.Option(help=f"Perplexity text: {' | '.join(PERPLEXITY_SOURCES)} (auto: LAMBADA "
-                                                 "if reachable, else the datasets' test-half statements).")]
+DtypeOpt = Annotated[Dtype, typer.Option(help="Weights' dtype (auto: bf16 where the hardware runs it fast).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.", callback=check_device)]
+PerplexityOpt = Annotated[PerplexitySource, typer.Option(help="Perplexity text (auto: LAMBADA if reachable, else the "
+                                                              "datasets' test-half statements).")]
 PerplexityFileOpt = Annotated[Path | None, typer.Option(help="Text file for perplexity, one passage a line.")]
 JudgeOpt = Annotated[str, typer.Option(help="Toxicity judge: offline (MiniLM embedding classifier) | an HF "
                                             "classifier, e.g. tomh/toxigen_roberta.")]
 TruthJudgeOpt = Annotated[str, typer.Option(help="TruthfulQA judge: offline (MiniLM nearest reference) | "
                                                  "TRUTH_MODEL[,INFO_MODEL], e.g. allenai/truthfulqa-truth-judge-llama2-7B.")]
-PositionsOpt = Annotated[str, typer.Option(help="Steered positions: last | all | generated.")]
+PositionsOpt = Annotated[Positions, typer.Option(help="Steered positions.")]
+RevisionOpt = Annotated[str | None, typer.Option(help="The model's revision (branch, tag or commit); MODEL@REV "
+                                                      "says the same.")]
 
 EXECUTOR_PANEL = "Executor (where the work runs; never changes the numbers)"
-ExecutorOpt = Annotated[str, typer.Option(help=f"{' | '.join(EXECUTORS)} (ray: one task per unit of work on a "
-                                               "Ray cluster).", rich_help_panel=EXECUTOR_PANEL)]
+ExecutorOpt = Annotated[Executor, typer.Option(help="Where the work runs (ray: one task per unit of work on a Ray "
+                                                    "cluster).", rich_help_panel=EXECUTOR_PANEL)]
 RayAddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join: auto | HOST:PORT (default: start a "
                                                        "local one).", rich_help_panel=EXECUTOR_PANEL)]
 GpusOpt = Annotated[float, typer.Option(help="GPUs per task (ray).", rich_help_panel=EXECUTOR_PANEL)]
@@ -227,10 +263,43 @@ CpusOpt = Annotated[float, typer.Option(help="CPUs per task (ray).", rich_help_p
 RetriesOpt = Annotated[int, typer.Option(help="Retries of a failed task (ray).", rich_help_panel=EXECUTOR_PANEL)]
 
 
-def executor_config(executor: str, ray_address: str | None, gpus_per_task: float, cpus_per_task: float,
+def executor_config(executor: Executor, ray_address: str | None, gpus_per_task: float, cpus_per_task: float,
                     max_retries: int) -> ExecutorConfig:
     """The executor options as one config."""
     from ..executors import ExecutorConfig
 
-    return ExecutorConfig(kind=executor, ray_address=ray_address, gpus_per_task=gpus_per_task,
+    return ExecutorConfig(kind=executor.value, ray_address=ray_address, gpus_per_task=gpus_per_task,
                           cpus_per_task=cpus_per_task, max_retries=max_retries)
+
+
+def model_at(model: str, revision: str | None, option: str = "--model") -> tuple[str, str | None]:
+    """``MODEL@REV`` or ``MODEL`` with ``--revision REV`` → (MODEL, REV); both at once must agree. A local
+    path that exists is never split."""
+    if "@" not in model or Path(model).expanduser().exists():
+        return model, revision
+    name, _, rev = model.rpartition("@")
+    if not name or not rev:
+        raise ValueError(f"{option} {model!r}: give MODEL@REVISION, e.g. EleutherAI/pythia-70m@step1000.")
+    if revision is not None and revision != rev:
+        raise ValueError(f"{option} {model!r} names revision {rev!r} but --revision says {revision!r}; give one.")
+    return name, rev
+
+
+N = TypeVar("N", int, float)
+
+
+def numbers(value: str, option: str, kind: Callable[[str], N]) -> tuple[N, ...]:
+    """``1,2,-3`` → (1, 2, -3) for ``option``; a value that is not a finite number is a usage error."""
+    out = []
+    for item in split(value) or ():
+        try:
+            number = kind(item)
+        except ValueError:
+            raise ValueError(f"{option} {value!r}: {item!r} is not {'an integer' if kind is int else 'a number'}; "
+                             f"give comma-separated values, e.g. {'12,14' if kind is int else '-2,-1,1,2'}.") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{option} {value!r}: {item!r} is not a finite number.")
+        out.append(number)
+    if not out:
+        raise ValueError(f"{option} {value!r}: give at least one value.")
+    return tuple(out)

@@ -1,4 +1,4 @@
-"""Commands over checkpoint series and stored activations: trace, probe, phases, vectors, checkpoints, datasets."""
+"""Commands over checkpoint series and stored activations: trace, probe, phases, checkpoints, datasets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..names import DIMENSIONS, SELECTOR_HELP, VECTOR_METHODS
+from ..names import DIMENSIONS, SELECTOR_HELP
 from ._shared import (
     AnalysesOpt,
     ControlsOpt,
@@ -37,6 +37,7 @@ from ._shared import (
     executor_config,
     fail,
     gigabytes,
+    model_at,
     parse_controls,
     path_or_none,
     print_outputs,
@@ -49,6 +50,7 @@ from ._shared import (
     transfer_pairs,
     user_errors,
 )
+from .choices import Dtype, Executor, MiEstimator, Protocol
 
 SUMMARY_HEADERS = {"best_accuracy": "accuracy", "ci": "95 % CI", "layer0_accuracy": "layer 0",
                    "majority_baseline": "majority", "control_lexical": "lexical", "control_random_init": "random init",
@@ -58,8 +60,8 @@ SUMMARY_TITLE = "probe accuracy: best layer per checkpoint and dimension (layer 
 
 @app.command()
 def trace(
-    model: Annotated[str, typer.Option(help="Hub id, local series folder, checkpoint folder, .gguf file, "
-                                            "or smollm2-135m-instruct.")],
+    model: Annotated[str, typer.Option(help="Hub id (MODEL@REV: that revision alone), local series folder, "
+                                            "checkpoint folder, .gguf file, or smollm2-135m-instruct.")],
     out: Annotated[str, typer.Option(help="Run folder (created; a rerun resumes): a path, or an fsspec URL "
                                           "(s3://…, gs://…, file://…).")],
     revisions: Annotated[str | None, typer.Option(help="Comma-separated hub revisions.")] = None,
@@ -67,14 +69,14 @@ def trace(
     dims: Annotated[str, typer.Option("--dimensions", help=f"all, or comma-separated: {', '.join(DIMENSIONS)} "
                                                            "(or CSV/JSONL files of statement,label rows).")] = "all",
     limit: Annotated[int | None, typer.Option(help="First N statements of each dataset.")] = None,
-    protocol: ProtocolOpt = "group-cv",
+    protocol: ProtocolOpt = Protocol.group_cv,
     folds: FoldsOpt = 5,
     seed: SeedOpt = 0,
     seeds: SeedsOpt = 1,
     controls: ControlsOpt = "shuffled,lexical,random-init",
     transfer: TransferOpt = None,
     data_dir: DataDirOpt = None,
-    dtype: DtypeOpt = "auto",
+    dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = "auto",
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep downloaded checkpoints after use.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Hub download folder.")] = None,
@@ -82,13 +84,13 @@ def trace(
     allow_pickle: Annotated[bool, typer.Option(help="Accept pickle (*.bin) weights.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub repo.")] = False,
     analyses: AnalysesOpt = "probe,mi",
-    mi_estimator: MiEstimatorOpt = "paper-code",
+    mi_estimator: MiEstimatorOpt = MiEstimator.paper_code,
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
     prefetch: Annotated[int, typer.Option(help="Hub checkpoints downloaded ahead of the one computing.")] = 1,
     cache_budget: Annotated[str | None, typer.Option(help="Downloaded, not yet deleted checkpoints at most, e.g. "
                                                           "50GB or 800MB (limits --prefetch).")] = None,
-    executor: ExecutorOpt = "local",
+    executor: ExecutorOpt = Executor.local,
     ray_address: RayAddressOpt = None,
     gpus_per_task: GpusOpt = 0.0,
     cpus_per_task: CpusOpt = 1.0,
@@ -108,13 +110,17 @@ def trace(
         from ..trace import TraceConfig, run_trace
 
         quiet_transformers()
+        name, rev = model_at(model, None)
+        if rev is not None and revisions:
+            raise ValueError(f"--model {model!r} names a revision and --revisions gives more; use one.")
         config = TraceConfig(
-            model=model, out=str(out), revisions=split(revisions), select=select, dimensions=dimensions(dims),
+            model=name, out=str(out), revisions=(rev,) if rev else split(revisions), select=select, dimensions=dimensions(dims),
             limit=limit, data_dir=path_or_none(data_dir),
-            load=LoadConfig(dtype=dtype, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+            load=LoadConfig(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                             blocks=blocks, cache_dir=path_or_none(cache_dir)),
-            analysis=AnalysisConfig.build(split(analyses) or (), protocol, folds, seed, mi_estimator, sigma(mi_sigma),
-                                          mi_max_samples=mi_max_samples, controls=parse_controls(controls), seeds=seeds),
+            analysis=AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
+                                          sigma(mi_sigma), mi_max_samples=mi_max_samples,
+                                          controls=parse_controls(controls), seeds=seeds),
             fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=gigabytes(cache_budget) if cache_budget else None,
                               keep_checkpoints=keep_checkpoints),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
@@ -136,14 +142,14 @@ def trace(
 def probe(
     run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
     out: Annotated[Path, typer.Option(help="Folder for the new results table.")],
-    protocol: ProtocolOpt = "group-cv",
+    protocol: ProtocolOpt = Protocol.group_cv,
     folds: FoldsOpt = 5,
     seed: SeedOpt = 0,
     seeds: SeedsOpt = 1,
     controls: ControlsOpt = "shuffled,lexical,random-init",
     transfer: TransferOpt = None,
     analyses: AnalysesOpt = "probe,mi",
-    mi_estimator: MiEstimatorOpt = "paper-code",
+    mi_estimator: MiEstimatorOpt = MiEstimator.paper_code,
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
     quiet: QuietOpt = False,
@@ -156,8 +162,9 @@ def probe(
         from ..analysis import AnalysisConfig, ProbeRunConfig, run_probe
         from ..tables import trace_summary
 
-        analysis = AnalysisConfig.build(split(analyses) or (), protocol, folds, seed, mi_estimator, sigma(mi_sigma),
-                                        mi_max_samples=mi_max_samples, controls=parse_controls(controls), seeds=seeds)
+        analysis = AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
+                                        sigma(mi_sigma), mi_max_samples=mi_max_samples,
+                                        controls=parse_controls(controls), seeds=seeds)
         analysis = replace(analysis, transfer=transfer_pairs(transfer))
         result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
     except user_errors() as err:
@@ -195,32 +202,6 @@ def phases(
         console.print(f"[yellow]note:[/] {note}")
     for path in outputs:
         console.print(f"wrote {path}")
-
-
-@app.command()
-def vectors(
-    run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
-    dimension: Annotated[str, typer.Option(help="The dimension (or user file stem) whose activations to use.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for <revision>/<dimension>.safetensors "
-                                                  "(default RUN/vectors).")] = None,
-    method: Annotated[str, typer.Option(help=f"{' | '.join(VECTOR_METHODS)} (see trusttrace.steering).")]
-    = "paper-code",
-    vector_split: Annotated[str | None, typer.Option("--split", help="Rows of the mean difference: first-half | all "
-                                                                    "(default: all for reliability, else first-half).")]
-    = None,
-    revisions: Annotated[str | None, typer.Option(help="Comma-separated revisions (default: all stored).")] = None,
-) -> None:
-    """Build steering vectors from a trace folder's stored activations (no model needed)."""
-    setup_logging(quiet=True)
-    try:
-        from ..vectors import VectorsConfig, run_vectors
-
-        result = run_vectors(VectorsConfig(str(run), dimension, path_or_none(out), method, vector_split,
-                                           split(revisions)))
-    except user_errors() as err:
-        fail(err)
-    console.print(f"{len(result.files)} vectors ({dimension}, {method})")
-    print_outputs(result.files)
 
 
 @app.command()

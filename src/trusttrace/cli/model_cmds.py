@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..names import BINARY_MODES, DIMENSIONS, SELECTOR_HELP, VECTOR_METHODS
+from ..names import DIMENSIONS, SELECTOR_HELP
 from ._shared import (
+    EXIT_FAILURE,
     CpusOpt,
     DataDirOpt,
     DeviceOpt,
@@ -24,11 +25,15 @@ from ._shared import (
     QuietOpt,
     RayAddressOpt,
     RetriesOpt,
+    RevisionOpt,
     TruthJudgeOpt,
     app,
+    console,
     dimensions,
     executor_config,
     fail,
+    model_at,
+    numbers,
     path_or_none,
     print_outputs,
     print_table,
@@ -38,29 +43,49 @@ from ._shared import (
     split,
     user_errors,
 )
+from .choices import (
+    BinaryMode,
+    Dimension,
+    Dtype,
+    Executor,
+    PerplexitySource,
+    Positions,
+    QuestionSet,
+    TruthfulQASpec,
+    VectorMethod,
+)
 
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option(help="Hub id, local folder, .gguf file, or smollm2-135m-instruct.")],
+    model: Annotated[str, typer.Option(help="Hub id (MODEL@REV for a revision), local folder, .gguf file, or "
+                                            "smollm2-135m-instruct.")],
+    revision: RevisionOpt = None,
     dims: Annotated[str, typer.Option("--dimensions", help=f"all, or comma-separated: {', '.join(DIMENSIONS)}.")]
     = "all",
     limit: Annotated[int | None, typer.Option(help="Items per benchmark at most.")] = None,
     vector: Annotated[Path | None, typer.Option(help="A steering vector (.safetensors) to apply.")] = None,
     layer: Annotated[int | None, typer.Option(help="Layer to steer (block output).")] = None,
     alpha: Annotated[float, typer.Option(help="Steering strength (negative: away from label 1).")] = 1.0,
-    positions: PositionsOpt = "last",
+    positions: PositionsOpt = Positions.last,
     allow_mismatch: Annotated[bool, typer.Option(help="Apply a vector from a differently shaped model.")] = False,
     perplexity_file: PerplexityFileOpt = None,
     data_dir: DataDirOpt = None,
-    dtype: DtypeOpt = "auto",
+    dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = "auto",
-    binary_mode: Annotated[str, typer.Option(help=f"0/1 tasks: {' | '.join(BINARY_MODES)} (logprob: deterministic; "
-                                                  "generate: the released parse, seeded fallback).")] = "logprob",
-    perplexity: PerplexityOpt = "auto",
+    binary_mode: Annotated[BinaryMode, typer.Option(help="0/1 tasks (logprob: deterministic; generate: the "
+                                                         "released parse, seeded fallback).")] = BinaryMode.logprob,
+    perplexity: PerplexityOpt = PerplexitySource.auto,
+    truthfulqa_spec: Annotated[TruthfulQASpec, typer.Option(help="TruthfulQA MC as the paper scores it (mc1, mc2 on "
+                                                                 "the 407 held-out questions), as lm-eval does "
+                                                                 "(truthfulqa_mc1, truthfulqa_mc2), or both.")]
+    = TruthfulQASpec.paper,
+    lmeval_questions: Annotated[QuestionSet, typer.Option(help="The lm-eval spec's questions: all (the benchmark) "
+                                                               "or test (the 407 held-out).")] = QuestionSet.all,
     judge: JudgeOpt = "offline",
     truth_judge: TruthJudgeOpt = "offline",
-    out: Annotated[Path | None, typer.Option(help="Write evaluate.csv (and log.txt) here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write evaluate.csv, .parquet, manifest.json and log.txt here.")]
+    = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector."""
@@ -72,15 +97,17 @@ def evaluate(
 
         quiet_transformers()
         suite = EvalConfig(dimensions=dimensions(dims), limit=limit, data_dir=path_or_none(data_dir),
-                           perplexity_file=path_or_none(perplexity_file), binary_mode=binary_mode,
-                           perplexity_source=perplexity)
+                           perplexity_file=path_or_none(perplexity_file), binary_mode=binary_mode.value,
+                           perplexity_source=perplexity.value, truthfulqa_spec=truthfulqa_spec.value,
+                           lmeval_questions=lmeval_questions.value)
+        name, rev = model_at(model, revision)
         result = run_evaluate(EvaluateConfig(
-            model=model, suite=suite, vector=path_or_none(vector), layer=layer, alpha=alpha, positions=positions,
-            allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge, dtype=dtype, device=device,
-            out=path_or_none(out)))
+            model=name, revision=rev, suite=suite, vector=path_or_none(vector), layer=layer, alpha=alpha,
+            positions=positions.value, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
+            dtype=dtype.value, device=device, out=path_or_none(out)))
     except user_errors() as err:
         fail(err)
-    title = f"{model}" + (f" + {alpha:g}·{vector.name} at layer {layer} ({positions})" if vector else "")
+    title = f"{model}" + (f" + {alpha:g}·{vector.name} at layer {layer} ({positions.value})" if vector else "")
     table = Table(title=title)
     for col in ("dimension", "metric", "value", "n", "spec"):
         table.add_column(col, overflow="fold")
@@ -94,28 +121,29 @@ def evaluate(
 def steer(
     source: Annotated[str, typer.Option(help="Source model or series (hub id, local series folder, folder), or "
                                              "MODEL@REVISION for one checkpoint.")],
-    target: Annotated[str, typer.Option(help="The model to steer.")],
-    dimension: Annotated[str, typer.Option(help=f"One of {', '.join(DIMENSIONS)}.")],
+    target: Annotated[str, typer.Option(help="The model to steer (MODEL@REV for a revision).")],
+    dimension: Annotated[Dimension, typer.Option(help="The dimension to steer.")],
     out: Annotated[Path, typer.Option(help="Output folder (steering.csv, best.csv, vectors/, traces).")],
     revisions: Annotated[str | None, typer.Option(help="Comma-separated source revisions.")] = None,
     select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
     layers: Annotated[str, typer.Option(help="Comma-separated layers (block outputs).")] = "14",
     alphas: Annotated[str, typer.Option(help="Comma-separated strengths; negative moves away from label 1.")]
     = "-2,-1,1,2",
-    positions: PositionsOpt = "last",
-    method: Annotated[str, typer.Option(help=f"Vector builder: {' | '.join(VECTOR_METHODS)}.")] = "paper-code",
+    positions: PositionsOpt = Positions.last,
+    method: Annotated[VectorMethod, typer.Option(help="Vector builder (see trusttrace.steering).")]
+    = VectorMethod.paper_code,
     limit: Annotated[int | None, typer.Option(help="Evaluation items at most.")] = None,
     source_limit: Annotated[int | None, typer.Option(help="Statements used to build each vector.")] = None,
     ppl_budget: Annotated[float, typer.Option(help="Best α only within this × unsteered perplexity.")] = 1.33,
     data_dir: DataDirOpt = None,
-    dtype: DtypeOpt = "auto",
+    dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = "auto",
     allow_mismatch: Annotated[bool, typer.Option(help="Apply vectors across differently shaped models.")] = False,
-    perplexity: PerplexityOpt = "auto",
+    perplexity: PerplexityOpt = PerplexitySource.auto,
     perplexity_file: PerplexityFileOpt = None,
     judge: JudgeOpt = "offline",
     truth_judge: TruthJudgeOpt = "offline",
-    executor: ExecutorOpt = "local",
+    executor: ExecutorOpt = Executor.local,
     ray_address: RayAddressOpt = None,
     gpus_per_task: GpusOpt = 0.0,
     cpus_per_task: CpusOpt = 1.0,
@@ -134,16 +162,21 @@ def steer(
 
         quiet_transformers()
         config = SteerConfig(
-            source=source, target=target, dimension=dimension, out=str(out), revisions=split(revisions),
-            select=select, layers=tuple(int(v) for v in split(layers) or ()),
-            alphas=tuple(float(v) for v in split(alphas) or ()), positions=positions, method=method, limit=limit,
-            source_limit=source_limit, ppl_budget=ppl_budget, data_dir=path_or_none(data_dir), dtype=dtype,
-            device=device, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
-            perplexity_source=perplexity, perplexity_file=path_or_none(perplexity_file),
+            source=source, target=target, dimension=dimension.value, out=str(out), revisions=split(revisions),
+            select=select, layers=numbers(layers, "--layers", int), alphas=numbers(alphas, "--alphas", float),
+            positions=positions.value, method=method.value, limit=limit, source_limit=source_limit,
+            ppl_budget=ppl_budget, data_dir=path_or_none(data_dir), dtype=dtype.value, device=device,
+            allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge, perplexity_source=perplexity.value,
+            perplexity_file=path_or_none(perplexity_file),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries))
         with progress_bars(quiet) as progress:
             result = run_steer(config, progress)
     except user_errors() as err:
         fail(err)
-    print_table(result.best, f"best α per source for {dimension} (perplexity ≤ {ppl_budget}× unsteered)")
+    print_table(result.best, f"best α per source for {dimension.value} (perplexity ≤ {ppl_budget}× unsteered)")
     print_outputs(result.outputs)
+    if result.failed:
+        for label, error in result.failed.items():
+            console.print(f"[bold red]failed:[/] {label}: {error}")
+        console.print("The sweep is partial; rerun the same command to retry the failed evaluations.")
+        raise typer.Exit(code=EXIT_FAILURE)

@@ -9,16 +9,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..names import PRECISIONS
 from ..progress import Progress
 from ._shared import (
     DataDirOpt,
+    DeviceOpt,
     QuietOpt,
-    SeedOpt,
+    RevisionOpt,
+    TrainSeedOpt,
     app,
     console,
     dimensions,
     fail,
+    model_at,
     path_or_none,
     print_outputs,
     progress_bars,
@@ -26,6 +28,7 @@ from ._shared import (
     setup_logging,
     user_errors,
 )
+from .choices import Precision
 
 
 def _live_tracing(progress: Progress, trace: Callable[[Path, int], None]) -> Callable[[Path, int], None]:
@@ -54,9 +57,10 @@ def pretrain(
     seq_len: Annotated[int, typer.Option(help="Tokens per training sequence.")] = 128,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 2e-3,
-    seed: SeedOpt = 0,
-    precision: Annotated[str, typer.Option(help=f"{' | '.join(PRECISIONS)} (auto: bf16 autocast where fast).")]
-    = "auto",
+    seed: TrainSeedOpt = 0,
+    precision: Annotated[Precision, typer.Option(help="bf16 autocast or fp32 (auto: bf16 where the hardware runs it "
+                                                      "fast).")] = Precision.auto,
+    device: DeviceOpt = "auto",
     trace: Annotated[str | None, typer.Option(help="Trace these dimensions at every checkpoint into OUT/trace: all, "
                                                    "or comma-separated.")] = None,
     trace_limit: Annotated[int | None, typer.Option(help="Statements per traced dimension.")] = 600,
@@ -75,7 +79,8 @@ def pretrain(
         config = PretrainConfig(out=str(out), corpus=corpus, steps=steps, checkpoints=checkpoints,
                                 hidden_size=hidden_size, n_layers=layers, n_heads=heads,
                                 intermediate_size=intermediate_size, vocab_size=vocab_size, seq_len=seq_len,
-                                batch_size=batch_size, lr=lr, seed=seed, precision=precision)
+                                batch_size=batch_size, lr=lr, seed=seed, precision=precision.value,
+                                device=device)
         trace_dir = PretrainLayout(out).trace.root
         with progress_bars(quiet) as progress:
             hook = _live_tracing(progress, tracer(trace_dir, dimensions(trace), limit=trace_limit,
@@ -89,14 +94,19 @@ def pretrain(
 
 @app.command()
 def finetune(
-    model: Annotated[Path, typer.Option(help="Checkpoint folder to tune (e.g. RUN/checkpoints/last).")],
+    model: Annotated[str, typer.Option(help="Checkpoint folder to tune (e.g. RUN/checkpoints/last), or a hub id "
+                                            "(MODEL@REV for a revision).")],
     out: Annotated[Path, typer.Option(help="Folder for the fine-tuned model.")],
+    revision: RevisionOpt = None,
     data: Annotated[str, typer.Option(help="builtin (TruthfulQA train Q→A + dev-half completions) | a JSONL "
                                            "file of prompt/response rows.")] = "builtin",
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-4,
-    seed: SeedOpt = 0,
+    seed: TrainSeedOpt = 0,
+    precision: Annotated[Precision, typer.Option(help="bf16 autocast or fp32 (auto: bf16 where fast).")]
+    = Precision.auto,
+    device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -106,8 +116,10 @@ def finetune(
         from ..finetune import FinetuneConfig, run_finetune
 
         quiet_transformers()
-        config = FinetuneConfig(model=str(model), out=str(out), data=data, steps=steps, batch_size=batch_size,
-                                lr=lr, seed=seed, data_dir=path_or_none(data_dir))
+        name, rev = model_at(model, revision)
+        config = FinetuneConfig(model=name, revision=rev, out=str(out), data=data, steps=steps, batch_size=batch_size,
+                                lr=lr, seed=seed, data_dir=path_or_none(data_dir), precision=precision.value,
+                                device=device)
         with progress_bars(quiet) as progress:
             result = run_finetune(config, progress)
     except user_errors() as err:
@@ -123,7 +135,7 @@ def demo(
     trace_limit: Annotated[int, typer.Option(help="Statements per dimension traced at each checkpoint.")] = 600,
     steer_limit: Annotated[int, typer.Option(help="Evaluation items per steered result.")] = 100,
     data_dir: DataDirOpt = None,
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option(help="Seed of everything: weights, batches, folds, vectors' statements.")] = 0,
 ) -> None:
     """Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints: offline."""
     from ..layout import DemoLayout

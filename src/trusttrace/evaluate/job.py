@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from .._io import write_with
+from .._io import write_json_atomic, write_with
+from .._version import package_versions
 from ..layout import EvaluateLayout
 from ..models import load_model
 from ..steering import SteeringVector
@@ -20,6 +23,7 @@ class EvaluateConfig:
     """A model, the suite's settings, an optional steering vector, and where the table goes."""
 
     model: str  # hub id, local folder, .gguf file, or a built-in name
+    revision: str | None = None  # the hub revision (branch, tag or commit); None: the default branch
     suite: EvalConfig = field(default_factory=EvalConfig)
     vector: str | None = None  # a steering vector (.safetensors) to apply
     layer: int | None = None  # the block whose output is steered
@@ -46,11 +50,15 @@ class EvaluateResult:
 
     @property
     def outputs(self) -> dict[str, Path]:
-        return {} if self.out is None else {"evaluate.csv": EvaluateLayout(self.out).table}
+        if self.out is None:
+            return {}
+        layout = EvaluateLayout(self.out)
+        return {"evaluate.csv": layout.table, "evaluate.parquet": layout.parquet, "manifest.json": layout.manifest}
 
 
 def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
-    """Load the model (and vector), run the suite, write ``OUT/evaluate.csv`` when ``out`` is given.
+    """Load the model (and vector), run the suite; with ``out``, write ``evaluate.csv``/``.parquet`` and a
+    ``manifest.json`` (the config, the model that was loaded, package versions, seeds) there.
 
     Example:
         >>> run_evaluate(EvaluateConfig("smollm2-135m-instruct", EvalConfig(limit=100)))  # doctest: +SKIP
@@ -59,10 +67,20 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     if config.vector is not None and config.layer is not None:
         steering = Steering(SteeringVector.load(config.vector), config.layer, config.alpha, config.positions,
                             config.allow_mismatch)
-    lm = load_model(config.model, dtype=config.dtype, device=config.device)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lm = load_model(config.model, revision=config.revision, dtype=config.dtype, device=config.device)
     judges = judges_for(config.suite.dimensions, config.judge, config.truth_judge, config.suite.data_dir)
     table = evaluate_suite(lm, config.suite, steering, judges)
     out = Path(config.out) if config.out is not None else None
     if out is not None:
-        write_with(EvaluateLayout(out).table, lambda tmp: table.to_csv(tmp, index=False))
+        layout = EvaluateLayout(out)
+        write_with(layout.table, lambda tmp: table.to_csv(tmp, index=False))
+        write_with(layout.parquet, lambda tmp: table.to_parquet(tmp, index=False))
+        write_json_atomic(layout.manifest, _manifest(config, asdict(lm.info), started))
     return EvaluateResult(table, out)
+
+
+def _manifest(config: EvaluateConfig, model: dict[str, Any], started: str) -> dict[str, Any]:
+    return {"config": asdict(config), "model": model, "versions": package_versions(),
+            "seeds": {"binary_fallback": config.suite.seed},
+            "started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}

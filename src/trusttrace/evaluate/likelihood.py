@@ -21,13 +21,19 @@ from ..models import LoadedModel
 def score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Sequence[int], max_batch: int = 32,
                 max_tokens: int = 4096) -> np.ndarray:
     """Σ log p(token | everything before it) over the last ``n_scored[i]`` tokens of each sequence."""
+    return _score_tails(lm, seqs, n_scored, max_batch, max_tokens)[0]
+
+
+def _score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Sequence[int], max_batch: int = 32,
+                 max_tokens: int = 4096, greedy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``score_tails``, and (when ``greedy``) whether every scored token is the model's argmax there."""
     if any(k < 1 or k >= len(s) for s, k in zip(seqs, n_scored)):
         raise ValueError("Each scored span needs at least one token and at least one token of context before it.")
     if lm.info.device == "cpu":
         keep_freed_memory()
     pad_id = pad_id_of(lm.tokenizer)
     device = torch.device(lm.info.device)
-    totals = np.empty(len(seqs))
+    totals, is_greedy = np.empty(len(seqs)), np.zeros(len(seqs), dtype=bool)
     for bucket in length_buckets([len(s) for s in seqs], max_tokens, max_batch):
         ids, mask = pad_batch([list(seqs[i]) for i in bucket], pad_id, "left")
         k_max = max(n_scored[i] for i in bucket)
@@ -38,9 +44,12 @@ def score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Sequen
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, k_max, vocab]: predicts the last k_max
         targets = ids[:, -k_max:].to(device)
         picked = logp.gather(-1, targets[..., None])[..., 0]  # [batch, k_max]
+        hits = (logp.argmax(-1) == targets) if greedy else None
         for row, i in enumerate(bucket):
             totals[i] = float(picked[row, k_max - n_scored[i]:].sum())
-    return totals
+            if hits is not None:
+                is_greedy[i] = bool(hits[row, k_max - n_scored[i]:].all())
+    return totals, is_greedy
 
 
 def score_tails_after_prefix(lm: LoadedModel, prefix: Sequence[int], suffixes: Sequence[Sequence[int]],
@@ -81,23 +90,37 @@ def score_tails_after_prefix(lm: LoadedModel, prefix: Sequence[int], suffixes: S
     return totals
 
 
+def pair_tokens(lm: LoadedModel, contexts: Sequence[str], continuations: Sequence[str], joint: bool = False
+                ) -> tuple[list[list[int]], list[int]]:
+    """Token sequences of each context + continuation, and how many of their last tokens are the continuation.
+
+    ``joint=False``: the two are tokenised apart and joined. ``joint=True``: lm-evaluation-harness's way,
+    the pair is tokenised together and the continuation is what follows the context's own tokens.
+    """
+    if len(contexts) != len(continuations):
+        raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations; they must pair up.")
+    ctx = lm.tokenizer(list(contexts), add_special_tokens=True)["input_ids"]
+    if joint:
+        whole = lm.tokenizer([c + k for c, k in zip(contexts, continuations)], add_special_tokens=True)["input_ids"]
+        return whole, [len(w) - len(c) for w, c in zip(whole, ctx)]
+    cont = lm.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+    return [c + k for c, k in zip(ctx, cont)], [len(k) for k in cont]
+
+
 def continuation_logprobs(lm: LoadedModel, contexts: Sequence[str], continuations: Sequence[str],
-                          max_batch: int = 32, shared_prefix: str | None = None) -> np.ndarray:
-    """Σ log p(continuation | context); the two are tokenised apart and joined (lm-eval's convention).
+                          max_batch: int = 32, shared_prefix: str | None = None, joint: bool = False) -> np.ndarray:
+    """Σ log p(continuation | context), the pair tokenised as ``pair_tokens`` says.
 
     ``shared_prefix``: text every context starts with (a few-shot primer). Its tokens are run once and
     reused for every context whose tokens begin with them; the rest are scored in full. Same numbers up to
     floating-point rounding, several times faster when the prefix is most of each sequence.
     """
-    if len(contexts) != len(continuations):
-        raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations; they must pair up.")
-    ctx = lm.tokenizer(list(contexts), add_special_tokens=True)["input_ids"]
-    cont = lm.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
-    seqs, n_scored = [c + k for c, k in zip(ctx, cont)], [len(k) for k in cont]
+    seqs, n_scored = pair_tokens(lm, contexts, continuations, joint)
     if shared_prefix is None:
         return score_tails(lm, seqs, n_scored, max_batch)
     prefix = lm.tokenizer(shared_prefix, add_special_tokens=True)["input_ids"]
-    shared = [i for i, c in enumerate(ctx) if len(c) > len(prefix) and c[: len(prefix)] == prefix]
+    shared = [i for i, (s, k) in enumerate(zip(seqs, n_scored))
+              if len(s) - k > len(prefix) and s[: len(prefix)] == prefix]
     rest = sorted(set(range(len(seqs))) - set(shared))
     totals = np.empty(len(seqs))
     if shared:
@@ -106,6 +129,13 @@ def continuation_logprobs(lm: LoadedModel, contexts: Sequence[str], continuation
     if rest:
         totals[rest] = score_tails(lm, [seqs[i] for i in rest], [n_scored[i] for i in rest], max_batch)
     return totals
+
+
+def greedy_tails(lm: LoadedModel, contexts: Sequence[str], continuations: Sequence[str], max_batch: int = 32
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Σ log p(continuation | context) and whether the continuation is the greedy one (lm-eval's pairing)."""
+    seqs, n_scored = pair_tokens(lm, contexts, continuations, joint=True)
+    return _score_tails(lm, seqs, n_scored, max_batch, greedy=True)
 
 
 def perplexity(lm: LoadedModel, texts: Sequence[str], max_batch: int = 32) -> tuple[float, int]:

@@ -1,7 +1,9 @@
 """The trustworthiness evaluation suite: one row per dimension × metric, optionally under steering.
 
 Specs (all on the *test halves*: rows [n/2:] of each file, the released code's split):
-- reliability: TruthfulQA MC1/MC2 (``truthfulqa.SPEC_VERSION``), and generated answers judged ``truth`` and
+- reliability: TruthfulQA MC1/MC2 (``truthfulqa.SPEC_VERSION``, the paper's: 407 held-out questions; with
+  ``truthfulqa_spec="lm-eval"`` or ``"both"``, ``truthfulqa_mc1``/``truthfulqa_mc2`` as lm-evaluation-harness
+  scores them, ``lmeval.SPEC``), and generated answers judged ``truth`` and
   ``info`` (``truthfulqa.GEN_SPEC``; offline embedding judge by default, with its leave-one-out accuracy
   on the reference answers as ``truth_judge_accuracy``).
 - toxicity: greedy continuations (64 new tokens) of the first 500 test-half statements of toxigen.csv;
@@ -14,7 +16,9 @@ Specs (all on the *test halves*: rows [n/2:] of each file, the released code's s
   scores the label share in accuracy, while its log-odds may still rank the statements.
 - perplexity: on a text file when given; else on LAMBADA (the first ``lambada_passages`` passages of
   OpenAI's English test set) where the hub or the Hugging Face cache has it; else, with a warning, on the
-  test-half statements of the five datasets. The ``spec`` names which.
+  test-half statements of the five datasets. The ``spec`` names which. This ``perplexity`` counts every
+  token of every passage; on LAMBADA the suite adds lm-eval's ``lambada_openai_acc`` and
+  ``lambada_openai_perplexity`` (the last word only, ``lmeval.LAMBADA_SPEC``).
 
 Steering and single-pass scores: a ``last``-position hook changes only the final position of a forward
 pass, whose logits score nothing in a log-likelihood (MC1/MC2) or perplexity pass, so those would not see
@@ -36,12 +40,13 @@ from sklearn.metrics import roc_auc_score
 
 from ..data import DIMENSIONS, load_dataset
 from ..models import LoadedModel
-from ..names import BINARY_MODES, PERPLEXITY_SOURCES
+from ..names import BINARY_MODES, PERPLEXITY_SOURCES, TRUTHFULQA_SPECS
 from ..stats import wilson
 from ..steering import SteeringVector, steer
 from .generation import GenerationConfig, generate
 from .judges import Judges, SelfCheckingTruthJudge, ToxicityJudge, TruthJudge
 from .likelihood import perplexity
+from .lmeval import LAMBADA_SPEC, lambada_last_word, lambada_scores
 from .scoring import binary_choice, parse_binary
 from .truthfulqa import GEN_SPEC, SPEC_VERSION, MCItem, evaluate_mc, generate_answers, load_mc_items
 
@@ -80,6 +85,8 @@ class EvalConfig:
     data_dir: str | None = None
     toxicity_prompts: int = 500
     max_new_tokens: int = 64
+    truthfulqa_spec: str = "paper"  # paper (mc1, mc2) | lm-eval (truthfulqa_mc1, truthfulqa_mc2) | both
+    lmeval_questions: str = "all"  # the lm-eval spec's questions: all (the benchmark) | test (the held-out 407)
     truthfulqa_generation: bool = True  # truth/info of generated answers beside MC1/MC2
     max_answer_tokens: int = 50
     perplexity_file: str | None = None  # plain text, one passage per line
@@ -92,6 +99,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.binary_mode not in BINARY_MODES:
             raise ValueError(f"binary_mode {self.binary_mode!r} is not one of {', '.join(BINARY_MODES)}.")
+        if self.truthfulqa_spec not in TRUTHFULQA_SPECS:
+            raise ValueError(f"truthfulqa_spec {self.truthfulqa_spec!r} is not one of {', '.join(TRUTHFULQA_SPECS)}.")
         if self.perplexity_source not in PERPLEXITY_SOURCES:
             raise ValueError(f"perplexity source {self.perplexity_source!r} is not one of "
                              f"{', '.join(PERPLEXITY_SOURCES)} (or give a text file).")
@@ -123,10 +132,11 @@ def _test_half(name: str, config: EvalConfig) -> tuple[list[str], np.ndarray]:
     return list(ds.statements[start:stop]), ds.labels[start:stop]
 
 
-def _perplexity_texts(config: EvalConfig) -> tuple[list[str], str]:
+def _perplexity_texts(config: EvalConfig) -> tuple[list[str], str, bool]:
+    """The perplexity passages, what they are, and whether they are LAMBADA's."""
     if config.perplexity_file:
         lines = [ln.strip() for ln in Path(config.perplexity_file).read_text(encoding="utf-8").splitlines()]
-        return [ln for ln in lines if ln], f"file {config.perplexity_file}"
+        return [ln for ln in lines if ln], f"file {config.perplexity_file}", False
     if config.perplexity_source != "statements":
         from .lambada import LAMBADA_REPO, lambada_texts
 
@@ -134,7 +144,8 @@ def _perplexity_texts(config: EvalConfig) -> tuple[list[str], str]:
             if LAMBADA_REPO in _LAMBADA_UNAVAILABLE:
                 raise ConnectionError(_LAMBADA_UNAVAILABLE[LAMBADA_REPO])
             passages, described = lambada_texts()
-            return list(passages[: config.lambada_passages]), f"{described}, first {config.lambada_passages} passages"
+            return (list(passages[: config.lambada_passages]), f"{described}, first {config.lambada_passages} passages",
+                    True)
         except (ConnectionError, ValueError, FileNotFoundError) as err:
             if config.perplexity_source == "lambada":
                 raise
@@ -149,7 +160,7 @@ def _perplexity_texts(config: EvalConfig) -> tuple[list[str], str]:
     for name in DIMENSIONS:
         statements, _ = _test_half(name, config)
         texts += statements[: config.perplexity_statements]
-    return texts, f"test-half statements of the five datasets ({why})"
+    return texts, f"test-half statements of the five datasets ({why})", False
 
 
 @dataclass
@@ -197,14 +208,16 @@ def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Stee
     likelihood_steering, note = _all_positions(steering)
     if "reliability" in config.dimensions:
         questions, skipped = load_mc_items(config.data_dir, config.limit)
-        log.info("reliability: TruthfulQA MC on %d questions%s", len(questions),
-                 ", then generated answers" if config.truthfulqa_generation else "")
-        with _maybe_steer(lm, likelihood_steering):
-            scores = evaluate_mc(lm, questions)
-        spec = f"{SPEC_VERSION}; {len(skipped)} questions without answers{note}"
-        rows += _proportion("reliability", "mc1", scores["mc1"].to_numpy(), spec, items)
-        rows.append({"dimension": "reliability", "metric": "mc2", "value": scores["mc2"].mean(), "n": len(scores),
-                     "spec": spec})
+        if config.truthfulqa_spec in ("paper", "both"):
+            log.info("reliability: TruthfulQA MC on %d questions", len(questions))
+            with _maybe_steer(lm, likelihood_steering):
+                scores = evaluate_mc(lm, questions)
+            spec = f"{SPEC_VERSION}; {len(skipped)} questions without answers{note}"
+            rows += _proportion("reliability", "mc1", scores["mc1"].to_numpy(), spec, items)
+            rows.append({"dimension": "reliability", "metric": "mc2", "value": scores["mc2"].mean(),
+                         "n": len(scores), "spec": spec})
+        if config.truthfulqa_spec in ("lm-eval", "both"):
+            rows += _lmeval_truthfulqa(lm, config, likelihood_steering, note, items)
         if config.truthfulqa_generation:
             with _maybe_steer(lm, steering):
                 answers = generate_answers(lm, questions, config.max_answer_tokens)
@@ -224,14 +237,35 @@ def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Stee
                 auc = roc_auc_score(labels, margin) if 0 < labels.mean() < 1 else np.nan
                 rows.append({"dimension": dim, "metric": "auc", "value": float(auc), "n": len(labels),
                              "spec": f"{BINARY_SPEC}; ROC AUC of log p(1) − log p(0)"})
-    texts, source = _perplexity_texts(config)
+    texts, source, is_lambada = _perplexity_texts(config)
     log.info("perplexity on %d texts (%s)", len(texts), source)
     with _maybe_steer(lm, likelihood_steering):
         ppl, n_tokens = perplexity(lm, texts)
-    rows.append({"dimension": "general", "metric": "perplexity", "value": ppl, "n": n_tokens, "spec": source + note})
+        last_word = lambada_last_word(lm, texts) if is_lambada else None
+    rows.append({"dimension": "general", "metric": "perplexity", "value": ppl, "n": n_tokens,
+                 "spec": f"every token of every passage; {source}{note}"})
+    if last_word is not None:
+        spec = f"{LAMBADA_SPEC}; {source}{note}"
+        rows += _proportion("general", "lambada_openai_acc", last_word.greedy.to_numpy(), spec, items)
+        rows.append({"dimension": "general", "metric": "lambada_openai_perplexity",
+                     "value": lambada_scores(last_word)[1], "n": len(last_word), "spec": spec})
     outcomes = pd.concat(items, ignore_index=True) if items else pd.DataFrame(
         columns=["dimension", "metric", "item", "outcome"])
     return SuiteResult(pd.DataFrame(rows), outcomes)
+
+
+def _lmeval_truthfulqa(lm: LoadedModel, config: EvalConfig, steering: Steering | None, note: str,
+                      items: list[pd.DataFrame]) -> list[Row]:
+    from .lmeval import SPEC, load_docs, score_docs
+
+    docs, source = load_docs(config.data_dir, config.lmeval_questions, config.limit)
+    log.info("reliability: TruthfulQA MC as lm-eval scores it, on %d questions", len(docs))
+    with _maybe_steer(lm, steering):
+        scores = score_docs(lm, docs)
+    spec = f"{SPEC}; {source}{note}"
+    return [*_proportion("reliability", "truthfulqa_mc1", scores["truthfulqa_mc1"].to_numpy(), spec, items),
+            {"dimension": "reliability", "metric": "truthfulqa_mc2", "value": scores["truthfulqa_mc2"].mean(),
+             "n": len(scores), "spec": spec}]
 
 
 def _parsed(lm: LoadedModel, dim: str, config: EvalConfig, items: list[pd.DataFrame]) -> list[Row]:
