@@ -9,7 +9,7 @@ export TRUSTTRACE_DATA_DIR := $(DATA_DIR)
 TORCH_VERSION := 2.13.0
 SUDO := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo))
 
-.PHONY: setup system-packages demo test test-slow lint bench clean
+.PHONY: setup system-packages demo test test-slow lint bench check-install clean
 
 setup: $(VENV)/.setup-done
 
@@ -68,6 +68,18 @@ test-slow: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+
+# A user's install: a fresh venv, torch first, then `pip install .` without any extra; the command must run.
+FRESH ?= /tmp/trusttrace-fresh-venv
+check-install:
+	rm -rf $(FRESH) && $(PYTHON) -m venv $(FRESH)
+	$(FRESH)/bin/pip install -q torch==$(TORCH_VERSION) || \
+	  $(FRESH)/bin/pip install -q torch==$(TORCH_VERSION) --extra-index-url https://download.pytorch.org/whl/cpu
+	$(FRESH)/bin/pip install -q .
+	$(FRESH)/bin/trusttrace --version
+	$(FRESH)/bin/python -m trusttrace --help >/dev/null
+	$(FRESH)/bin/python -c "import trusttrace, trusttrace.cli; print('import ok')"
+	rm -rf $(FRESH)
 
 bench: setup
 	$(BIN)/python benchmarks/extraction.py --model smollm2-135m-instruct --limit 400

@@ -165,3 +165,19 @@ def test_a_transfer_file_with_one_class_is_refused_by_name(tiny_series, data_dir
                               transfer=(("privacy", str(one)),), data_dir=str(data_dir)))
     with pytest.raises(ValueError, match="must be different"):
         TraceConfig(model="m", out="o", transfer=(("privacy", "privacy"),))
+
+
+def test_the_lexical_control_sees_case_as_the_tokenizer_does():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(8)]
+    statements, labels = [], []
+    for _ in range(200):
+        sentence = list(rng.choice(words, 6))
+        flip = int(rng.integers(2))
+        if flip:  # one word upper-cased: the perturbation sst2's label marks
+            i = int(rng.integers(6))
+            sentence[i] = sentence[i].upper()
+        statements.append(" ".join(sentence))
+        labels.append(flip)
+    folds = splits(np.array(labels), None, "cv", 5, 0)
+    assert lexical_accuracy(statements, np.array(labels), [folds]) > 0.8

@@ -5,7 +5,9 @@
 - ``control_lexical`` (here): a bag-of-words model of the statement text, no language model at all:
   TF-IDF of word unigrams and bigrams (fitted on the training rows of each fold) and the same logistic
   regression (sklearn's ``LogisticRegression()``), on the same folds. One value per dataset, repeated on
-  every layer's row.
+  every layer's row. Case is kept (sklearn lowercases by default): the model's tokenizer sees case, so the
+  text alone must too; folded, the control would be blind to sst2's perturbations (random case flips) and
+  read 0.50 where the cased one reads 0.69.
 - ``control_random_init`` (``trusttrace.trace``): the probe on activations of the same architecture with
   freshly initialised weights (seeded, built from the checkpoint's config): what an untrained network and
   the tokenizer read.
@@ -43,7 +45,7 @@ def lexical_accuracy(statements: Sequence[str], labels: np.ndarray, fold_sets: S
     accs = []
     for folds in fold_sets:
         for tr, te in folds:
-            vectorizer = TfidfVectorizer(ngram_range=(1, 2))
+            vectorizer = TfidfVectorizer(ngram_range=(1, 2), lowercase=False)
             features = vectorizer.fit_transform(text[tr])
             model = LogisticRegression(max_iter=1000).fit(features, labels[tr])
             accs.append(float(model.score(vectorizer.transform(text[te]), labels[te])))

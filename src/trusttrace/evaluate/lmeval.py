@@ -68,7 +68,7 @@ def load_docs(data_dir: str | Path | None = None, questions: str = "all", limit:
             docs, source = _hub_docs()
         except (ConnectionError, ValueError, FileNotFoundError) as err:
             log.warning("The hub's %s could not be had (%s); its rows are rebuilt from the TruthfulQA table.",
-                        TRUTHFULQA_REPO, str(err).split(". ")[0])
+                        TRUTHFULQA_REPO, type(err.__cause__ or err).__name__)
     if docs is None:
         docs, source = _table_docs(data_dir), "rows built from TruthfulQA.csv (hub unreachable)"
     if questions == "test":
