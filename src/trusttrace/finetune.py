@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,7 @@ import torch
 from ._io import atomic_path, write_json_atomic
 from .batching import collate_prompted
 from .data import EVAL_FILES, load_dataset, locate_file
-from .hub import fetch_checkpoint
+from .hub import fetch_checkpoint, looks_like_hub_id
 from .layout import FinetuneLayout, read_json, refuse_other_settings, settings_diff
 from .models import choose_device
 from .progress import Progress
@@ -73,7 +72,7 @@ class FinetuneConfig:
             raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, max_len={self.max_len}: steps and "
                              "batch size must be positive and max_len at least 8.")
         local = Path(self.model).expanduser()
-        hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", self.model) is not None and not local.exists()
+        hub_id = looks_like_hub_id(self.model) and not local.exists()
         if not hub_id and not (local / "config.json").is_file():
             raise FileNotFoundError(f"--model {self.model!r} is neither a checkpoint folder (one with a config.json, "
                                     "e.g. RUN/checkpoints/last of `trusttrace pretrain`) nor a hub id (ORG/NAME).")

@@ -15,6 +15,24 @@ T = TypeVar("T")
 SNAPSHOT_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken")
 
 
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # ORG/NAME
+
+
+def looks_like_hub_id(ref: str) -> bool:
+    """Whether ``ref`` has the form of a hub id (ORG/NAME); says nothing of whether it exists."""
+    return HUB_ID.fullmatch(ref) is not None
+
+
+def split_revision(ref: str) -> tuple[str, str | None]:
+    """``MODEL@REVISION`` → (MODEL, REVISION); ``MODEL`` → (MODEL, None); a local path that exists is never split."""
+    if Path(ref).exists() or "@" not in ref:
+        return ref, None
+    model, _, revision = ref.rpartition("@")
+    if not model or not revision or "/" in revision:
+        raise ValueError(f"{ref!r} is neither an existing path nor MODEL@REVISION (e.g. LLM360/Amber@ckpt_179).")
+    return model, revision
+
+
 def default_cache_dir() -> Path:
     """trusttrace's own cache: ``$TRUSTTRACE_CACHE`` or ``~/.cache/trusttrace``."""
     return Path(os.environ.get("TRUSTTRACE_CACHE", Path.home() / ".cache" / "trusttrace"))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .assets import BUILTIN_MODELS, builtin_gguf_path
-from .hub import fetch_checkpoint
+from .hub import fetch_checkpoint, looks_like_hub_id
 
 if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel
@@ -178,7 +178,7 @@ def _resolve_source(
     if path.is_dir():
         _check_local_folder(path, allow_pickle)
         return _Source("local", str(path))
-    if path.exists() or ref.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+    if path.exists() or ref.startswith((".", "/", "~")) or not looks_like_hub_id(ref):
         raise FileNotFoundError(
             f"Model {ref!r} is neither a folder with config.json, a .gguf file, a built-in name "
             f"({', '.join(BUILTIN_MODELS)}), nor a hub id like 'EleutherAI/pythia-70m'. Check the path."

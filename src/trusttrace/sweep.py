@@ -26,6 +26,7 @@ from .data import DIMENSIONS
 from .evaluate.judges import Judges, judges_for
 from .evaluate.suite import PERPLEXITY_SOURCES, EvalConfig, Steering, run_suite
 from .executors import ExecutorConfig, map_tasks
+from .hub import split_revision
 from .layout import SteerLayout, TraceLayout, record_settings
 from .models import LoadConfig, LoadedModel, load_model
 from .progress import Progress
@@ -41,15 +42,6 @@ log = logging.getLogger(__name__)
 class SweepFailed(RuntimeError):
     """Part of a sweep failed after its retries (the message names what and why; a rerun retries it)."""
 
-
-def split_revision(ref: str) -> tuple[str, str | None]:
-    """``MODEL@REVISION`` → (MODEL, REVISION); a local path that exists is never split."""
-    if Path(ref).exists() or "@" not in ref:
-        return ref, None
-    model, _, revision = ref.rpartition("@")
-    if not model or not revision or "/" in revision:
-        raise ValueError(f"{ref!r} is neither an existing path nor MODEL@REVISION (e.g. LLM360/Amber@ckpt_179).")
-    return model, revision
 
 
 @dataclass(frozen=True)

@@ -273,13 +273,13 @@ def executor_config(executor: Executor, ray_address: str | None, gpus_per_task: 
 
 
 def model_at(model: str, revision: str | None, option: str = "--model") -> tuple[str, str | None]:
-    """``MODEL@REV`` or ``MODEL`` with ``--revision REV`` → (MODEL, REV); both at once must agree. A local
-    path that exists is never split."""
-    if "@" not in model or Path(model).expanduser().exists():
+    """``MODEL@REV`` or ``MODEL`` with ``--revision REV`` → (MODEL, REV) (``hub.split_revision``); both at once
+    must agree."""
+    from ..hub import split_revision
+
+    name, rev = split_revision(model)
+    if rev is None:
         return model, revision
-    name, _, rev = model.rpartition("@")
-    if not name or not rev:
-        raise ValueError(f"{option} {model!r}: give MODEL@REVISION, e.g. EleutherAI/pythia-70m@step1000.")
     if revision is not None and revision != rev:
         raise ValueError(f"{option} {model!r} names revision {rev!r} but --revision says {revision!r}; give one.")
     return name, rev

@@ -35,7 +35,7 @@ from scipy.special import logsumexp
 
 from ..models import LoadedModel
 from .likelihood import continuation_logprobs, greedy_tails
-from .truthfulqa import QA_PRIMER, load_mc_items, prompt_for
+from .truthfulqa import QA_PRIMER, answer_lists, load_mc_items, prompt_for
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,10 @@ def _table_docs(data_dir: str | Path | None) -> list[MCDoc]:
 
     table = pd.read_csv(locate_file(EVAL_FILES["truthfulqa_mc"], data_dir)[0], encoding="utf-8-sig")
     docs = []
-    for row in table.itertuples(index=False):
-        best = str(row[3]).strip()
-        true = [a.strip() for a in str(row[4]).split(";") if a.strip()]
-        false = tuple(a.strip() for a in str(row[5]).split(";") if a.strip())
-        true = true if best in true else [best, *true]
-        docs.append(MCDoc(str(row[2]), (best, *false), (1,) + (0,) * len(false), (*true, *false),
+    for question, best_cell, correct, incorrect in zip(table["Question"], table["Best Answer"],
+                                                       table["Correct Answers"], table["Incorrect Answers"]):
+        best, true, false = answer_lists(best_cell, correct, incorrect)
+        docs.append(MCDoc(str(question), (best, *false), (1,) + (0,) * len(false), (*true, *false),
                           (1,) * len(true) + (0,) * len(false)))
     return docs
 

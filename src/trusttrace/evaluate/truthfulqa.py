@@ -65,6 +65,13 @@ def _split(cell: object) -> tuple[str, ...]:
     return tuple(a.strip() for a in str(cell).split(";") if a.strip())
 
 
+def answer_lists(best: object, correct: object, incorrect: object) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """A table row's (best, true, false) answers: the ``;``-separated cells, the best answer added to the
+    true ones when they lack it."""
+    best_text, true = str(best).strip(), _split(correct)
+    return best_text, true if best_text in true else (best_text, *true), _split(incorrect)
+
+
 def load_mc_items(data_dir: str | Path | None = None, limit: int | None = None) -> tuple[list[MCItem], list[str]]:
     """The held-out questions with their answers, and the questions that had no answers (skipped)."""
     test = pd.read_csv(locate_file(EVAL_FILES["truthfulqa_test"], data_dir)[0], encoding="utf-8-sig")
@@ -76,9 +83,7 @@ def load_mc_items(data_dir: str | Path | None = None, limit: int | None = None) 
             skipped.append(q)
             continue
         row = by_question.loc[q]
-        true = _split(row["Correct Answers"])
-        best = str(row["Best Answer"]).strip()
-        items.append(MCItem(q, best, true if best in true else (best, *true), _split(row["Incorrect Answers"])))
+        items.append(MCItem(q, *answer_lists(row["Best Answer"], row["Correct Answers"], row["Incorrect Answers"])))
     return (items[:limit] if limit else items), skipped
 
 
