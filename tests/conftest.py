@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 from trusttrace.testing import save_tiny, write_planted_data_dir
+
+# The fuzz tests draw the same inputs in every run (seeded, as everything here is), and keep no example
+# database: HYPOTHESIS_PROFILE=explore draws new ones each run, for looking beyond the fixed set.
+settings.register_profile("trusttrace", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", database=None, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "trusttrace"))
 
 
 @pytest.fixture(scope="session")

@@ -160,7 +160,7 @@ def test_a_transfer_file_with_one_class_is_refused_by_name(tiny_series, data_dir
 
     one = tmp_path / "all_true.csv"
     pd.DataFrame({"statement": [f"w{i} good" for i in range(20)], "label": 1}).to_csv(one, index=False)
-    with pytest.raises(ValueError, match=r"all_true\.csv: every statement has label 1"):
+    with pytest.raises(ValueError, match=r"all_true\.csv: all 20 rows of dataset 'all_true' have label 1"):
         run_trace(TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), dimensions=("privacy",),
                               transfer=(("privacy", str(one)),), data_dir=str(data_dir)))
     with pytest.raises(ValueError, match="must be different"):

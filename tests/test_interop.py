@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
+from trusttrace.errors import VectorError
 from trusttrace.interop import FORMATS, export_vector, hookpoint, import_vector
 from trusttrace.models import load_model
 from trusttrace.steering import SteeringVector, steer
@@ -82,7 +83,7 @@ def test_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match="cannot tell its format"):
         (tmp_path / "v.bin").write_bytes(b"x")
         import_vector(tmp_path / "v.bin")
-    with pytest.raises(KeyError, match="not layer 5"):
+    with pytest.raises(VectorError, match="not layer 5"):
         export_vector(vector, tmp_path / "v.npz", "numpy", layers=[5])
     (tmp_path / "empty.gguf").write_bytes(b"")
     with pytest.raises(ValueError, match="empty.gguf is not a readable GGUF"):

@@ -4,9 +4,10 @@ import os
 
 import pytest
 
+from trusttrace.assets import builtin_gguf_path
 from trusttrace.data import load_dataset
 from trusttrace.extract import extract_last_token
-from trusttrace.models import builtin_gguf_path, load_model
+from trusttrace.models import load_model
 from trusttrace.probes import ProbeConfig, probe_layers
 
 SHARED_DATA = os.environ.get("TRUSTTRACE_DATA_DIR")  # read before the autouse fixture clears it

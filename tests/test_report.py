@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
+from trusttrace.errors import RunFolderError
 from trusttrace.report import ReportConfig, load_run, run_report
 
 STEPS = [0, 10, 100, 1000]
@@ -100,9 +101,9 @@ def test_every_section_is_drawn_from_the_tables(full_run):
 def test_empty_and_partial_runs_leave_notes(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_report(ReportConfig((empty,), png=False))
-    page = result.page.read_text()
-    assert result.figures == [] and "No probe rows" in page and "No steering sweep" in page
+    with pytest.raises(RunFolderError, match="Nothing to report in .*empty: no results, steering sweep or loss curve"):
+        run_report(ReportConfig((empty,), png=False))
+    assert list(empty.iterdir()) == []  # no 4.8 MB page of notes
     probe_only = tmp_path / "probe-only"
     probe_only.mkdir()
     _results()[lambda f: ~f.metric.str.startswith("mi")].to_csv(probe_only / "results.csv", index=False)
@@ -131,7 +132,7 @@ def test_cli_report(full_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert "index.html" in res.output and (full_run / "report" / "index.html").is_file()
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
-    assert res.exit_code == 2 and "neither a run" in res.output
+    assert res.exit_code == 2 and "missing does not exist" in res.output
 
 
 def test_the_page_renders_in_a_real_browser(full_run, tmp_path):

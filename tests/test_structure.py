@@ -15,16 +15,16 @@ MAX_LINES = 400
 # The data flow, earliest first: a module may import modules of its own layer or of earlier ones only.
 LAYERS: list[set[str]] = [
     {"_version", "_io", "_alloc", "names", "hub", "assets", "progress", "tables", "stats", "layout", "remote", "batching",
-     "executors"},  # plumbing that knows no stage
+     "executors", "integrity", "verify", "errors", "settings", "outputs"},  # plumbing that knows no stage
     {"checkpoints"},  # which revisions
-    {"models"},  # loading one
-    {"data", "groups", "corpus", "corpus_builtin"},  # what is fed to models
+    {"models", "model_files"},  # loading one
+    {"data", "statements", "groups", "corpus", "corpus_builtin"},  # what is fed to models
     {"training", "pretrain", "finetune", "testing"},  # making checkpoints (and test models)
     {"extract", "store"},  # activations
     {"linesearch"},  # numerical pieces
     {"logreg", "splits", "probes", "controls", "mutual_info", "steering", "correlation"},  # from activations
     {"analysis", "vectors", "fetcher", "interop"},
-    {"trace", "live"},  # the trace job
+    {"resume", "trace", "live"},  # the trace job
     {"evaluate"},  # the suite
     {"sweep", "phases"},  # jobs over traces
     {"report"},  # tables → pages

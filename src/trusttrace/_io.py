@@ -1,4 +1,14 @@
-"""Small file helpers shared by every stage: atomic writes and content hashes."""
+"""Small file helpers shared by every stage: atomic writes, each with a record of what it wrote, and hashes.
+
+Every atomic write (``atomic_path`` and the helpers on it) leaves a *record* beside what it wrote: a small
+JSON file ``<name>.sha256.json`` holding the file's size and sha256 (for a folder, each file's), so that a
+later reader can tell a complete file from a truncated or overwritten one (``integrity`` checks them). The
+suffix is chosen so that no glob of a run folder (``parts/*.csv``, ``*/*.safetensors``) picks records up.
+
+The record is written *before* the rename that publishes the file, naming the version it replaces, and
+rewritten without that after: whenever a process is killed, the file on disk matches its record (either the
+new version or the one it replaces), so an interruption never looks like damage.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +21,109 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+RECORD_SUFFIX = ".sha256.json"
+RECORD_FORMAT = "trusttrace-record/1"
+_CHUNK = 1 << 20
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename ``source`` onto ``target`` atomically: the one place a write is published (tests kill here)."""
+    os.replace(source, target)
+
+
+def temporary_sibling(path: Path) -> Path:
+    """Where ``path`` is written before its rename: a hidden sibling named by this process."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def record_path(path: str | Path) -> Path:
+    """The record beside ``path``: ``<name>.sha256.json``."""
+    path = Path(path)
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def is_record(path: Path) -> bool:
+    return path.name.endswith(RECORD_SUFFIX)
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digest(path: Path) -> dict[str, Any]:
+    """What a record holds about ``path``: ``{size, sha256}`` for a file, ``{files: {name: {size, sha256}}}``
+    for a folder (every file under it, by ``/``-separated relative name)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return {"files": {p.relative_to(path).as_posix(): digest(p) for p in files}}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The record of ``path`` (what ``digest`` returned when it was written), None when it has none.
+
+    Raises ``ValueError`` when the record itself is not one (unreadable JSON, another format).
+    """
+    rec = record_path(path)
+    if not rec.is_file():
+        return None
+    try:
+        value = json.loads(rec.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"its record {rec.name} is not readable JSON ({err})") from None
+    if not isinstance(value, dict) or value.get("format") != RECORD_FORMAT:
+        raise ValueError(f"its record {rec.name} is not a {RECORD_FORMAT} record")
+    return value
+
+
+def _write_record(path: Path, entry: dict[str, Any]) -> None:
+    rec = record_path(path)
+    tmp = temporary_sibling(rec)
+    try:
+        tmp.write_text(json.dumps({"format": RECORD_FORMAT, **entry}, indent=1, sort_keys=True) + "\n",
+                       encoding="utf-8")
+        _move(tmp, rec)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _current(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The entry a record vouches for (without its format and any version it replaced)."""
+    if record is None:
+        return None
+    return {k: v for k, v in record.items() if k not in ("format", "replaces")}
+
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, record: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     Readers never see a half-written file: either the old one (or none) or the complete new one. The block
     may also make a folder at the temporary path (a model checkpoint); ``path`` must then not exist yet.
+    With ``record`` (the default) the write is recorded beside it (see the module docstring).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(final)
     try:
         yield tmp
-        os.replace(tmp, final)
+        if record:
+            entry = digest(tmp)
+            try:
+                before = _current(read_record(final))
+            except ValueError:  # an unreadable old record vouches for nothing
+                before = None
+            _write_record(final, {**entry, **({"replaces": before} if before else {})})
+            _move(tmp, final)
+            _write_record(final, entry)
+        else:
+            _move(tmp, final)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp)

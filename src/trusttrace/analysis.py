@@ -22,9 +22,11 @@ import torch
 from ._version import package_versions
 from .controls import check_controls, lexical_accuracy, with_selectivity
 from .data import SPECS, TrustDataset, load_dataset
+from .errors import DataFileError, OutputError, RunFolderError, RunFolderNotFoundError, UnknownNameError
 from .layout import TraceLayout
 from .mutual_info import MIConfig, mi_rows
 from .names import ANALYSES, CONTROLS
+from .outputs import check_output
 from .probes import ProbeConfig, probe_layers, training_split, transfer_layers
 from .store import StoredActivations, load_activations
 from .tables import RESULT_COLUMNS
@@ -43,7 +45,8 @@ class AnalysisConfig:
     def __post_init__(self) -> None:
         bad = [a for a in self.analyses if a not in ANALYSES]
         if bad or not self.analyses:
-            raise ValueError(f"analyses {list(self.analyses)}: choose one or more of {', '.join(ANALYSES)}.")
+            raise UnknownNameError(f"analyses {list(self.analyses)}: choose one or more of {', '.join(ANALYSES)}, "
+                                   "e.g. --analyses probe,mi.")
         check_controls(self.controls)
 
     @classmethod
@@ -121,7 +124,7 @@ def resolve_transfer(given: Sequence[tuple[str, str]], datasets: dict[str, Trust
     for name in {n for pair in pairs for n in pair}:
         ds = datasets[name]
         if len(set(ds.labels.tolist())) < 2:
-            raise ValueError(f"{ds.path}: every statement has label {int(ds.labels[0])}, so a transfer test on it "
+            raise DataFileError(f"{ds.path}: every statement has label {int(ds.labels[0])}, so a transfer test on it "
                              "cannot tell a probe from a constant answer. Give it statements of both labels.")
     return pairs
 
@@ -145,14 +148,14 @@ def dataset_of(manifest: dict[str, Any] | None, name: str, n_rows: int) -> Trust
     """The dataset a trace recorded under ``name``, read again and checked against its sha256."""
     info = (manifest or {}).get("datasets", {}).get(name)
     if info is None:
-        raise FileNotFoundError(f"The run's manifest names no dataset {name!r}; the groups and statements the "
-                                "controls and group-cv need cannot be found. Re-run `trusttrace trace`.")
+        raise RunFolderNotFoundError(f"The run's manifest names no dataset {name!r}; the groups and statements the "
+                                     "controls and group-cv need cannot be found. Re-run `trusttrace trace`.")
     path = Path(info["path"])
     ds = load_dataset(name, path.parent, limit=info.get("limit")) if name in SPECS else \
         load_dataset(str(path), limit=info.get("limit"))
     if ds.sha256 != info["sha256"] or len(ds) != n_rows:
-        raise ValueError(f"{path} has changed since the run was traced (sha256 {ds.sha256[:12]}… vs "
-                         f"{info['sha256'][:12]}…, {len(ds)} vs {n_rows} rows); restore it or trace again.")
+        raise DataFileError(f"{path} has changed since the run was traced (sha256 {ds.sha256[:12]}… vs "
+                            f"{info['sha256'][:12]}…, {len(ds)} vs {n_rows} rows); restore it or trace again.")
     return ds
 
 
@@ -205,10 +208,16 @@ def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
         >>> run_probe(ProbeRunConfig("runs/smol", "runs/smol-paper",
         ...                          AnalysisConfig.build(protocol="paper-code")))  # doctest: +SKIP
     """
-    source, out = TraceLayout(Path(config.run)), TraceLayout(Path(config.out))
+    source, out = TraceLayout(Path(config.run)), TraceLayout(check_output(config.out))
+    if not source.root.is_dir():
+        raise RunFolderNotFoundError(f"Run folder {config.run!r} does not exist. Point at a `trusttrace trace` "
+                                     "--out folder.")
+    if out.root.resolve() == source.root.resolve():
+        raise OutputError(f"--out {config.out!r} is the run folder itself, whose results.csv the trace wrote. Give "
+                          f"another folder, e.g. {config.run}-probe.")
     files = source.activation_files()
     if not files:
-        raise FileNotFoundError(f"{source.root} has no stored activations (activations/<revision>/<dataset>"
+        raise RunFolderError(f"{source.root} has no stored activations (activations/<revision>/<dataset>"
                                 ".safetensors). Run `trusttrace trace` first, or point at its --out folder.")
     analysis, manifest = config.analysis, source.read_manifest()
     frames, controls, revisions = [], {}, {}

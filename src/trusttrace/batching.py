@@ -11,13 +11,15 @@ from typing import Any
 
 import torch
 
+from .errors import ModelError
+
 
 def untuple(output: Any) -> torch.Tensor:
     """The hidden states of a block's output, whether the block returns a tensor or a tuple."""
     hidden = output[0] if isinstance(output, tuple) else output
     if not isinstance(hidden, torch.Tensor):
-        raise TypeError(f"A decoder block returned {type(hidden).__name__}, not hidden states; name the blocks "
-                        "with --blocks if trusttrace found the wrong modules.")
+        raise ModelError(f"A decoder block returned {type(hidden).__name__}, not hidden states; name the blocks "
+                         "with --blocks if trusttrace found the wrong modules.")
     return hidden
 
 

@@ -7,6 +7,7 @@ repository lists, or a local folder of checkpoint folders. Selectors (``first:N`
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 from .assets import BUILTIN_MODELS
-from .hub import hub_call
+from .errors import ModelError, ModelNotFoundError, OptionError, UnknownNameError
+from .hub import hub_call, looks_like_path
 from .names import SELECTOR_HELP
 
 # Pythia: step0, the log-spaced steps 1..512, then every 1000 steps to 143000 (154 checkpoints).
@@ -80,7 +82,7 @@ class CheckpointSeries:
     def from_revisions(cls, model: str, revisions: Sequence[str]) -> CheckpointSeries:
         """An explicit list of hub revisions, kept in the order given."""
         if not revisions:
-            raise ValueError(f"No revisions given for {model}. Pass at least one, e.g. --revisions main.")
+            raise OptionError(f"No revisions given for {model}. Pass at least one, e.g. --revisions main.")
         points = tuple(Checkpoint(r, step_of(r), model, r) for r in revisions)
         return cls(model, points, "list")
 
@@ -105,13 +107,13 @@ class CheckpointSeries:
         root = Path(folder).expanduser()
         subdirs = [d for d in root.iterdir() if d.is_dir() and not d.is_symlink() and (d / "config.json").exists()]
         if not subdirs:
-            raise FileNotFoundError(
+            raise ModelError(
                 f"{root} has no checkpoint folders (sub-folders with a config.json). Point at the folder "
                 "that holds e.g. step0/, step100/, … or at one checkpoint folder."
             )
         missing = [d.name for d in subdirs if step_of(d.name) is None]
         if missing:
-            raise ValueError(
+            raise ModelError(
                 f"Checkpoint folders {missing} in {root} carry no step number, so their order is unknown. "
                 "Rename them with the step, e.g. step1000/ or checkpoint-1000/."
             )
@@ -123,13 +125,26 @@ class CheckpointSeries:
     def resolve(cls, model: str, revisions: Sequence[str] | None = None) -> CheckpointSeries:
         """Pick the source for ``model``: explicit revisions, a local series or single checkpoint,
         a built-in name, a catalog, else the hub's branch list."""
+        path = Path(model).expanduser()
+        single = model in BUILTIN_MODELS or path.is_file() or (path / "config.json").exists()
+        if revisions and (path.is_file() or (path / "config.json").exists()):
+            raise OptionError(f"--revisions {','.join(revisions)!r}: {model} is one checkpoint, which has no "
+                              "revisions. Drop --revisions, or point at the series folder that holds the "
+                              "checkpoint folders.")
+        if revisions and path.is_dir():  # a local series: revisions are its checkpoint folders' names
+            return cls.from_local(path).named(revisions, "--revisions")
         if revisions:
             return cls.from_revisions(model, revisions)
-        path = Path(model).expanduser()
-        if model in BUILTIN_MODELS or path.is_file() or (path / "config.json").exists():
+        if single:
             return cls(model, (Checkpoint("final", None, model, None),), "single")
         if path.is_dir():
             return cls.from_local(path)
+        if looks_like_path(model):  # a mistyped folder must not read as a hub id that the network failed on
+            raise ModelNotFoundError(
+                f"Model {model!r}: no such folder or file ({path.resolve()} does not exist). Give a local series "
+                "folder (one folder per checkpoint), a checkpoint folder, a .gguf file, a hub id such as "
+                f"EleutherAI/pythia-70m, or a built-in name ({', '.join(BUILTIN_MODELS)}).")
+        _refuse_near_builtin(model)
         names = _catalog(model)
         if names is not None:
             return cls(model, tuple(Checkpoint(n, step_of(n), model, n) for n in names), "catalog")
@@ -140,11 +155,11 @@ class CheckpointSeries:
     def select(self, selector: str | None) -> CheckpointSeries:
         """A sub-series by selector: ``all``, ``first:N``, ``last:N``, ``every:K`` (positions 0, K, 2K…),
         ``log:N`` (N checkpoints log-spaced in step, always with the first and last), or names."""
-        if selector is None or selector.strip() in ("", "all"):
+        if selector is None or selector.strip() == "all":
             return self
-        kind, _, arg = selector.partition(":")
-        if kind in ("first", "last", "every", "log") and arg:
-            n = _positive_int(arg, selector)
+        kind, colon, arg = selector.strip().partition(":")
+        if kind.strip() in ("first", "last", "every", "log") and colon:
+            n = _positive_int(arg.strip(), selector)
             count = len(self.checkpoints)
             if kind == "first":
                 idx = list(range(min(n, count)))
@@ -155,21 +170,53 @@ class CheckpointSeries:
             else:
                 idx = log_spaced_indices([c.step for c in self.checkpoints], n)
             return replace(self, checkpoints=tuple(self.checkpoints[i] for i in idx))
-        wanted = [s.strip() for s in selector.split(",") if s.strip()]
+        return self.named(selector.split(","), "--select")
+
+    def named(self, names: Sequence[str], option: str) -> CheckpointSeries:
+        """The checkpoints called ``names``, in the order given; an empty, repeated or unknown name is refused
+        with the names the series has."""
+        given = ",".join(names)
+        wanted = [s.strip() for s in names]
+        if not wanted or any(not w for w in wanted):
+            raise OptionError(f"{option} {given!r}: an empty checkpoint name. Give {SELECTOR_HELP}.")
+        repeated = sorted({w for w in wanted if wanted.count(w) > 1})
+        if repeated:
+            raise OptionError(f"{option} {given!r} names {repeated} more than once; give each checkpoint once.")
         by_name = {c.name: c for c in self.checkpoints}
         unknown = [w for w in wanted if w not in by_name]
         if unknown:
-            near = ", ".join(self.names[:3] + (["…"] if len(self) > 4 else []) + self.names[-1:])
-            raise ValueError(
-                f"Selector {selector!r}: {unknown} not in the series of {self.model} ({near}). "
+            raise UnknownNameError(
+                f"{option} {given!r}: {unknown} not in the series of {self.model}, which has {self.listing()}. "
                 f"Selectors: {SELECTOR_HELP}. `trusttrace checkpoints {self.model}` lists the names."
             )
         return replace(self, checkpoints=tuple(by_name[w] for w in wanted))
 
+    def listing(self, most: int = 12) -> str:
+        """The series' names for a message: all of them, or the first and last few of a long series."""
+        names = self.names
+        if len(names) <= most:
+            return ", ".join(names)
+        return f"{', '.join(names[:most - 3])}, …, {', '.join(names[-2:])} ({len(names)} in all)"
+
+
+def _refuse_near_builtin(model: str) -> None:
+    """A name with no ``org/`` that is close to a built-in one is a typo, not a hub id to list branches of
+    (``gpt2``-style ids without an org still go to the hub)."""
+    if "/" in model:
+        return
+    close = difflib.get_close_matches(model, list(BUILTIN_MODELS), n=1, cutoff=0.6)
+    if close:
+        raise UnknownNameError(f"Model {model!r} is not a built-in name; did you mean {close[0]!r}? The built-in "
+                               f"names are {', '.join(BUILTIN_MODELS)}; a hub id looks like org/name.")
+
 
 def _positive_int(text: str, selector: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"Selector {selector!r}: {text!r} is not a positive whole number. Use {SELECTOR_HELP}.")
+    if text.isascii() and text.isdigit() and len(text) > 9:  # int() of thousands of digits is refused by Python
+        raise OptionError(f"Selector {selector!r}: {text[:12]}… is larger than any series; use 'all' for every "
+                          "checkpoint.")
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise OptionError(f"Selector {selector!r}: {text!r} is not a positive whole number; e.g. "
+                          f"{selector.partition(':')[0].strip()}:4. Selectors: {SELECTOR_HELP}.")
     return int(text)
 
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import UnknownNameError
 from .names import CONTROLS
 from .splits import Split
 
@@ -32,7 +33,7 @@ SELECTIVITY_OF = ("control_lexical", "control_random_init")
 def check_controls(controls: Sequence[str]) -> None:
     bad = [c for c in controls if c not in CONTROLS]
     if bad:
-        raise ValueError(f"controls {list(bad)}: choose from {', '.join(CONTROLS)}, or none.")
+        raise UnknownNameError(f"controls {list(bad)}: choose from {', '.join(CONTROLS)}, or none.")
 
 
 def lexical_accuracy(statements: Sequence[str], labels: np.ndarray, fold_sets: Sequence[Sequence[Split]]) -> float:

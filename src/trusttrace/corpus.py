@@ -70,6 +70,7 @@ from typing import Any, Literal
 
 from ._io import text_sha256, write_json_atomic, write_text_atomic
 from .corpus_builtin import fortune_documents, gcide_documents
+from .errors import DataFileError, DataFileNotFoundError, OptionError
 from .hub import default_cache_dir, hub_call
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Corpus:
     def documents(self, split: Split = "train") -> list[str]:
         """The documents of one split, in file order."""
         if split not in ("train", "heldout"):
-            raise ValueError(f"split={split!r}: use 'train' or 'heldout'.")
+            raise OptionError(f"split={split!r}: use 'train' or 'heldout'.")
         path = self.train if split == "train" else self.heldout
         return path.read_text(encoding="utf-8").splitlines()
 
@@ -142,7 +143,7 @@ def prepare_corpus(
         ConnectionError: the Hugging Face hub could not be reached.
     """
     if not 0 <= heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction={heldout_fraction}: use a fraction in [0, 1), e.g. 0.02.")
+        raise OptionError(f"heldout_fraction={heldout_fraction}: use a fraction in [0, 1), e.g. 0.02.")
     kind, inputs, reader = _resolve(spec, Path(gcide_path), Path(fortune_dir))
     key = _cache_key(inputs, heldout_fraction, seed)
     folder = Path(cache or default_cache_dir()) / "corpus" / f"{kind}-{key[:16]}"
@@ -161,9 +162,9 @@ def _resolve(spec: str, gcide_path: Path, fortune_dir: Path) -> tuple[str, list[
     path = Path(spec).expanduser()
     scheme_like = re.match(r"[A-Za-z][\w+.-]*:", spec) is not None  # "s3:bucket", "hf/x:y"
     if not spec.strip() or not path.exists() and (scheme_like or spec.lower().replace("-", "") == "builtin"):
-        raise ValueError(f"Unknown corpus {spec!r}: use {SPEC_FORMS}.")
+        raise OptionError(f"Unknown corpus {spec!r}: use {SPEC_FORMS}.")
     if not path.exists():
-        raise FileNotFoundError(f"Corpus {spec!r}: {path} does not exist. Use {SPEC_FORMS}.")
+        raise DataFileNotFoundError(f"Corpus {spec!r}: {path} does not exist. Use {SPEC_FORMS}.")
     files = _text_files(path)
     return f"path-{_slug(path.resolve().name)}", files, partial(_text_file_documents, files)
 
@@ -200,7 +201,7 @@ def _build(folder: Path, spec: str, reader: Callable[[], list[str]], heldout_fra
     start = time.perf_counter()
     docs = clean_documents(reader())
     if not docs:
-        raise ValueError(f"Corpus {spec!r} holds no document of {MIN_CHARS} or more characters.")
+        raise DataFileError(f"Corpus {spec!r} holds no document of {MIN_CHARS} or more characters.")
     train_docs, heldout_docs = split_heldout(docs, heldout_fraction, seed)
     train_text, heldout_text = _lines(train_docs), _lines(heldout_docs)
     train, heldout = folder / "train.txt", folder / "heldout.txt"
@@ -278,8 +279,8 @@ def _builtin_inputs(gcide_path: Path, fortune_dir: Path) -> list[Path]:
     if not fortunes:
         missing.append(f"fortunes ({fortune_dir})")
     if missing:
-        raise FileNotFoundError(f"The builtin corpus needs Debian's dict-gcide and fortunes packages; missing: "
-                                f"{', '.join(missing)}. {INSTALL_HINT}")
+        raise DataFileNotFoundError(f"The builtin corpus needs Debian's dict-gcide and fortunes packages; missing: "
+                                    f"{', '.join(missing)}. {INSTALL_HINT}")
     return fortunes
 
 
@@ -291,7 +292,7 @@ def _text_files(path: Path) -> list[Path]:
         return [path]
     files = sorted(p for p in path.glob("*.txt") if p.is_file())
     if not files:
-        raise FileNotFoundError(f"Corpus folder {path} holds no *.txt file. Use {SPEC_FORMS}.")
+        raise DataFileNotFoundError(f"Corpus folder {path} holds no *.txt file. Use {SPEC_FORMS}.")
     return files
 
 
@@ -303,7 +304,7 @@ def _read_utf8(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err}). Re-save it as UTF-8.") from err
+        raise DataFileError(f"{path} is not UTF-8 text ({err}). Re-save it as UTF-8.") from err
 
 
 # ---- hf:NAME[:COLUMN] ---------------------------------------------------------------------------
@@ -313,7 +314,7 @@ def _parse_hf(spec: str) -> tuple[str, str]:
     parts = spec[len("hf:"):].split(":")
     name, column = parts[0], parts[1] if len(parts) == 2 else "text"
     if len(parts) > 2 or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) or not column:
-        raise ValueError(f"Unknown corpus {spec!r}: use {SPEC_FORMS}, e.g. 'hf:roneneldan/TinyStories:text'.")
+        raise OptionError(f"Unknown corpus {spec!r}: use {SPEC_FORMS}, e.g. 'hf:roneneldan/TinyStories:text'.")
     return name, column
 
 
@@ -331,7 +332,7 @@ def _download_hf(name: str) -> Path:
 def _data_files(folder: Path) -> list[Path]:
     files = sorted(p for pattern in HF_PATTERNS for p in folder.rglob(pattern) if p.is_file())
     if not files:
-        raise ValueError(f"{folder} holds no parquet, jsonl or txt file to read text from.")
+        raise DataFileError(f"{folder} holds no parquet, jsonl or txt file to read text from.")
     return files
 
 
@@ -355,11 +356,11 @@ def _read_column(path: Path, column: str) -> list[Any]:
 
         names = pq.read_schema(path).names
         if column not in names:
-            raise ValueError(f"{path} has no column {column!r}; it has {names}. Pass hf:NAME:COLUMN.")
+            raise DataFileError(f"{path} has no column {column!r}; it has {names}. Pass hf:NAME:COLUMN.")
         return pq.read_table(path, columns=[column]).column(column).to_pylist()
     rows = [json.loads(line) for line in _read_utf8(path).splitlines() if line.strip()]
     if rows and column not in rows[0]:
-        raise ValueError(f"{path} has no field {column!r}; it has {sorted(rows[0])}. Pass hf:NAME:COLUMN.")
+        raise DataFileError(f"{path} has no field {column!r}; it has {sorted(rows[0])}. Pass hf:NAME:COLUMN.")
     return [row.get(column) for row in rows]
 
 

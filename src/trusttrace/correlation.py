@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
+from .errors import OptionError
+
 
 def bootstrap_r(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
                 ) -> dict[str, float]:
     """Pearson and Spearman r of (x, y) with percentile bootstrap intervals (resampling the pairs)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 3:
-        raise ValueError(f"A correlation needs at least 3 source checkpoints; got {len(x)}. Steer from more "
+        raise OptionError(f"A correlation needs at least 3 source checkpoints; got {len(x)}. Steer from more "
                          "checkpoints (e.g. --select log:6).")
     rng = np.random.default_rng(seed)
     pears, spear = [], []

@@ -29,9 +29,11 @@ import numpy as np
 import pandas as pd
 
 from ._io import text_sha256, write_text_atomic
+from .errors import DamagedFileError, DataFileError, DataFileNotFoundError, OptionError, UnknownNameError
 from .groups import FILE_RULE, GROUP_RULES, USER_RULE, group_ids, group_keys
 from .hub import default_cache_dir
 from .names import DIMENSIONS
+from .statements import REPORTED, read_statements
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +105,10 @@ class TrustDataset:
         if limit is None or limit >= len(self):
             return self
         if limit < 1:
-            raise ValueError(f"limit={limit}: pass a positive number of statements, or no limit.")
+            raise OptionError(f"limit={limit}: pass a positive number of statements (e.g. --limit 400), "
+                              "or no limit.")
         return replace(self, statements=self.statements[:limit], labels=self.labels[:limit],
                        groups=self.groups[:limit], limit=limit)
-
-
-@dataclass(frozen=True, eq=False)
-class StatementFile:
-    """A validated ``statement,label[,group]`` file."""
-
-    statements: tuple[str, ...]
-    labels: np.ndarray  # int64 0/1
-    sha256: str  # of the normalised text
-    groups: tuple[str, ...] | None  # the group column, when the file has one
 
 
 def load_dataset(
@@ -137,12 +130,8 @@ def load_dataset(
         return truthfulqa_heldout(data_dir, download).head(limit)
     spec = SPECS.get(name) or _BY_FILE.get(name)
     if spec is None:
+        dataset_name(name)  # refuses an unknown name, a missing file or a folder, each in its own words
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"Dataset {name!r} is neither a dimension ({', '.join(DIMENSIONS)}), {HELDOUT_RELIABILITY!r}, nor "
-                "an existing CSV/JSONL file with statement,label columns. Check the name or the path."
-            )
         rows = read_statements(path)
         keys = rows.groups if rows.groups is not None else group_keys(None, rows.statements)
         return TrustDataset(path.stem, rows.statements, rows.labels, rows.sha256, str(path), "user",
@@ -150,8 +139,8 @@ def load_dataset(
     path, source = locate_file(_published(spec), data_dir, download)
     rows = read_statements(path)
     statements, labels, sha = rows.statements, rows.labels, rows.sha256
-    if sha != spec.sha256 and (str(path), spec.sha256) not in _WARNED:  # once per file, not on every reload
-        _WARNED.add((str(path), spec.sha256))
+    if sha != spec.sha256 and (str(path), spec.sha256) not in REPORTED:  # once per file, not on every reload
+        REPORTED.add((str(path), spec.sha256))
         log.warning("%s differs from the published %s.csv (sha256 %s…, expected %s…); using it as given.",
                     path, spec.file, sha[:12], spec.sha256[:12])
     groups = group_ids(rows.groups if rows.groups is not None else group_keys(spec.dimension, statements))
@@ -186,17 +175,98 @@ def truthfulqa_heldout(data_dir: str | Path | None = None, download: bool = True
                         GROUP_RULES["reliability"], "statement with a true answer", "statement with a false answer")
 
 
+DATA_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".jsonl", ".json")
+
+
+def names_a_file(name: str) -> bool:
+    """Whether the user meant a file: a folder separator or a data file's suffix (``x/a.csv``, ``a.jsonl``).
+
+    Such a name that does not exist is a missing file, not an unknown dimension: the messages differ.
+    """
+    return "/" in name or os.sep in name or "\\" in name or Path(name).suffix.lower() in DATA_SUFFIXES
+
+
+def dataset_name(name: str) -> str:
+    """The name a dataset will carry (a dimension, or a user file's stem), checked without reading it.
+
+    Raises ``UnknownNameError`` for a name that is neither a dimension nor a path, ``DataFileNotFoundError``
+    for a path that does not exist, ``DataFileError`` for a folder.
+    """
+    if name == HELDOUT_RELIABILITY:
+        return name
+    spec = SPECS.get(name) or _BY_FILE.get(name)
+    if spec is not None:
+        return spec.dimension
+    path = Path(name)
+    try:
+        path = path.expanduser()
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError, RuntimeError) as err:  # NUL, too long a name, ~user of no such user
+        raise DataFileError(f"Dataset {name[:80]!r} is neither a dimension ({', '.join(DIMENSIONS)}) nor a usable "
+                            f"file path ({err}). Check the name or the path.") from err
+    if is_dir:
+        raise DataFileError(f"Dataset {name!r} is a folder, not a file. Give a CSV/JSONL file of statement,label "
+                            f"rows inside it, e.g. {name}/statements.csv; the published files go in --data-dir.")
+    if is_file:
+        return path.stem
+    if names_a_file(name):
+        raise DataFileNotFoundError(f"Dataset file {name!r} does not exist ({path.absolute()}). Check the path, or "
+                                    f"name a dimension instead: {', '.join(DIMENSIONS)}.")
+    raise UnknownNameError(f"Unknown dimension {name!r}. Choose from {', '.join(DIMENSIONS)} or 'all', "
+                           f"{HELDOUT_RELIABILITY}, or pass a CSV/JSONL file of statement,label rows.")
+
+
+def dataset_names(names: Sequence[str]) -> dict[str, str]:
+    """Each distinct dataset's name → what was given for it; two datasets under one name are refused.
+
+    A trace keys its files and rows by dataset name, so ``a/data.csv,b/data.csv`` (both ``data``) or
+    ``toxicity,x/toxicity.csv`` would silently keep one of the two: refused before anything loads.
+    """
+    if not names:
+        raise OptionError("No datasets given. Name one or more dimensions (e.g. --dimensions toxicity,privacy), "
+                          "'all', or CSV/JSONL files of statement,label rows.")
+    found: dict[str, str] = {}
+    for given in dict.fromkeys(names):
+        name = dataset_name(given)
+        earlier = found.get(name)
+        if earlier is not None and _source(earlier) != _source(given):
+            raise DataFileError(
+                f"Two datasets would both be named {name!r}: {earlier!r} ({_source(earlier)}) and {given!r} "
+                f"({_source(given)}); a run keeps one dataset per name. Rename one of the files (its name is "
+                "the file name without the suffix), or drop one of them.")
+        found.setdefault(name, given)
+    return found
+
+
+def _source(given: str) -> str:
+    """What a dataset name stands for: the built-in dimension, or the resolved user file."""
+    if given == HELDOUT_RELIABILITY or given in SPECS or given in _BY_FILE:
+        return f"built-in {dataset_name(given)}"
+    return str(Path(given).expanduser().resolve())
+
+
+def require_both_labels(ds: TrustDataset) -> TrustDataset:
+    """Refuse a dataset whose (kept) rows all carry one label: no probe can be trained or scored on it.
+
+    Checked when the data loads, before any model loads or anything is written.
+    """
+    values = np.unique(ds.labels)
+    if len(values) < 2:
+        kept = f"its first {ds.limit} rows (--limit)" if ds.limit is not None else f"all {len(ds)} rows"
+        fix = "Give it statements of both labels (0 and 1)" + (", or raise --limit" if ds.limit is not None else "")
+        raise DataFileError(f"{ds.path}: {kept} of dataset {ds.name!r} have label {int(values[0])}, so a probe "
+                            f"cannot tell the labels apart. {fix}.")
+    return ds
+
+
 def load_datasets(names: Sequence[str], data_dir: str | Path | None = None, limit: int | None = None
                   ) -> dict[str, TrustDataset]:
-    """Several datasets by name or path (each once), keyed by dataset name; two with one name are refused."""
-    found: dict[str, TrustDataset] = {}
-    for name in dict.fromkeys(names):
-        ds = load_dataset(name, data_dir, limit=limit)
-        if ds.name in found and found[ds.name].path != ds.path:
-            raise ValueError(f"Two datasets are both named {ds.name!r} ({found[ds.name].path} and {ds.path}); "
-                             "rename one of the files.")
-        found[ds.name] = ds
-    return found
+    """Several datasets by name or path (each once), keyed by dataset name, each with both labels.
+
+    Two with one name are refused (``dataset_names``) before any is read.
+    """
+    return {name: require_both_labels(load_dataset(given, data_dir, limit=limit))
+            for name, given in dataset_names(names).items()}
 
 
 @dataclass(frozen=True)
@@ -233,7 +303,7 @@ def locate_file(published: PublishedFile, data_dir: str | Path | None = None, do
     if folder:
         path = Path(folder).expanduser() / name
         if not path.is_file():
-            raise FileNotFoundError(
+            raise DataFileNotFoundError(
                 f"{path} not found: the data folder {folder} has no {name} ({published.purpose}). "
                 "Put the file there, or unset TRUSTTRACE_DATA_DIR / --data-dir to download it."
             )
@@ -242,7 +312,8 @@ def locate_file(published: PublishedFile, data_dir: str | Path | None = None, do
     if cached.is_file():
         return cached, "cache"
     if not download:
-        raise FileNotFoundError(f"No local copy of {name}; pass --data-dir or allow the download.")
+        raise DataFileNotFoundError(f"No local copy of {name} ({published.purpose}); pass --data-dir (or set "
+                                    "TRUSTTRACE_DATA_DIR) to a folder holding it, or allow the download.")
     return _download(published, cached), "download"
 
 
@@ -259,88 +330,9 @@ def _download(published: PublishedFile, dest: Path) -> Path:
         ) from err
     got = text_sha256(text)
     if got != published.sha256:
-        raise ValueError(
+        raise DamagedFileError(
             f"{url} has sha256 {got} but {published.sha256} was expected: the published file changed or the "
-            "download was corrupted. Nothing was saved; pass --data-dir to use a copy you trust."
-        )
+            "download was corrupted. Nothing was saved; rerun to retry, or pass --data-dir to use a copy you trust.",
+            url)
     write_text_atomic(dest, text.removeprefix("\ufeff").replace("\r\n", "\n"))
     return dest
-
-
-def read_statements(path: str | Path) -> StatementFile:
-    """Read and validate a ``statement,label`` CSV or JSONL, with an optional ``group`` column.
-
-    Errors name the file, the (1-based data) row and the fix. A UTF-8 BOM is accepted; duplicate rows
-    are kept with a warning. A group column must name a group on every row and hold two groups or more.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err}). Re-save it as UTF-8.") from err
-    if path.suffix in (".jsonl", ".json"):
-        frame = pd.read_json(path, lines=True, dtype=False)
-    else:
-        try:
-            frame = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False, dtype=str)
-        except pd.errors.ParserError as err:
-            raise ValueError(f"{path} is not a readable CSV ({err}). Quote statements that hold commas.") from err
-    missing = [c for c in ("statement", "label") if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{path} lacks column(s) {missing}; it has {list(frame.columns)}. Rename the columns to "
-            "statement,label (label 1/0)."
-        )
-    statements = [_statement(v, path, i) for i, v in enumerate(frame["statement"], start=1)]
-    labels = np.array([_label(v, path, i) for i, v in enumerate(frame["label"], start=1)], dtype=np.int64)
-    if len(statements) == 0:
-        raise ValueError(f"{path} has no rows. Add statement,label rows.")
-    sha = text_sha256(text)
-    if (str(path), sha) not in _WARNED:  # once per file and content, not on every reload
-        _WARNED.add((str(path), sha))
-        _warn_duplicates(statements, labels, path)
-    groups = _groups(frame, path) if "group" in frame.columns else None
-    return StatementFile(tuple(statements), labels, sha, groups)
-
-
-def _groups(frame: pd.DataFrame, path: Path) -> tuple[str, ...]:
-    groups = tuple(str(v).strip() for v in frame["group"])
-    empty = [i for i, g in enumerate(groups, start=1) if not g]
-    if empty:
-        raise ValueError(f"{path}, data row {empty[0]}: the group is empty. Give every row a group (e.g. the "
-                         "question it answers), or drop the group column to group exact duplicates only.")
-    if len(set(groups)) < 2:
-        raise ValueError(f"{path}: the group column holds one group ({groups[0]!r}) for all {len(groups)} rows, "
-                         "so no split can keep groups apart. Give rows that belong together the same id and "
-                         "others different ids, or drop the group column.")
-    return groups
-
-
-def _statement(value: object, path: Path, row: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{path}, data row {row}: the statement is empty or missing ({value!r}). "
-                         "Fill it in or delete the row.")
-    return value
-
-
-def _label(value: object, path: Path, row: int) -> int:
-    text = str(value).strip()
-    if text in ("0", "1", "0.0", "1.0"):
-        return int(float(text))
-    raise ValueError(f"{path}, data row {row}: label {value!r} is not 0 or 1. Labels must be 0 or 1 "
-                     "(see the polarity table in the trusttrace.data docs).")
-
-
-_WARNED: set[tuple[str, str]] = set()  # (file, sha256) already reported in this process
-
-
-def _warn_duplicates(statements: list[str], labels: np.ndarray, path: Path) -> None:
-    pairs = pd.DataFrame({"s": statements, "y": labels})
-    dup = pairs.duplicated()
-    if dup.any():
-        first = int(np.flatnonzero(dup.to_numpy())[0]) + 1
-        log.warning("%s: %d duplicate statement,label rows (first at data row %d); kept as they are.",
-                    path, int(dup.sum()), first)
-    conflicting = pairs.drop_duplicates().duplicated("s")
-    if conflicting.any():
-        log.warning("%s: %d statements appear with both labels; kept as they are.", path, int(conflicting.sum()))

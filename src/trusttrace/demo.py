@@ -24,9 +24,11 @@ import pandas as pd
 
 from ._io import write_json_atomic, write_text_atomic
 from .data import DIMENSIONS
+from .errors import UnknownNameError
 from .finetune import FinetuneConfig, run_finetune
 from .layout import DemoLayout, read_json
 from .live import tracer
+from .outputs import check_output, finite_settings
 from .phases import PhasesConfig, run_phases
 from .pretrain import PretrainConfig, run_pretrain
 from .progress import Progress
@@ -56,7 +58,9 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
-            raise ValueError(f"size {self.size!r} is not one of {', '.join(SIZES)}.")
+            raise UnknownNameError(f"size {self.size!r} is not one of {', '.join(SIZES)}; e.g. size='tiny' for a "
+                                   "smoke run.")
+        finite_settings(asdict(self), "demo", positive=("steps",))  # alphas: a NaN strength steers nowhere and compares false
 
 
 # Model and data sizes by name; ``small`` is PretrainConfig's defaults.
@@ -106,6 +110,7 @@ def _pretrain_with_tracing(config: DemoConfig, layout: DemoLayout, progress: Pro
 def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult:
     """Run (or resume) every stage; return the summary (also written to ``OUT/summary.json``)."""
     progress = progress or Progress()
+    check_output(config.out)  # before anything loads or is written
     layout = DemoLayout(Path(config.out))
     layout.root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(layout.settings, asdict(config))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .errors import OptionError, UnknownNameError
 from .names import EXECUTORS
 
 R = TypeVar("R")
@@ -29,9 +30,9 @@ class ExecutorConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
-            raise ValueError(f"executor {self.kind!r} is not one of {', '.join(EXECUTORS)}.")
+            raise UnknownNameError(f"executor {self.kind!r} is not one of {', '.join(EXECUTORS)}.")
         if self.max_retries < 0 or self.gpus_per_task < 0 or self.cpus_per_task < 0:
-            raise ValueError(f"max_retries={self.max_retries}, gpus_per_task={self.gpus_per_task}, "
+            raise OptionError(f"max_retries={self.max_retries}, gpus_per_task={self.gpus_per_task}, "
                              f"cpus_per_task={self.cpus_per_task}: none may be negative.")
 
 
@@ -41,7 +42,7 @@ def ensure_ray(address: str | None) -> Any:
     try:
         import ray
     except ImportError as err:
-        raise ValueError("--executor ray needs Ray: `pip install 'trusttrace[ray]'`.") from err
+        raise OptionError("--executor ray needs Ray: `pip install 'trusttrace[ray]'`.") from err
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     return ray

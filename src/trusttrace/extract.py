@@ -4,11 +4,17 @@ Statements are tokenised once, sorted by length and cut into buckets under a tok
 stays small. Each bucket runs through the model body only (no LM head) under ``inference_mode``; a hook on
 every block keeps just the last real token's row. Padding is masked and position ids count real tokens
 only, so left and right padding give the same activations as an unpadded forward pass.
+
+Statement length: a statement longer than the model's context (``models.context_length``) is refused
+(``StatementTooLongError``), unless ``max_statement_tokens`` asks to keep each statement's last N tokens (the
+probe reads the last token, so the end is what matters). ``check_statements`` does this for every dataset
+before a run writes anything; ``tokenize`` does it again for whoever calls the extraction directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,7 +24,10 @@ from torch import nn
 
 from ._alloc import keep_freed_memory
 from .batching import length_buckets, pad_batch, pad_id_of, positions_of, untuple
-from .models import LoadedModel
+from .errors import OptionError, StatementTooLongError
+from .models import LoadConfig, LoadedModel, context_length, peek_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,14 @@ class ExtractConfig:
     # fast path; left padding needs the mask (and position ids that skip the pads).
     padding_side: Literal["left", "right"] = "right"
     add_special_tokens: bool = True  # BOS etc. as the tokenizer's defaults (the paper's tokenizer.encode)
+    # Statements longer than this many tokens keep their last ones (CLI: --max-tokens); None: a statement
+    # longer than the model's context is refused. It changes the numbers, so runs record it.
+    max_statement_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_statement_tokens is not None and self.max_statement_tokens < 1:
+            raise OptionError(f"--max-tokens {self.max_statement_tokens}: give a positive number of tokens (each "
+                              "longer statement keeps its last N).")
 
 
 @contextmanager
@@ -58,14 +75,72 @@ def record_last_token(blocks: Sequence[nn.Module], sink: Callable[[int, torch.Te
             handle.remove()
 
 
-def tokenize(lm: LoadedModel, statements: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
-    """Token ids of each statement, unpadded."""
+def fit_to_context(ids: list[list[int]], context: int | None, max_statement_tokens: int | None, model: str,
+                   dataset: str = "statements") -> tuple[list[list[int]], int]:
+    """``ids`` with every statement longer than ``max_statement_tokens`` cut to its last tokens, and how many
+    were cut; without ``max_statement_tokens``, a statement longer than ``context`` is refused.
+
+    A model given more positions than it was built for either crashes (GPT-2's position table) or runs on
+    silently with positions it never saw; neither is a result, so the user chooses: shorten, or truncate.
+    """
+    if max_statement_tokens is not None:
+        if context is not None and max_statement_tokens > context:
+            raise OptionError(f"--max-tokens {max_statement_tokens} is more than {model}'s context of {context} "
+                              f"positions; give at most {context}.")
+        cut = sum(len(seq) > max_statement_tokens for seq in ids)
+        return [seq[-max_statement_tokens:] for seq in ids], cut
+    if context is None:
+        return ids, 0
+    long = [i for i, seq in enumerate(ids) if len(seq) > context]
+    if long:
+        first, longest = long[0], max(len(ids[i]) for i in long)
+        others = f" ({len(long)} statements are too long, the longest {longest} tokens)" if len(long) > 1 else ""
+        raise StatementTooLongError(
+            f"Dataset {dataset!r}, row {first} (0-based): the statement is {len(ids[first])} tokens, more than "
+            f"{model}'s context of {context} positions{others}. Shorten or drop it, or pass --max-tokens N (API: "
+            f"max_statement_tokens=N; N ≤ {context}) to keep each statement's last N tokens.")
+    return ids, 0
+
+
+def tokenize(lm: LoadedModel, statements: Sequence[str], add_special_tokens: bool = True,
+             max_statement_tokens: int | None = None) -> list[list[int]]:
+    """Token ids of each statement, unpadded, fitted to the model's context (``fit_to_context``)."""
     ids = lm.tokenizer(list(statements), add_special_tokens=add_special_tokens)["input_ids"]
     empty = [i for i, seq in enumerate(ids) if len(seq) == 0]
     if empty:
-        raise ValueError(f"Statements at rows {empty[:5]} tokenise to nothing; remove them or pass "
-                         "add_special_tokens=True so they carry a BOS token.")
+        raise StatementTooLongError(
+            f"Statements at rows {empty[:5]} tokenise to nothing; remove them or pass add_special_tokens=True so "
+            "they carry a BOS token.")
+    ids, cut = fit_to_context(ids, context_length(lm.model.config), max_statement_tokens, lm.info.ref)
+    if cut:
+        log.info("%d statements kept their last %s tokens (--max-tokens)", cut, max_statement_tokens)
     return ids
+
+
+def check_statements(ref: str, revision: str | None, datasets: Mapping[str, Sequence[str]],
+                     config: ExtractConfig = ExtractConfig(), load: LoadConfig | None = None) -> dict[str, int]:
+    """Refuse statements longer than ``ref``'s context before a run begins (only the tokenizer and config are
+    read); return how many statements of each dataset ``max_statement_tokens`` cuts, with a warning.
+
+    A hub model whose small files cannot be had now (offline) is not checked here; ``tokenize`` still
+    refuses at extraction.
+    """
+    load = load or LoadConfig()
+    try:
+        peek = peek_model(ref, revision, trust_remote_code=load.trust_remote_code, cache_dir=load.cache_dir)
+    except ConnectionError as err:
+        log.info("statement lengths are checked at extraction: %s's tokenizer is not at hand (%s)", ref, err)
+        return {}
+    context = peek.context
+    cut: dict[str, int] = {}
+    for name, statements in datasets.items():
+        ids = peek.tokenizer(list(statements), add_special_tokens=config.add_special_tokens)["input_ids"]
+        _, cut[name] = fit_to_context(ids, context, config.max_statement_tokens, ref, name)
+    if any(cut.values()):
+        counts = ", ".join(f"{n} of {len(datasets[name])} in {name!r}" for name, n in cut.items() if n)
+        log.warning("--max-tokens %d: statements truncated to their last %d tokens: %s.",
+                    config.max_statement_tokens, config.max_statement_tokens, counts)
+    return cut
 
 
 def extract_last_token(
@@ -82,7 +157,7 @@ def extract_last_token(
     """
     if lm.info.device == "cpu":
         keep_freed_memory()
-    ids = tokenize(lm, statements, config.add_special_tokens)
+    ids = tokenize(lm, statements, config.add_special_tokens, config.max_statement_tokens)
     n_layers, d_model = len(lm.blocks), lm.info.hidden_size
     dtype = next(lm.model.parameters()).dtype
     device = torch.device(lm.info.device)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoints import Checkpoint
+from .errors import OptionError
 from .hub import delete_revision, fetch_checkpoint, is_cached
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ class FetchConfig:
 
     def __post_init__(self) -> None:
         if self.prefetch < 0:
-            raise ValueError(f"prefetch={self.prefetch}: give 0 (download, then compute) or more.")
+            raise OptionError(f"prefetch={self.prefetch}: give 0 (download, then compute) or more.")
         if self.cache_budget_gb is not None and self.cache_budget_gb <= 0:
-            raise ValueError(f"cache_budget_gb={self.cache_budget_gb}: give a positive size, e.g. 50GB.")
+            raise OptionError(f"cache_budget_gb={self.cache_budget_gb}: give a positive size, e.g. 50GB.")
 
 
 @dataclass(frozen=True)

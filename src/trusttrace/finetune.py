@@ -37,9 +37,11 @@ import torch
 from ._io import atomic_path, write_json_atomic
 from .batching import collate_prompted
 from .data import EVAL_FILES, load_dataset, locate_file
+from .errors import DataFileError, DataFileNotFoundError, ModelNotFoundError, OptionError
 from .hub import fetch_checkpoint, looks_like_hub_id
 from .layout import FinetuneLayout, read_json, refuse_other_settings, settings_diff
 from .models import choose_device
+from .outputs import check_output
 from .progress import Progress
 from .training import batch_indices, lr_at, make_optimizer, train_step, use_bf16
 
@@ -69,16 +71,20 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.max_len < 8:
-            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, max_len={self.max_len}: steps and "
-                             "batch size must be positive and max_len at least 8.")
+            raise OptionError(f"steps={self.steps}, batch_size={self.batch_size}, max_len={self.max_len}: steps and "
+                              "batch size must be positive and max_len at least 8, e.g. --steps 300 --batch-size 16.")
+        if not (math.isfinite(self.lr) and self.lr > 0) or not (math.isfinite(self.weight_decay)
+                                                                and self.weight_decay >= 0):
+            raise OptionError(f"lr={self.lr}, weight_decay={self.weight_decay}: the learning rate must be a positive "
+                              "finite number and the weight decay a finite one ≥ 0, e.g. --lr 5e-4.")
         local = Path(self.model).expanduser()
         hub_id = looks_like_hub_id(self.model) and not local.exists()
         if not hub_id and not (local / "config.json").is_file():
-            raise FileNotFoundError(f"--model {self.model!r} is neither a checkpoint folder (one with a config.json, "
+            raise ModelNotFoundError(f"--model {self.model!r} is neither a checkpoint folder (one with a config.json, "
                                     "e.g. RUN/checkpoints/last of `trusttrace pretrain`) nor a hub id (ORG/NAME).")
         if self.data != "builtin" and not Path(self.data).is_file():
-            raise FileNotFoundError(f"--data {self.data!r}: give `builtin` or a JSONL file of "
-                                    '{"prompt": ..., "response": ...} rows.')
+            raise DataFileNotFoundError(f"--data {self.data!r}: no such file. Give `builtin` or a JSONL file of "
+                                        '{"prompt": ..., "response": ...} rows.')
 
 
 def _dev_half(name: str, data_dir: str | None) -> tuple[list[str], np.ndarray]:
@@ -131,15 +137,24 @@ def builtin_pairs(data_dir: str | None = None) -> dict[str, list[tuple[str, str]
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     """``{"prompt", "response"}`` rows of a JSONL file."""
     pairs = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataFileError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}). Re-save it as UTF-8.") from err
+    example = '{"prompt": "What is the capital of France?", "response": "Paris."}'
+    for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        row = json.loads(line)
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise DataFileError(f"{path}, line {i} is not JSON ({err}). Write one object per line, e.g. "
+                                f"{example}.") from err
         if not isinstance(row, dict) or not {"prompt", "response"} <= row.keys():
-            raise ValueError(f"{path}, line {i}: expected an object with 'prompt' and 'response'.")
+            raise DataFileError(f"{path}, line {i}: expected an object with 'prompt' and 'response', e.g. {example}.")
         pairs.append((str(row["prompt"]), str(row["response"])))
     if not pairs:
-        raise ValueError(f"{path} holds no prompt/response rows.")
+        raise DataFileError(f"{path} holds no prompt/response rows. Add one JSON object per line, e.g. {example}.")
     return pairs
 
 
@@ -174,6 +189,7 @@ def run_finetune(config: FinetuneConfig, progress: Progress | None = None) -> Fi
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     progress = progress or Progress()
+    check_output(config.out)  # before the model loads or anything is written
     layout = FinetuneLayout(Path(config.out))
     if layout.is_finished():
         record = read_json(layout.record)
@@ -181,11 +197,12 @@ def run_finetune(config: FinetuneConfig, progress: Progress | None = None) -> Fi
         log.info("%s is already fine-tuned; nothing to do", layout.root)
         return FinetuneResult(layout.root, record)
     started = time.perf_counter()
+    # the data first: a bad file is refused before a download or a model load
+    sources = {"file": read_pairs(config.data)} if config.data != "builtin" else builtin_pairs(config.data_dir)
     folder = config.model
     if not Path(folder).expanduser().is_dir():  # a hub id: its safetensors snapshot, through the shared cache
         folder = str(fetch_checkpoint(config.model, config.revision)[0])
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    sources = {"file": read_pairs(config.data)} if config.data != "builtin" else builtin_pairs(config.data_dir)
     pairs = [p for rows in sources.values() for p in rows]
     encoded = encode_pairs(tokenizer, pairs, config.max_len)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

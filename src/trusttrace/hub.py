@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import ModelError, ModelNotFoundError, OptionError, UnknownNameError
+
 T = TypeVar("T")
 
 # Weights and what loading needs; pickle weights (*.bin) only when asked for.
@@ -25,12 +27,34 @@ def looks_like_hub_id(ref: str) -> bool:
 
 def split_revision(ref: str) -> tuple[str, str | None]:
     """``MODEL@REVISION`` → (MODEL, REVISION); ``MODEL`` → (MODEL, None); a local path that exists is never split."""
-    if Path(ref).exists() or "@" not in ref:
+    if "@" not in ref or _exists(ref):
         return ref, None
     model, _, revision = ref.rpartition("@")
     if not model or not revision or "/" in revision:
-        raise ValueError(f"{ref!r} is neither an existing path nor MODEL@REVISION (e.g. LLM360/Amber@ckpt_179).")
+        raise OptionError(f"{ref!r} is neither an existing path nor MODEL@REVISION (e.g. LLM360/Amber@ckpt_179).")
     return model, revision
+
+
+def _exists(ref: str) -> bool:
+    """Whether ``ref`` names an existing path; a name no file system accepts (too long, a NUL) names none."""
+    try:
+        return Path(ref).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def looks_like_path(ref: str) -> bool:
+    """Whether ``ref`` reads as a filesystem path rather than a hub id (ORG/NAME) or a built-in name.
+
+    A path: it starts with ``./``, ``../``, ``/`` or ``~``, has more than one ``/`` (a hub id has one), or its
+    first part exists here (``runs/smol`` beside a ``runs/`` folder).
+    """
+    if ref.startswith(("./", "../", "/", "~", ".\\")) or ref in (".", ".."):
+        return True
+    if ref.count("/") > 1 or "\\" in ref:
+        return True
+    head = ref.split("/", 1)[0]
+    return "/" in ref and Path(head).exists()
 
 
 def default_cache_dir() -> Path:
@@ -41,7 +65,8 @@ def default_cache_dir() -> Path:
 def hub_call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call a huggingface_hub function; turn its failures into errors that say what to do.
 
-    A missing repository or revision becomes a ValueError; anything else (no network, a proxy, HTTP
+    A missing revision becomes an UnknownNameError, a gated repository a ModelError, a missing one a
+    ModelNotFoundError (all ValueErrors); anything else (no network, a proxy, HTTP
     errors of whichever HTTP client huggingface_hub uses) becomes a ConnectionError.
     """
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
@@ -49,13 +74,13 @@ def hub_call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except RevisionNotFoundError as err:
-        raise ValueError(f"{what}: the revision does not exist. `trusttrace checkpoints REPO` lists the "
+        raise UnknownNameError(f"{what}: the revision does not exist. `trusttrace checkpoints REPO` lists the "
                          "revisions trusttrace knows of.") from err
     except GatedRepoError as err:
-        raise ValueError(f"{what}: the repository is gated; accept its terms on the hub and log in "
+        raise ModelError(f"{what}: the repository is gated; accept its terms on the hub and log in "
                          "(`hf auth login`).") from err
     except RepositoryNotFoundError as err:
-        raise ValueError(f"{what}: no such repository on the hub (or it is private: log in with "
+        raise ModelNotFoundError(f"{what}: no such repository on the hub (or it is private: log in with "
                          "`hf auth login`). Check the model id.") from err
     except Exception as err:  # network and HTTP errors; their classes depend on the installed HTTP client
         raise ConnectionError(f"{what} failed ({type(err).__name__}: {err}). Check the network, or use a local "
@@ -69,15 +94,19 @@ def commit_of(folder: str | Path) -> str | None:
 
 
 def fetch_checkpoint(
-    repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None, allow_pickle: bool = False
+    repo_id: str, revision: str | None = None, *, cache_dir: str | Path | None = None, allow_pickle: bool = False,
+    weights: bool = True,
 ) -> tuple[Path, str | None]:
     """Download one revision of a hub model (weights, config, tokenizer) and return (folder, commit).
 
-    Only safetensors weights are fetched unless ``allow_pickle``.
+    Only safetensors weights are fetched unless ``allow_pickle``; none without ``weights`` (the config and
+    tokenizer, to check inputs before a run).
     """
     from huggingface_hub import snapshot_download
 
     patterns = [*SNAPSHOT_PATTERNS, "*.bin"] if allow_pickle else list(SNAPSHOT_PATTERNS)
+    if not weights:
+        patterns = [p for p in patterns if p not in ("*.safetensors", "*.bin")]
     folder = Path(hub_call(f"Downloading {repo_id}@{revision or 'main'}", snapshot_download, repo_id,
                            revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
     return folder, commit_of(folder)

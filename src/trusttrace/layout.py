@@ -22,12 +22,13 @@ One class per kind of run folder, and ``RunLayout`` to say what a folder holds::
     report     index.html, figures/<name>.png, tables/<name>.csv
 
 Names that hold a ``/`` (hub revisions such as ``org/branch``) are stored with ``__`` in its place
-(``safe_name``). The results table and the manifest are written atomically (temporary name, then rename).
+(``safe_name``). Every file is written atomically (temporary name, then rename) with a record of its size and
+sha256 beside it, ``<name>.sha256.json`` (``_io``, ``integrity``); a resuming run uses only files that match
+their records, and the results table is always rebuilt from the intact parts.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,17 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import pandas as pd
 
 from ._io import write_json_atomic, write_with
-from .tables import RESULT_COLUMNS, order_results
+from .errors import DamagedFileError, RunFolderNotFoundError
+from .integrity import check, damaged, describe
+from .settings import (  # noqa: F401 (read_csv and the settings helpers are imported from here too)
+    describe_diff,
+    read_csv,
+    read_json,
+    record_settings,
+    refuse_other_settings,
+    settings_diff,
+)
+from .tables import order_results
 
 Kind = Literal["trace", "probe", "steer", "pretrain", "demo", "empty"]
 
@@ -44,19 +55,6 @@ Kind = Literal["trace", "probe", "steer", "pretrain", "demo", "empty"]
 def safe_name(name: str) -> str:
     """A revision or source name as a file or folder name (``/`` → ``__``)."""
     return name.replace("/", "__")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; a clear error when it is something else."""
-    value = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} does not hold a JSON object; it was not written by trusttrace.")  # noqa: TRY004
-    return value
-
-
-def read_csv(path: Path) -> pd.DataFrame | None:
-    """A table written by trusttrace (empty strings stay empty, not NaN), or None when absent."""
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else None
 
 
 class At:
@@ -87,30 +85,6 @@ class Rooted(Protocol):
 
     @property
     def root(self) -> Path: ...
-
-
-# ---------------------------------------------------------------- settings
-
-
-def settings_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Every key of ``new`` whose value differs from ``old``'s, as ``key: (old, new)``."""
-    new = json.loads(json.dumps(new, default=str))  # as it reads back (tuples → lists)
-    return {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-
-
-def refuse_other_settings(folder: Path, diff: Mapping[str, tuple[Any, Any]], what: str) -> None:
-    """Refuse to resume ``folder`` with other settings: a run folder holds the results of one set."""
-    if diff:
-        changes = "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"{folder} holds {what} made with other settings ({changes}). Resume with the same "
-                         "settings, or pass a new --out.")
-
-
-def record_settings(path: Path, settings: Mapping[str, Any], what: str) -> None:
-    """Write ``settings`` to ``path``, refusing when an earlier run left different ones there."""
-    if path.exists():
-        refuse_other_settings(path.parent, settings_diff(read_json(path), settings), what)
-    write_json_atomic(path, json.loads(json.dumps(settings, default=str)))
 
 
 # ---------------------------------------------------------------- trace
@@ -170,23 +144,32 @@ class TraceLayout:
         return self.results_csv.is_file() or self.results_parquet.is_file() or self.manifest.is_file()
 
     def read_manifest(self) -> dict[str, Any] | None:
-        return read_json(self.manifest) if self.manifest.is_file() else None
+        """The manifest, None when there is none; ``DamagedFileError`` when it fails its record or is not JSON
+        (the run's settings and finished checkpoints cannot be known then)."""
+        fix = ("The run's settings cannot be checked against it: if this command has the same settings as the "
+               "run, delete manifest.json (and manifest.json.sha256.json) and rerun (intact parts are kept); else "
+               "pass a new --out.")
+        return read_json(self.manifest, fix) if self.manifest.is_file() else None
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        write_json_atomic(self.manifest, manifest)
-
-    def check_resume(self, settings: Mapping[str, Any], datasets: Mapping[str, str]) -> None:
-        """Refuse when the folder holds results of other settings or other dataset contents (sha256)."""
+    def settings_diff(self, settings: Mapping[str, Any], datasets: Mapping[str, str]) -> dict[str, tuple[Any, Any]]:
+        """How ``settings`` and the datasets' contents (sha256) differ from those the folder's run recorded."""
         old = self.read_manifest()
         if old is None:
-            return
+            return {}
         # Manifests before 0.1 kept the settings among the flat config.
         old_settings = old.get("settings") or {k: old.get("config", {}).get(k) for k in settings}
         diff = settings_diff(old_settings, settings)
         old_shas = {d: v["sha256"] for d, v in old.get("datasets", {}).items() if d in datasets}
         diff.update({f"dataset {d}": (old_shas[d][:12], datasets[d][:12]) for d in old_shas
                      if old_shas[d] != datasets[d]})
-        refuse_other_settings(self.root, diff, "a run")
+        return diff
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        write_json_atomic(self.manifest, manifest)
+
+    def check_resume(self, settings: Mapping[str, Any], datasets: Mapping[str, str]) -> None:
+        """Refuse when the folder holds results of other settings or other dataset contents (sha256)."""
+        refuse_other_settings(self.root, self.settings_diff(settings, datasets), "a run")
 
     def write_results(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Put rows in training order and write ``results.csv`` and ``results.parquet`` atomically."""
@@ -199,20 +182,19 @@ class TraceLayout:
     def write_part(self, revision: str, frame: pd.DataFrame) -> None:
         write_with(self.part(revision), lambda tmp: frame.to_csv(tmp, index=False))
 
-    def merge_parts(self) -> pd.DataFrame:
-        """The finished checkpoints' rows as one table, written as the results."""
-        frames = [read_csv(p) for p in sorted(self.parts.glob("*.csv"))]
-        present = [f for f in frames if f is not None]
-        frame = pd.concat(present, ignore_index=True) if present else pd.DataFrame(columns=RESULT_COLUMNS)
-        return self.write_results(frame)
-
     def read_results(self) -> pd.DataFrame:
-        """The results table (parquet, else CSV)."""
-        if self.results_parquet.is_file():
-            return pd.read_parquet(self.results_parquet)
-        if self.results_csv.is_file():
-            return pd.read_csv(self.results_csv)
-        raise FileNotFoundError(f"{self.root} has no results.parquet or results.csv. Point at a `trusttrace trace` "
+        """The results table (parquet, else CSV), after checking it against its record."""
+        fix = "Rerun the command that wrote the folder with the same --out: it rebuilds the table from its parts."
+        for path, reader in ((self.results_parquet, pd.read_parquet), (self.results_csv, pd.read_csv)):
+            if path.is_file():
+                found = check(path)
+                if found.status == "damaged":
+                    raise DamagedFileError(f"{describe(found)}. {fix}", str(path))
+                try:
+                    return reader(path)
+                except (OSError, ValueError) as err:  # pyarrow's and pandas' errors for a file cut short
+                    raise damaged(path, err, fix) from err
+        raise RunFolderNotFoundError(f"{self.root} has no results.parquet or results.csv. Point at a `trusttrace trace` "
                                 "--out folder.")
 
 
@@ -363,7 +345,10 @@ class RunLayout:
             return "pretrain"
         trace = TraceLayout(self.root)
         if trace.exists():
-            manifest = trace.read_manifest() or {}
+            try:
+                manifest = trace.read_manifest() or {}
+            except DamagedFileError:  # trace and probe folders differ only by this key: `verify` reports it
+                return "trace"
             return "probe" if "analysis" in manifest else "trace"
         if PretrainLayout(self.root / "pretrain").exists() or self._sweep_folders():
             return "demo"

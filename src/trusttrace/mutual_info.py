@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from ._alloc import keep_freed_memory
+from .errors import OptionError, UnknownNameError
 from .names import MI_ESTIMATORS
 
 ESTIMATORS = MI_ESTIMATORS
@@ -70,10 +71,13 @@ class MIConfig:
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
-            raise ValueError(f"mi_estimator {self.estimator!r} is not one of {', '.join(ESTIMATORS)}.")
+            raise UnknownNameError(f"mi_estimator {self.estimator!r} is not one of {', '.join(ESTIMATORS)}.")
         if self.estimator == "paper-code" and self.sigma is None:
-            raise ValueError("The paper-code estimator uses a fixed sigma (the released code's 50); the median "
-                             "heuristic (--mi-sigma median) is for the hsic and nhsic estimators.")
+            raise OptionError("The paper-code estimator uses a fixed sigma (the released code's 50); the median "
+                              "heuristic (--mi-sigma median) is for the hsic and nhsic estimators.")
+        if self.max_samples is not None and self.max_samples < MIN_SAMPLES:
+            raise OptionError(f"--mi-max-samples {self.max_samples}: MI needs subsamples of at least {MIN_SAMPLES} "
+                              "rows; give 10 or more (e.g. 2000), or leave it out to use every row.")
 
 
 def _check(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig) -> None:
@@ -83,7 +87,7 @@ def _check(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig) ->
     if t.shape[1] != m or len(y) != m:
         raise ValueError(f"Row counts differ: x has {m}, t has {t.shape[1]}, y has {len(y)}. They must match.")
     if m < MIN_SAMPLES:
-        raise ValueError(f"{m} rows: mutual information needs at least {MIN_SAMPLES}. Use more statements.")
+        raise OptionError(f"{m} rows: mutual information needs at least {MIN_SAMPLES}. Use more statements.")
     values = set(np.unique(y).tolist())
     if not values <= {0, 1}:
         raise ValueError(f"Labels must be binary 0/1; found {sorted(values)}.")

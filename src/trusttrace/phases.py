@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ._io import write_with
+from .errors import RunFolderError
 from .layout import TraceLayout
 
 
@@ -49,8 +50,8 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 def layer_phases(steps: np.ndarray, tx: np.ndarray, ty: np.ndarray, rule: PhaseRule = PhaseRule()) -> dict[str, Any]:
     """The rule applied to one layer's curves (checkpoints in step order)."""
     if len(steps) < 3:
-        raise ValueError(f"Phase detection needs at least 3 checkpoints; got {len(steps)}. Trace more "
-                         "checkpoints (e.g. --select log:8).")
+        raise RunFolderError(f"Phase detection needs at least 3 checkpoints; got {len(steps)}. Trace more "
+                             "checkpoints (e.g. --select log:8).")
     order = np.argsort(steps, kind="stable")
     steps, tx, ty = np.asarray(steps)[order], np.asarray(tx)[order], np.asarray(ty)[order]
     s_tx, s_ty = smooth(tx, rule.smooth), smooth(ty, rule.smooth)
@@ -73,11 +74,11 @@ def detect_phases(results: pd.DataFrame, rule: PhaseRule = PhaseRule()) -> pd.Da
     """One row per dimension × layer from a results table holding ``mi_tx`` and ``mi_ty`` rows with steps."""
     mi = results[results.metric.isin(["mi_tx", "mi_ty"])]
     if mi.empty:
-        raise ValueError("The results table has no mi_tx/mi_ty rows. Run `trusttrace trace` with the mi "
-                         "analysis (on by default), or `trusttrace probe RUN --analyses mi`.")
+        raise RunFolderError("The results table has no mi_tx/mi_ty rows. Run `trusttrace trace` with the mi "
+                             "analysis (on by default), or `trusttrace probe RUN --analyses mi`.")
     if mi.step.isna().any():
-        raise ValueError("Some MI rows have no training step (a single checkpoint or unnumbered revisions); "
-                         "phases need a checkpoint series with steps.")
+        raise RunFolderError("Some MI rows have no training step (a single checkpoint or unnumbered revisions); "
+                             "phases need a checkpoint series with steps.")
     wide = mi.pivot_table(index=["dimension", "layer", "step"], columns="metric", values="value").reset_index()
     rows = []
     for (dim, layer), g in wide.groupby(["dimension", "layer"], sort=True):

@@ -11,6 +11,11 @@ Run folder (``layout.PretrainLayout``)::
     OUT/state/train_state.safetensors weights and optimizer moments at the newest checkpoint (for resuming)
     OUT/loss.csv                      training loss per step; OUT/checkpoints.csv held-out loss per checkpoint
 
+Each of them (each checkpoint folder as a whole) has a record of its size and sha256 beside it
+(``<name>.sha256.json``, see ``integrity``). A rerun uses only what matches its record: damaged data or a
+damaged tokenizer is built again; a damaged state, loss table or checkpoint before the state's step makes
+training restart from step 0 (with a warning), and a damaged later checkpoint is written again when reached.
+
 Determinism: the model is initialised from the seed; batch ``s`` is a fixed function of (seed, s) (a seeded
 permutation of the packed blocks per epoch); the learning rate is a function of the step; there is no
 dropout. So a resumed run continues exactly as an uninterrupted one, and two runs with the same seed and
@@ -36,10 +41,22 @@ import torch
 
 from ._io import atomic_path, write_json_atomic, write_with
 from .checkpoints import log_spaced_indices
+from .errors import DataFileError, OptionError, UnknownNameError
+from .integrity import check, describe, remove, usable
 from .layout import PretrainLayout, record_settings
 from .models import choose_device
+from .outputs import check_output, finite_settings, removed_on_usage_error
 from .progress import Progress
-from .training import batch_indices, load_state, lr_at, make_optimizer, save_state, train_step, use_bf16
+from .training import (
+    batch_indices,
+    load_state,
+    lr_at,
+    make_optimizer,
+    save_state,
+    state_step,
+    train_step,
+    use_bf16,
+)
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel
@@ -80,13 +97,14 @@ class PretrainConfig:
         for name in ("vocab_size", "hidden_size", "n_layers", "n_heads", "intermediate_size", "seq_len",
                      "batch_size", "steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: must be a positive number.")
+                raise OptionError(f"{name}={getattr(self, name)}: must be a positive number.")
         if self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}; "
+            raise OptionError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}; "
                              "pick sizes where it is (e.g. 256 and 4).")
         if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision {self.precision!r} is not one of auto, bf16, fp32.")
+            raise UnknownNameError(f"precision {self.precision!r} is not one of auto, bf16, fp32.")
         checkpoint_steps(self.checkpoints, self.steps)  # validates the spec
+        finite_settings(asdict(self), "pretrain", positive=("lr",))  # no NaN in pretrain_config.json
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change the checkpoints (a resumed run must match them)."""
@@ -105,11 +123,11 @@ def checkpoint_steps(spec: str, steps: int) -> list[int]:
         else:
             chosen = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--checkpoints {spec!r}: use log:N, every:K, or comma-separated steps "
+        raise OptionError(f"--checkpoints {spec!r}: use log:N, every:K, or comma-separated steps "
                          "(e.g. log:16, every:100, 0,10,100).") from None
     bad = [s for s in chosen if not 0 <= s <= steps]
     if bad or not chosen:
-        raise ValueError(f"--checkpoints {spec!r}: steps must lie in 0..{steps} (got {bad or 'none'}).")
+        raise OptionError(f"--checkpoints {spec!r}: steps must lie in 0..{steps} (got {bad or 'none'}).")
     return sorted(set(chosen))
 
 
@@ -149,7 +167,7 @@ def blocks_of(stream: np.ndarray, seq_len: int) -> np.ndarray:
     """[n_blocks, seq_len] views of the stream (the tail shorter than a block is dropped)."""
     n = len(stream) // seq_len
     if n == 0:
-        raise ValueError(f"The corpus has {len(stream)} tokens, fewer than one block of {seq_len}; give more text "
+        raise DataFileError(f"The corpus has {len(stream)} tokens, fewer than one block of {seq_len}; give more text "
                          "or a smaller --seq-len.")
     return stream[: n * seq_len].reshape(n, seq_len)
 
@@ -210,7 +228,13 @@ def prepare_data(config: PretrainConfig, progress: Progress) -> tuple[Any, np.nd
     from .corpus import prepare_corpus
 
     layout = PretrainLayout(Path(config.out))
-    if not (layout.tokenizer.exists() and layout.data("heldout").exists()):
+    built = (layout.tokenizer, layout.data("train"), layout.data("heldout"), layout.corpus)
+    redo = "the tokenizer and data are built again from the corpus."
+    verdicts = [usable(path, redo) for path in built]  # each damaged one reported, not only the first
+    if not all(verdicts):
+        for path in built:
+            if not check(path).ok:
+                remove(path)
         progress.stage("preparing the corpus")
         corpus = prepare_corpus(config.corpus, seed=config.seed)
         write_json_atomic(layout.corpus, corpus.to_dict())
@@ -238,7 +262,9 @@ def prepare_data(config: PretrainConfig, progress: Progress) -> tuple[Any, np.nd
 
 def _save_checkpoint(layout: PretrainLayout, step: int, model: PreTrainedModel, tokenizer: Any) -> Path:
     folder = layout.checkpoint(step)
-    if not folder.exists():  # else written before an interruption: training is deterministic, so it is the same
+    # An intact folder was written before an interruption: training is deterministic, so it is the same.
+    if not usable(folder, f"checkpoint step{step} is written again."):
+        remove(folder)
         with atomic_path(folder) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
@@ -260,6 +286,29 @@ def _write_tables(layout: PretrainLayout, losses: list[dict[str, Any]], evals: l
     return frame
 
 
+def _resume_step(layout: PretrainLayout, saves: set[int]) -> int:
+    """The step the saved state resumes from, when the state and everything the run kept before it (the loss
+    tables, the checkpoints up to its step) are intact; else 0, with a warning naming what is not.
+
+    The state holds only the newest step's optimizer moments, so a damaged state, table or earlier
+    checkpoint can only be recomputed by training from step 0; training is deterministic, so the run then
+    ends exactly where an uninterrupted one would (intact checkpoints are kept as they are).
+    """
+    if not layout.state.exists():
+        return 0
+    redo = "training restarts from step 0 (deterministic: it ends where an uninterrupted run would)."
+    if not usable(layout.state, redo):
+        return 0
+    step = state_step(layout.state)
+    needed = [layout.loss_csv, layout.checkpoints_csv, *(layout.checkpoint(s) for s in sorted(saves) if s <= step)]
+    for path in needed:
+        found = check(path)
+        if not found.ok:
+            log.warning("%s; %s", describe(found), redo)
+            return 0
+    return step
+
+
 def _rows_before(path: Path, step: int) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -277,21 +326,24 @@ def run_pretrain(config: PretrainConfig, progress: Progress | None = None,
     ``stop_after`` ends this call after that many optimizer steps (an interruption, for tests).
     """
     progress = progress or Progress()
+    check_output(config.out)  # before the corpus loads or anything is written
     started = time.perf_counter()
     layout = PretrainLayout(Path(config.out))
-    layout.root.mkdir(parents=True, exist_ok=True)
-    tokenizer, train, heldout = prepare_data(config, progress)  # reused as built when the folder has them
-    record_settings(layout.settings, config.fingerprint(), "a pre-training run")
+    with removed_on_usage_error(layout.root, lambda: any(layout.checkpoints())):  # e.g. a corpus that is no text
+        layout.root.mkdir(parents=True, exist_ok=True)
+        tokenizer, train, heldout = prepare_data(config, progress)  # reused as built when the folder has them
+        record_settings(layout.settings, config.fingerprint(), "a pre-training run")
     device = choose_device(config.device)
     bf16 = use_bf16(config.precision, device)
     model = make_model(config, tokenizer)
     cast(torch.nn.Module, model).to(device)  # cast: transformers' wrapped .to confuses type checkers
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
-    step = load_state(layout.state, model, optimizer) if layout.state.exists() else 0
+    saves = set(checkpoint_steps(config.checkpoints, config.steps))
+    step = _resume_step(layout, saves)
     if step:
+        load_state(layout.state, model, optimizer)
         log.info("resuming %s at step %d", layout.root, step)
     losses, evals = _rows_before(layout.loss_csv, step), _rows_before(layout.checkpoints_csv, step)
-    saves = set(checkpoint_steps(config.checkpoints, config.steps))
     tokens_per_step = config.batch_size * config.seq_len
     model.train()
     progress.start("pretrain", "pre-training", total=config.steps, done=step)
@@ -302,8 +354,8 @@ def run_pretrain(config: PretrainConfig, progress: Progress | None = None,
             held = heldout_loss(model, heldout, device, bf16)
             evals.append({"step": step, "tokens": step * tokens_per_step, "heldout_loss": held,
                           "heldout_perplexity": math.exp(held), "seconds": round(time.perf_counter() - started, 3)})
+            _write_tables(layout, losses, evals)  # before the state: a resume from it finds their rows
             save_state(layout.state, model, optimizer, step)
-            _write_tables(layout, losses, evals)
             log.info("checkpoint step %d: held-out loss %.3f", step, held)
             if on_checkpoint is not None:
                 on_checkpoint(folder, step)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .errors import OptionError, RunFolderError, UnknownNameError
 from .logreg import BatchedLogisticRegression
 from .names import PROTOCOLS
 from .splits import Split, splits
@@ -48,11 +49,11 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+            raise UnknownNameError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
         if self.folds < 2:
-            raise ValueError(f"folds={self.folds}: cross-validation needs at least 2 folds.")
+            raise OptionError(f"folds={self.folds}: cross-validation needs at least 2 folds.")
         if self.seeds < 1:
-            raise ValueError(f"seeds={self.seeds}: give 1 or more fold seeds.")
+            raise OptionError(f"seeds={self.seeds}: give 1 or more fold seeds.")
 
     def fold_sets(self, labels: np.ndarray, groups: np.ndarray | None) -> list[list[Split]]:
         """The splits of every fold seed (one set for ``paper-code``, whose split has no seed)."""
@@ -191,8 +192,8 @@ def transfer_layers(train: torch.Tensor, train_labels: np.ndarray, test: torch.T
     _check_acts(train, train_labels)
     _check_acts(test, test_labels)
     if train.shape[0] != test.shape[0] or train.shape[2] != test.shape[2]:
-        raise ValueError(f"Transfer needs activations of one model: [layers, n, d] {tuple(train.shape)} vs "
-                         f"{tuple(test.shape)}.")
+        raise RunFolderError(f"Transfer needs activations of one model: [layers, n, d] {tuple(train.shape)} vs "
+                             f"{tuple(test.shape)}.")
     Xtr, Xte = _zscore(train.to(torch.float64), test.to(torch.float64))
     correct = fit_score(Xtr, [train_labels], Xte, test_labels, config)[0]  # [layers, n_test]
     majority = _majority(train_labels, test_labels)

@@ -4,6 +4,8 @@ Work happens in a local mirror of the run folder (under ``$TRUSTTRACE_CACHE/remo
 needs to resume (``manifest.json``, ``parts/``) is pulled from the URL first, and each finished piece is
 pushed back as soon as it is written, so the URL always holds complete files: a piece is uploaded under a
 temporary name and then moved where the file system supports it (object stores write whole objects anyway).
+Each file travels with its record (``<name>.sha256.json``, see ``integrity``), so a resumed run checks what
+it pulled as it checks local files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from ._io import RECORD_SUFFIX, record_path
+from .errors import OptionError, OutputError
 from .hub import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -30,12 +34,12 @@ class RunFolder:
         try:
             import fsspec
         except ImportError as err:  # pragma: no cover - fsspec comes with huggingface_hub
-            raise ValueError("A URL run folder needs fsspec: `pip install fsspec` (and s3fs/gcsfs for s3/gs).") from err
+            raise OptionError("A URL run folder needs fsspec: `pip install fsspec` (and s3fs/gcsfs for s3/gs).") from err
         self.url = url.rstrip("/")
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url)
         except (ImportError, ValueError) as err:
-            raise ValueError(f"--out {url!r}: fsspec cannot open it ({err}). Install the file system's package "
+            raise OutputError(f"--out {url!r}: fsspec cannot open it ({err}). Install the file system's package "
                              "(s3fs for s3://, gcsfs for gs://) or use a local path.") from err
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         self.local = local or default_cache_dir() / "remote-runs" / digest
@@ -55,6 +59,7 @@ class RunFolder:
             base = self._remote(folder)
             if self.fs.exists(base):
                 wanted += [f"{folder}/{Path(p).name}" for p in self.fs.ls(base, detail=False)]
+        wanted += [f"{relative}{RECORD_SUFFIX}" for relative in relatives]  # each file's record, where it has one
         for relative in wanted:
             remote = self._remote(relative)
             if self.fs.exists(remote) and not self.fs.isdir(remote):
@@ -66,7 +71,8 @@ class RunFolder:
         """Upload these files (or folders' files) of the mirror to the URL, each complete or not at all."""
         for relative in relatives:
             source = self.local / relative
-            files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+            files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else \
+                [source, record_path(source)]  # a file, then the record of its size and sha256
             for path in files:
                 if not path.is_file():
                     continue

@@ -14,33 +14,35 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from .errors import DataFileError, UnknownNameError
 from .names import PROTOCOLS
 
 Split = tuple[np.ndarray, np.ndarray]  # (train rows, test rows)
 PAPER_TRAIN_SHARE = 0.8
 
 
-def check(labels: np.ndarray, groups: np.ndarray | None, protocol: str, folds: int) -> None:
-    """Refuse inputs the protocol cannot split, saying what to change."""
+def check(labels: np.ndarray, groups: np.ndarray | None, protocol: str, folds: int, what: str = "") -> None:
+    """Refuse inputs the protocol cannot split, saying what to change (``what`` names the dataset)."""
+    at = f"{what}: " if what else ""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+        raise UnknownNameError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
     if set(np.unique(labels)) - {0, 1}:
-        raise ValueError(f"labels must be 0/1; found {sorted(set(np.unique(labels).tolist()))}.")
+        raise DataFileError(f"{at}labels must be 0/1; found {sorted(set(np.unique(labels).tolist()))}.")
     counts = np.bincount(labels, minlength=2)
     need = folds if protocol != "paper-code" else 2
     if counts.min() < need:
-        raise ValueError(f"Each label needs at least {need} rows for protocol {protocol!r}; got {counts[0]} zeros and "
+        raise DataFileError(f"{at}each label needs at least {need} rows for protocol {protocol!r}; got {counts[0]} zeros and "
                          f"{counts[1]} ones. Use more statements (a larger --limit) or fewer --folds.")
     if protocol != "group-cv":
         return
     if groups is None:
-        raise ValueError("protocol 'group-cv' needs a group id per row (groups=…; trusttrace.data gives every "
+        raise DataFileError(f"{at}protocol 'group-cv' needs a group id per row (groups=…; trusttrace.data gives every "
                          "dataset's), or choose protocol 'cv' for rows that have no twins.")
     if len(groups) != len(labels):
-        raise ValueError(f"{len(groups)} group ids but {len(labels)} labels; they must match.")
+        raise DataFileError(f"{at}{len(groups)} group ids but {len(labels)} labels; they must match.")
     n_groups = len(np.unique(groups))
     if n_groups < folds:
-        raise ValueError(f"{n_groups} groups cannot make {folds} folds that keep groups apart. Use more statements "
+        raise DataFileError(f"{at}{n_groups} groups cannot make {folds} folds that keep groups apart. Use more statements "
                          "(a larger --limit), fewer --folds, or protocol 'cv' if the rows are independent.")
 
 

@@ -21,17 +21,22 @@ import pandas as pd
 
 from ._io import write_json_atomic, write_with
 from .analysis import AnalysisConfig
+from .checkpoints import CheckpointSeries
 from .correlation import probe_vs_effect
 from .data import DIMENSIONS
+from .errors import OptionError, RunFailure, UnknownNameError
 from .evaluate.judges import Judges, judges_for
 from .evaluate.suite import PERPLEXITY_SOURCES, EvalConfig, Steering, run_suite
 from .executors import ExecutorConfig, map_tasks
+from .extract import ExtractConfig
 from .hub import split_revision
-from .layout import SteerLayout, TraceLayout, record_settings
-from .models import LoadConfig, LoadedModel, load_model
+from .integrity import usable
+from .layout import SteerLayout, TraceLayout, read_csv, record_settings
+from .models import LoadConfig, LoadedModel, load_model, peek_model
+from .outputs import check_output, finite_settings, removed_on_usage_error
 from .progress import Progress
 from .stats import mcnemar_exact
-from .steering import METHODS, POSITIONS, SteeringVector
+from .steering import METHODS, POSITIONS, SteeringVector, check_fit, check_layers, hidden_size_mismatch
 from .tables import HEADLINE, STEERING_COLUMNS, best_alphas
 from .trace import TraceConfig, run_trace
 from .vectors import VectorsConfig, run_vectors
@@ -39,7 +44,7 @@ from .vectors import VectorsConfig, run_vectors
 log = logging.getLogger(__name__)
 
 
-class SweepFailed(RuntimeError):
+class SweepFailed(RunFailure):
     """Part of a sweep failed after its retries (the message names what and why; a rerun retries it)."""
 
 
@@ -60,6 +65,7 @@ class SteerConfig:
     method: str = "paper-code"  # paper-code | mean-diff
     limit: int | None = None  # evaluation items at most
     source_limit: int | None = None  # statements per dataset used to build the vectors
+    max_statement_tokens: int | None = None  # longer source statements keep their last N tokens (--max-tokens)
     ppl_budget: float = 1.33  # best α only among results with perplexity ≤ budget × unsteered
     data_dir: str | None = None
     dtype: str = "auto"
@@ -74,18 +80,19 @@ class SteerConfig:
     def __post_init__(self) -> None:
         _, revision = split_revision(self.source)  # validates MODEL@REVISION
         if revision is not None and self.revisions:
-            raise ValueError(f"--source {self.source!r} names a revision and --revisions gives more; use one.")
+            raise OptionError(f"--source {self.source!r} names a revision and --revisions gives more; use one.")
         if self.dimension not in DIMENSIONS:
-            raise ValueError(f"dimension {self.dimension!r} is not one of {', '.join(DIMENSIONS)}.")
+            raise UnknownNameError(f"dimension {self.dimension!r} is not one of {', '.join(DIMENSIONS)}.")
         if self.perplexity_source not in PERPLEXITY_SOURCES:
-            raise ValueError(f"perplexity source {self.perplexity_source!r} is not one of "
+            raise UnknownNameError(f"perplexity source {self.perplexity_source!r} is not one of "
                              f"{', '.join(PERPLEXITY_SOURCES)}; --perplexity-file takes your own text.")
         if self.positions not in POSITIONS:
-            raise ValueError(f"positions {self.positions!r} is not one of {', '.join(POSITIONS)}.")
+            raise UnknownNameError(f"positions {self.positions!r} is not one of {', '.join(POSITIONS)}.")
         if self.method not in METHODS:
-            raise ValueError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
+            raise UnknownNameError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
         if not self.layers or not self.alphas:
-            raise ValueError("Give at least one layer (--layers) and one strength (--alphas).")
+            raise OptionError("Give at least one layer (--layers) and one strength (--alphas).")
+        finite_settings(self.settings(), "steer", positive=("ppl_budget",))  # no NaN budget or α in steer_config.json
 
     @property
     def source_model(self) -> str:
@@ -137,6 +144,7 @@ def _trace_vectors(model: str, config: SteerConfig, trace: TraceLayout, revision
         model=model, out=str(trace.root), revisions=tuple(revisions) if revisions else None, select=select,
         dimensions=(config.dimension,), limit=config.source_limit, data_dir=config.data_dir,
         load=LoadConfig(dtype=config.dtype, device=config.device), analysis=AnalysisConfig(analyses=("probe",)),
+        extract=ExtractConfig(max_statement_tokens=config.max_statement_tokens),
         executor=config.executor))
     if result.failed:
         raise SweepFailed(f"Tracing {model} failed for {sorted(result.failed)}: {result.failed}. Rerun to retry.")
@@ -180,8 +188,9 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
     """Run one job (or read it back from ``parts/``) and write its rows there."""
     layout = SteerLayout(Path(config.out))
     path, items = layout.part(job.name, job.layer, job.alpha), layout.items(job.name, job.layer, job.alpha)
-    if path.exists() and items.exists():  # done (a part from before outcomes were kept is done again)
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    done = _finished_part(path, items, job.label)
+    if done is not None:
+        return done
     target, judges = _target_and_judges(config)
     eval_config = EvalConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir,
                              perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file)
@@ -196,6 +205,25 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
             "n": job.vector.hidden_size, "spec": "cosine(source vector, target's own vector)"}])], ignore_index=True)
     rows = rows.assign(source_revision=job.name, layer=job.layer, alpha=job.alpha)
     write_with(path, lambda tmp: rows.to_csv(tmp, index=False))
+    return rows
+
+
+ITEM_COLUMNS = ("dimension", "metric", "item", "outcome")
+
+
+def _finished_part(path: Path, items: Path, label: str) -> pd.DataFrame | None:
+    """A job's rows when its part and outcomes are both intact (they match their records) and hold the columns
+    the sweep reads; else None, and the job is evaluated again. A damaged or unrecorded file is reported by
+    name; a part from before outcomes were kept (no items file) is done again too."""
+    redo = f"evaluation {label} is run again."
+    if not (usable(path, redo) and usable(items, redo)):
+        return None
+    rows, outcomes = read_csv(path), read_csv(items)
+    for frame, file, needed in ((rows, path, STEERING_COLUMNS), (outcomes, items, ITEM_COLUMNS)):
+        missing = [c for c in needed if frame is None or c not in frame.columns]
+        if missing:
+            log.warning("%s lacks the columns %s; %s", file, missing, redo)
+            return None
     return rows
 
 
@@ -229,6 +257,30 @@ def _paired_tests(layout: SteerLayout, jobs: list[_Job], frames: dict[int, pd.Da
     return tested
 
 
+def _check_shapes(config: SteerConfig) -> None:
+    """Refuse layers the target lacks and a source of another hidden size from the two configs (small files),
+    before anything is traced; a hub model out of reach now is checked once the vectors are built."""
+    target, target_revision = config.target_model
+    source, revisions = config.source_model, config.source_revisions
+    try:
+        goal = peek_model(target, target_revision, tokenizer=False)
+        revision: str | None = None
+        if revisions:
+            ref, revision = source, revisions[0]
+        elif Path(source).expanduser().is_dir():  # a local series (or one checkpoint): its first folder
+            first = CheckpointSeries.resolve(source).checkpoints[0]
+            ref, revision = first.ref, first.revision
+        else:
+            ref = source
+        width = peek_model(ref, revision, tokenizer=False).hidden_size
+    except ConnectionError as err:
+        log.info("the shapes are checked once the vectors are built: %s", err)
+        return
+    check_layers(config.layers, goal.n_layers, config.target)
+    if width is not None and goal.hidden_size is not None and width != goal.hidden_size:
+        raise hidden_size_mismatch(config.source, width, config.target, goal.hidden_size)
+
+
 def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerResult:
     """Run the sweep; write and return its tables (see the module docstring).
 
@@ -237,7 +289,15 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerRes
     evaluations that still fail after their retries are listed in ``OUT/failed.json`` and left out.
     """
     progress = progress or Progress()
+    check_output(config.out)  # before any model loads or anything is written
+    _check_shapes(config)  # a source of another width, or layers the target lacks: refused before any tracing
     layout = SteerLayout(Path(config.out))
+    with removed_on_usage_error(layout.root, lambda: any((layout.root / "parts").glob("*.csv"))):
+        return _sweep(config, layout, progress)
+
+
+def _sweep(config: SteerConfig, layout: SteerLayout, progress: Progress) -> SteerResult:
+    """``run_steer`` once its inputs are checked: vectors, then every evaluation, then the tables."""
     layout.root.mkdir(parents=True, exist_ok=True)
     record_settings(layout.settings, config.settings(), "a steering sweep")
     progress.stage(f"building {config.dimension} vectors from {config.source}")
@@ -250,6 +310,9 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerRes
         progress.stage(f"building the target's own {config.dimension} vector")
         revisions = (target_revision,) if target_revision is not None else None
         self_vector = next(iter(_trace_vectors(target, config, layout.target, revisions, None, None).values()))
+    for vector in sources.values():  # before any evaluation (the vocabularies are known now)
+        check_fit(vector, target, self_vector.hidden_size, len(self_vector.layers), self_vector.meta.get("vocab_sha256"),
+                  config.layers, config.allow_mismatch)
     self_vector.save(layout.vectors.vector("self", config.dimension))
     jobs = _jobs(config, sources, self_vector)
     progress.start("sweep", "steering sweep", total=len(jobs))

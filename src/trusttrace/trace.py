@@ -32,14 +32,18 @@ from .analysis import (
     with_controls,
 )
 from .checkpoints import Checkpoint, CheckpointSeries
-from .data import DIMENSIONS, HELDOUT_RELIABILITY, TrustDataset, load_datasets
+from .data import DIMENSIONS, TrustDataset, dataset_name, dataset_names, load_datasets
+from .errors import OptionError
 from .executors import ExecutorConfig, map_tasks, share
-from .extract import ExtractConfig, extract_last_token
+from .extract import ExtractConfig, check_statements, extract_last_token
 from .fetcher import CheckpointFetcher, Fetch, FetchConfig, Fetched
-from .layout import TraceLayout
+from .layout import TraceLayout, read_csv
 from .models import LoadConfig, LoadedModel, choose_device, load_model, vocab_sha256
+from .outputs import check_output, removed_on_usage_error
 from .progress import Progress
 from .remote import RunFolder, is_url
+from .resume import control_done, local_weights, merge_parts, resume_trace
+from .splits import check as check_splits
 from .store import is_complete, load_activations, save_activations
 from .tables import RESULT_COLUMNS
 
@@ -66,20 +70,19 @@ class TraceConfig:
     transfer: tuple[tuple[str, str], ...] = ()  # (TRAIN, TEST): probes trained on all of one, scored on the other
 
     def __post_init__(self) -> None:
-        named = [*self.dimensions, *(d for pair in self.transfer for d in pair)]
-        bad = [d for d in named if d not in DIMENSIONS and d != HELDOUT_RELIABILITY and not Path(d).is_file()]
-        if bad:
-            raise ValueError(f"Unknown dimension(s) {bad}. Choose from {', '.join(DIMENSIONS)} or 'all', "
-                             f"{HELDOUT_RELIABILITY}, or pass a CSV/JSONL file of statement,label rows.")
+        dataset_names([*self.dimensions, *(d for pair in self.transfer for d in pair)])  # unknown, missing, clashing
         if any(train == test for train, test in self.transfer):
-            raise ValueError(f"transfer {list(self.transfer)}: train and test must be different datasets.")
+            raise OptionError(f"--transfer {list(self.transfer)}: train and test must be different datasets, e.g. "
+                              "reliability:truthfulqa_heldout.")
         if self.limit is not None and self.limit < 10:
-            raise ValueError(f"limit={self.limit}: probes need at least 10 statements per dimension.")
+            raise OptionError(f"--limit {self.limit}: probes need at least 10 statements per dimension; give "
+                              "10 or more, or leave --limit out for every statement.")
 
     def settings(self) -> dict[str, Any]:
         """The settings that change the numbers (a run folder holds results of one value of each)."""
         return {"model": self.model, "limit": self.limit, "dtype": self.load.dtype,
-                "token_position": self.token_position, **self.analysis.settings()}
+                "token_position": self.token_position, "max_statement_tokens": self.extract.max_statement_tokens,
+                **self.analysis.settings()}
 
 
 @dataclass
@@ -121,7 +124,7 @@ class _Run:
         """Record a finished checkpoint; the table is current after every one, for watching long sweeps."""
         self.manifest["checkpoints"][name] = record
         self.layout.write_manifest(self.manifest)
-        self.layout.merge_parts()
+        merge_parts(self.layout)
         if self.remote is not None:  # the part last: a URL run counts a checkpoint done once its part is there
             rel = self.layout.relative
             self.remote.push(rel(self.layout.activations(name)), rel(self.layout.manifest),
@@ -141,6 +144,7 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
         >>> run_trace(TraceConfig(model="smollm2-135m-instruct", out="runs/smol", limit=400))  # doctest: +SKIP
     """
     progress = progress or Progress()
+    check_output(config.out)  # before the series, the data or a model loads
     remote = RunFolder(config.out) if is_url(config.out) else None
     if remote is not None:  # work in a fresh local mirror of what the URL holds
         remote.reset()
@@ -150,6 +154,13 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
     names = [*config.dimensions, *(d for pair in config.transfer for d in pair)]
     datasets = load_datasets(names, config.data_dir, config.limit)
     pairs = resolve_transfer(config.transfer, datasets, config.data_dir, config.limit)
+    if "probe" in config.analysis.analyses:  # data the protocol cannot split: refused before anything is written
+        for name in config.dimensions:
+            ds = datasets[dataset_name(name)]
+            check_splits(ds.labels, ds.groups, config.analysis.probe.protocol, config.analysis.probe.folds, ds.name)
+    if series.checkpoints:  # statements longer than the context: refused (or cut) before anything is written
+        check_statements(series.checkpoints[0].ref, series.checkpoints[0].revision,
+                         {name: ds.statements for name, ds in datasets.items()}, config.extract, config.load)
     manifest: dict[str, Any] = {
         "config": asdict(config), "settings": {**config.settings(), "transfer": [list(p) for p in pairs]},
         "versions": package_versions(),
@@ -158,19 +169,14 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
         "datasets": {name: _dataset_info(ds) for name, ds in datasets.items()},
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "checkpoints": {},
     }
-    layout.root.mkdir(parents=True, exist_ok=True)
-    layout.check_resume(manifest["settings"], {name: ds.sha256 for name, ds in datasets.items()})
-    earlier = layout.read_manifest()
-    if earlier is not None:  # keep what earlier attempts recorded: finished checkpoints, and when the run began
-        manifest["checkpoints"] = earlier.get("checkpoints", {})
-        manifest["started"] = earlier.get("started", manifest["started"])
-    layout.write_manifest(manifest)
     analysis = replace(config.analysis, transfer=tuple(pairs)).on_device(str(choose_device(config.load.device)))
-    todo = [c for c in series if not layout.part(c.name).exists()]
-    progress.start("checkpoints", "checkpoints", total=len(series), done=len(series) - len(todo))
-    run = _Run(config, layout, manifest, progress, remote)
-    failed = _run_units(run, todo, datasets, analysis, fetch, checkpoint_task)
-    results = layout.merge_parts()
+    with removed_on_usage_error(layout.root, lambda: any(layout.parts.glob("*.csv"))):
+        layout.root.mkdir(parents=True, exist_ok=True)
+        todo = resume_trace(layout, manifest, series, datasets, config.analysis.random_init)
+        progress.start("checkpoints", "checkpoints", total=len(series), done=len(series) - len(todo))
+        run = _Run(config, layout, manifest, progress, remote)
+        failed = _run_units(run, todo, datasets, analysis, fetch, checkpoint_task)
+    results = merge_parts(layout)
     manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest["failed"] = failed
     layout.write_manifest(manifest)
@@ -250,16 +256,19 @@ def _checkpoint_task(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, 
     return record
 
 
-def _expected_metadata(config: TraceConfig, ds: TrustDataset) -> dict[str, str]:
-    """Metadata a stored activation file must carry to be reused for ``ds``."""
-    return {"dataset_sha256": ds.sha256, "n_rows": str(len(ds)), "token_position": config.token_position}
+def _expected_metadata(config: TraceConfig, ds: TrustDataset, weights: str | None = None) -> dict[str, str]:
+    """Metadata a stored activation file must carry to be reused for ``ds`` (and, for a local checkpoint,
+    the fingerprint of the weights it was extracted from)."""
+    expect = {"dataset_sha256": ds.sha256, "n_rows": str(len(ds)), "token_position": config.token_position}
+    return expect if weights is None else {**expect, "weights_sha256": weights}
 
 
 def _needs_model(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
                  layout: TraceLayout) -> bool:
-    """Whether some dataset of ``ckpt`` still has to be extracted (else stored activations suffice)."""
-    return not all(is_complete(layout.activation(ckpt.name, name), _expected_metadata(config, ds))
-                   for name, ds in datasets.items())
+    """Whether some dataset of ``ckpt`` still has to be extracted (else intact stored activations suffice)."""
+    weights = local_weights(ckpt)
+    return not all(is_complete(layout.activation(ckpt.name, name), _expected_metadata(config, ds, weights),
+                               quiet=True) for name, ds in datasets.items())
 
 
 def _load(config: TraceConfig, ckpt: Checkpoint, fetched: Fetched, random_init: int | None = None) -> LoadedModel:
@@ -302,9 +311,9 @@ class _Model:
 def _random_init_control(config: TraceConfig, datasets: dict[str, TrustDataset], analysis: AnalysisConfig,
                          layout: TraceLayout, model: _Model) -> pd.DataFrame:
     """``control_random_init`` of every dataset: traced by the first unit that needs it, read by the others."""
-    if layout.random_init_csv.is_file():
-        done = pd.read_csv(layout.random_init_csv)
-        if set(done.dimension) >= set(datasets):
+    if control_done(layout, datasets):
+        done = read_csv(layout.random_init_csv)
+        if done is not None:
             return done
     random: LoadedModel | None = None
     frames = []
@@ -333,12 +342,15 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
     """Extract (what is not stored yet) and analyse every dataset of one checkpoint; write its part."""
     started = time.perf_counter()
     model = _Model(config, ckpt, fetcher)
+    weights = local_weights(ckpt)
+    if weights is not None:
+        model.record["weights_sha256"] = weights
     frames = []
     try:
         controls = _random_init_control(config, datasets, analysis, layout, model) if analysis.random_init else None
         for name, ds in datasets.items():
             path = layout.activation(ckpt.name, name)
-            expect = _expected_metadata(config, ds)
+            expect = _expected_metadata(config, ds, weights)
             if not is_complete(path, expect):
                 lm = model.get()
                 progress.start("extract", f"  extract {name}", total=len(ds))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_path
+from .errors import RunFolderError
 from .models import choose_dtype
 
 
@@ -80,6 +81,14 @@ def save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
         save_file(tensors, str(tmp), metadata={"step": str(step)})
 
 
+def state_step(path: Path) -> int:
+    """The step a saved state was taken at (its header), without reading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return int((f.metadata() or {})["step"])
+
+
 def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Restore what ``save_state`` wrote; return its step."""
     from safetensors import safe_open
@@ -90,7 +99,7 @@ def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     missing, unexpected = model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
                                                 strict=False)
     if unexpected or any(k != "lm_head.weight" for k in missing):
-        raise ValueError(f"{path} does not match the model (missing {missing}, unexpected {unexpected}); "
+        raise RunFolderError(f"{path} does not match the model (missing {missing}, unexpected {unexpected}); "
                          "delete the run's state/ folder to start over.")
     sd = optimizer.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .data import SPECS
+from .errors import OptionError, RunFolderNotFoundError, UnknownNameError
 from .layout import TraceLayout, VectorsLayout
 from .steering import METHODS, SteeringVector, build_vector
 from .store import load_activations, read_metadata
@@ -54,7 +55,7 @@ class VectorsConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
+            raise OptionError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
 
     @property
     def folder(self) -> VectorsLayout:
@@ -83,15 +84,18 @@ def run_vectors(config: VectorsConfig) -> VectorsResult:
     Example:
         >>> run_vectors(VectorsConfig("runs/smol", "toxicity"))  # doctest: +SKIP
     """
+    if not Path(config.run).is_dir():
+        raise RunFolderNotFoundError(f"{config.run} does not exist. Give a `trusttrace trace` run folder (it holds "
+                                     "activations/<revision>/<dimension>.safetensors).")
     available = stored_revisions(config.run, config.dimension)
     if not available:
-        raise FileNotFoundError(f"{config.run} stores no activations of {config.dimension!r} "
-                                "(activations/<revision>/<dimension>.safetensors). Trace that dimension first, or "
-                                "check the name against `ls RUN/activations/*/`.")
+        raise RunFolderNotFoundError(f"{config.run} stores no activations of {config.dimension!r} "
+                                     "(activations/<revision>/<dimension>.safetensors). Trace that dimension "
+                                     "first, or check the name against `ls RUN/activations/*/`.")
     revisions = list(config.revisions or available)
     missing = [r for r in revisions if r not in available]
     if missing:
-        raise ValueError(f"{config.run} has no {config.dimension} activations for {missing}; it has {available}.")
+        raise UnknownNameError(f"{config.run} has no {config.dimension} activations for {missing}; it has {available}.")
     folder = config.folder
     vectors, files = {}, {}
     for revision in revisions:

@@ -22,6 +22,7 @@ from rich.progress import Progress as Bars
 from rich.table import Table
 
 from .._version import __version__
+from ..errors import OptionError
 from ..names import CONTROLS, DIMENSIONS
 from ..progress import Progress
 from .choices import Dtype, Executor, MiEstimator, PerplexitySource, Positions, Protocol, check_device
@@ -50,39 +51,77 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_DEBUG = {"on": False}  # set by the root callback for each invocation (``--debug`` or TRUSTTRACE_DEBUG=1)
+
+
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print the version and exit.")] = False) -> None:
+                                                help="Print the version and exit.")] = False,
+          debug: Annotated[bool, typer.Option("--debug", envvar="TRUSTTRACE_DEBUG",
+                                              help="Show the traceback of an error, not only its message.")] = False,
+          ) -> None:
     """Trace how a model comes to encode trustworthiness over its pre-training checkpoints."""
-
-
-def runtime_failures() -> tuple[type[Exception], ...]:
-    """What goes wrong while running through no fault of the command line: exit 1, and a rerun retries."""
-    from ..sweep import SweepFailed
-
-    return ConnectionError, SweepFailed
+    _DEBUG["on"] = debug
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """What a user can get wrong (paths, names, data, settings), and runtime failures: a message, no traceback."""
-    return ValueError, FileNotFoundError, KeyError, *runtime_failures()
+    """What a command catches and hands to ``fail``: everything but the CLI's own exits."""
+    return (Exception,)
+
+
+def exit_code(err: Exception) -> int:
+    """2 for a usage error (fix the input), 1 for anything else (a rerun, or a bug report, mends it)."""
+    from ..errors import TrustTraceError
+
+    if isinstance(err, TrustTraceError):
+        return err.exit_code
+    if isinstance(err, ConnectionError):
+        return EXIT_FAILURE
+    if isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return EXIT_USAGE  # a library's own refusal of an input trusttrace passed on unchecked
+    return EXIT_FAILURE
 
 
 def fail(err: Exception) -> NoReturn:
-    """The error's message on the console; exit 1 for a runtime failure, 2 for a usage error."""
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=EXIT_FAILURE if isinstance(err, runtime_failures()) else EXIT_USAGE)
+    """The error's message on the console (its traceback too with ``--debug``), then its exit code.
+
+    trusttrace's own errors and the few library errors that are plainly about the input are shown as they
+    are; anything else is a bug in trusttrace, said so, with the way to see its traceback.
+    """
+    import click
+
+    from ..errors import TrustTraceError
+
+    if isinstance(err, (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort)):
+        raise err
+    if _DEBUG["on"]:
+        console.print_exception(show_locals=False)
+    if isinstance(err, TrustTraceError) or exit_code(err) == EXIT_USAGE:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+    elif isinstance(err, ConnectionError):
+        console.print(f"[bold red]error:[/] {err} (a network failure: rerun to retry)", highlight=False)
+    else:
+        hint = "" if _DEBUG["on"] else " Rerun with `trusttrace --debug …` to see where,"
+        console.print(f"[bold red]internal error:[/] {type(err).__name__}: {err}.{hint} and please report it: "
+                      "this is a bug in trusttrace, not in your input.", highlight=False)
+    raise typer.Exit(code=exit_code(err))
 
 
 class RunLog(logging.FileHandler):
-    """A run folder's log, created with its folder on the first record: a command refused at validation
-    leaves nothing on disk."""
+    """A run folder's log. Records wait in memory until the stage has made its folder (after validating its
+    inputs), then go to the file: a command refused before that leaves nothing on disk, not even a log."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8", delay=True)
+        self.waiting: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(self.baseFilename).parent.is_dir():
+            self.waiting.append(record)
+            return
+        for early in self.waiting:
+            super().emit(early)
+        self.waiting.clear()
         super().emit(record)
 
 
@@ -144,9 +183,15 @@ def split(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
-def dimensions(value: str) -> tuple[str, ...]:
-    """``all`` or comma-separated dimension names (or files)."""
-    return DIMENSIONS if value.strip() == "all" else split(value) or ()
+def dimensions(value: str, option: str = "--dimensions") -> tuple[str, ...]:
+    """``all`` or comma-separated dimension names (or files); nothing at all is refused."""
+    if value.strip() == "all":
+        return DIMENSIONS
+    names = split(value)
+    if not names:
+        raise OptionError(f"{option} {value!r}: give 'all' or comma-separated dimensions (or CSV/JSONL files), "
+                          f"e.g. {option} toxicity,privacy. Dimensions: {', '.join(DIMENSIONS)}.")
+    return names
 
 
 def parse_controls(value: str) -> tuple[str, ...]:
@@ -160,8 +205,8 @@ def transfer_pairs(value: str | None) -> tuple[tuple[str, str], ...]:
     for item in split(value) or ():
         train, sep, test = item.partition(":")
         if not sep or not train.strip() or not test.strip():
-            raise ValueError(f"--transfer {item!r}: give TRAIN:TEST (dimension names or files), e.g. "
-                             "reliability:truthfulqa_heldout.")
+            raise OptionError(f"--transfer {item!r}: give TRAIN:TEST (dimension names or files), e.g. "
+                              "reliability:truthfulqa_heldout.")
         pairs.append((train.strip(), test.strip()))
     return tuple(pairs)
 
@@ -175,19 +220,26 @@ def gigabytes(value: str) -> float:
     ``800MiB`` binary, and a bare number is GB."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGT])(I?)B?)?\s*", value.upper())
     if match is None or (match.group(3) and not match.group(2)):
-        raise ValueError(f"--cache-budget {value!r}: give a size such as 50GB, 800MB, 1.5TB or 40GiB.")
+        raise OptionError(f"--cache-budget {value!r}: give a size such as 50GB, 800MB, 1.5TB or 40GiB.")
     number, prefix, binary = float(match.group(1)), match.group(2) or "", match.group(3)
-    return number * (_BINARY[prefix] if binary else _DECIMAL[prefix]) / 1e9
+    size = number * (_BINARY[prefix] if binary else _DECIMAL[prefix]) / 1e9
+    if not math.isfinite(size):
+        raise OptionError(f"--cache-budget {value!r} is too large to be a size; give e.g. 50GB or 1.5TB.")
+    return size
 
 
 def sigma(value: str) -> float | None:
     """``--mi-sigma``: a number, or ``median``."""
-    if value == "median":
+    if value.strip() == "median":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise ValueError(f"--mi-sigma {value!r} is neither a number nor 'median'.") from None
+        raise OptionError(f"--mi-sigma {value!r} is neither a number nor 'median'; e.g. --mi-sigma 50.") from None
+    if not (math.isfinite(number) and number > 0):
+        raise OptionError(f"--mi-sigma {value!r}: the kernel width must be a positive finite number or 'median'; "
+                          "e.g. --mi-sigma 50.")
+    return number
 
 
 def path_or_none(value: Path | None) -> str | None:
@@ -252,6 +304,8 @@ TruthJudgeOpt = Annotated[str, typer.Option(help="TruthfulQA judge: offline (Min
 PositionsOpt = Annotated[Positions, typer.Option(help="Steered positions.")]
 RevisionOpt = Annotated[str | None, typer.Option(help="The model's revision (branch, tag or commit); MODEL@REV "
                                                       "says the same.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Start the output folder over: remove it first (only a folder "
+                                                 "trusttrace wrote, or an empty one; anything else is refused).")]
 
 EXECUTOR_PANEL = "Executor (where the work runs; never changes the numbers)"
 ExecutorOpt = Annotated[Executor, typer.Option(help="Where the work runs (ray: one task per unit of work on a Ray "
@@ -281,7 +335,7 @@ def model_at(model: str, revision: str | None, option: str = "--model") -> tuple
     if rev is None:
         return model, revision
     if revision is not None and revision != rev:
-        raise ValueError(f"{option} {model!r} names revision {rev!r} but --revision says {revision!r}; give one.")
+        raise OptionError(f"{option} {model!r} names revision {rev!r} but --revision says {revision!r}; give one.")
     return name, rev
 
 
@@ -291,15 +345,16 @@ N = TypeVar("N", int, float)
 def numbers(value: str, option: str, kind: Callable[[str], N]) -> tuple[N, ...]:
     """``1,2,-3`` → (1, 2, -3) for ``option``; a value that is not a finite number is a usage error."""
     out = []
+    example = "12,14" if kind is int else "-2,-1,1,2"
     for item in split(value) or ():
         try:
             number = kind(item)
         except ValueError:
-            raise ValueError(f"{option} {value!r}: {item!r} is not {'an integer' if kind is int else 'a number'}; "
-                             f"give comma-separated values, e.g. {'12,14' if kind is int else '-2,-1,1,2'}.") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{option} {value!r}: {item!r} is not a finite number.")
+            raise OptionError(f"{option} {value!r}: {item!r} is not {'an integer' if kind is int else 'a number'}; "
+                              f"give comma-separated values, e.g. {example}.") from None
+        if isinstance(number, float) and not math.isfinite(number):  # an int is finite, however long
+            raise OptionError(f"{option} {value!r}: {item!r} is not a finite number; e.g. {example}.")
         out.append(number)
     if not out:
-        raise ValueError(f"{option} {value!r}: give at least one value.")
+        raise OptionError(f"{option} {value!r}: give at least one value, e.g. {example}.")
     return tuple(out)

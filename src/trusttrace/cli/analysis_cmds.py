@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import OptionError
 from ..names import DIMENSIONS, SELECTOR_HELP
 from ._shared import (
     AnalysesOpt,
@@ -24,6 +25,7 @@ from ._shared import (
     MiEstimatorOpt,
     MiMaxSamplesOpt,
     MiSigmaOpt,
+    OverwriteOpt,
     ProtocolOpt,
     QuietOpt,
     RayAddressOpt,
@@ -69,6 +71,10 @@ def trace(
     dims: Annotated[str, typer.Option("--dimensions", help=f"all, or comma-separated: {', '.join(DIMENSIONS)} "
                                                            "(or CSV/JSONL files of statement,label rows).")] = "all",
     limit: Annotated[int | None, typer.Option(help="First N statements of each dataset.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Statements longer than N tokens keep their last N (the "
+                                                        "probe reads the last token); without it, a statement "
+                                                        "longer than the model's context is refused.", min=1)]
+    = None,
     protocol: ProtocolOpt = Protocol.group_cv,
     folds: FoldsOpt = 5,
     seed: SeedOpt = 0,
@@ -95,6 +101,7 @@ def trace(
     gpus_per_task: GpusOpt = 0.0,
     cpus_per_task: CpusOpt = 1.0,
     max_retries: RetriesOpt = 2,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
@@ -104,20 +111,23 @@ def trace(
     setup_logging(quiet, None if is_url(out) else TraceLayout(Path(out)).log)
     try:
         from ..analysis import AnalysisConfig
+        from ..extract import ExtractConfig
         from ..fetcher import FetchConfig
         from ..models import LoadConfig
+        from ..outputs import start_over
         from ..tables import trace_summary
         from ..trace import TraceConfig, run_trace
 
         quiet_transformers()
         name, rev = model_at(model, None)
         if rev is not None and revisions:
-            raise ValueError(f"--model {model!r} names a revision and --revisions gives more; use one.")
+            raise OptionError(f"--model {model!r} names a revision and --revisions gives more; use one.")
         config = TraceConfig(
             model=name, out=str(out), revisions=(rev,) if rev else split(revisions), select=select, dimensions=dimensions(dims),
             limit=limit, data_dir=path_or_none(data_dir),
             load=LoadConfig(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                             blocks=blocks, cache_dir=path_or_none(cache_dir)),
+            extract=ExtractConfig(max_statement_tokens=max_tokens),
             analysis=AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                           sigma(mi_sigma), mi_max_samples=mi_max_samples,
                                           controls=parse_controls(controls), seeds=seeds),
@@ -125,6 +135,7 @@ def trace(
                               keep_checkpoints=keep_checkpoints),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
             transfer=transfer_pairs(transfer))
+        start_over(out, overwrite, ("trace", "probe"))
         with progress_bars(quiet) as progress:
             result = run_trace(config, progress)
     except user_errors() as err:
@@ -152,6 +163,7 @@ def probe(
     mi_estimator: MiEstimatorOpt = MiEstimator.paper_code,
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Re-run probes and MI on a run's stored activations, with other settings (no model needed)."""
@@ -160,12 +172,14 @@ def probe(
     setup_logging(quiet, TraceLayout(out).log)
     try:
         from ..analysis import AnalysisConfig, ProbeRunConfig, run_probe
+        from ..outputs import start_over
         from ..tables import trace_summary
 
         analysis = AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                         sigma(mi_sigma), mi_max_samples=mi_max_samples,
                                         controls=parse_controls(controls), seeds=seeds)
         analysis = replace(analysis, transfer=transfer_pairs(transfer))
+        start_over(out, overwrite, ("probe", "trace"), inputs=(run,))
         result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
     except user_errors() as err:
         fail(err)

@@ -19,6 +19,7 @@ from ._shared import (
     ExecutorOpt,
     GpusOpt,
     JudgeOpt,
+    OverwriteOpt,
     PerplexityFileOpt,
     PerplexityOpt,
     PositionsOpt,
@@ -68,7 +69,8 @@ def evaluate(
     layer: Annotated[int | None, typer.Option(help="Layer to steer (block output).")] = None,
     alpha: Annotated[float, typer.Option(help="Steering strength (negative: away from label 1).")] = 1.0,
     positions: PositionsOpt = Positions.last,
-    allow_mismatch: Annotated[bool, typer.Option(help="Apply a vector from a differently shaped model.")] = False,
+    allow_mismatch: Annotated[bool, typer.Option(help="Apply a vector from a model of another depth or vocabulary "
+                                                      "(never another hidden size).")] = False,
     perplexity_file: PerplexityFileOpt = None,
     data_dir: DataDirOpt = None,
     dtype: DtypeOpt = Dtype.auto,
@@ -86,6 +88,7 @@ def evaluate(
     truth_judge: TruthJudgeOpt = "offline",
     out: Annotated[Path | None, typer.Option(help="Write evaluate.csv, .parquet, manifest.json and log.txt here.")]
     = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector."""
@@ -94,6 +97,7 @@ def evaluate(
     setup_logging(quiet, log_file=EvaluateLayout(out).log if out else None)
     try:
         from ..evaluate import EvalConfig, EvaluateConfig, run_evaluate
+        from ..outputs import start_over
 
         quiet_transformers()
         suite = EvalConfig(dimensions=dimensions(dims), limit=limit, data_dir=path_or_none(data_dir),
@@ -101,6 +105,8 @@ def evaluate(
                            perplexity_source=perplexity.value, truthfulqa_spec=truthfulqa_spec.value,
                            lmeval_questions=lmeval_questions.value)
         name, rev = model_at(model, revision)
+        if out is not None:
+            start_over(out, overwrite, ("evaluate",))  # before the model loads
         result = run_evaluate(EvaluateConfig(
             model=name, revision=rev, suite=suite, vector=path_or_none(vector), layer=layer, alpha=alpha,
             positions=positions.value, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
@@ -134,11 +140,15 @@ def steer(
     = VectorMethod.paper_code,
     limit: Annotated[int | None, typer.Option(help="Evaluation items at most.")] = None,
     source_limit: Annotated[int | None, typer.Option(help="Statements used to build each vector.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Source statements longer than N tokens keep their last N; "
+                                                        "without it, one longer than the source's context is "
+                                                        "refused.", min=1)] = None,
     ppl_budget: Annotated[float, typer.Option(help="Best α only within this × unsteered perplexity.")] = 1.33,
     data_dir: DataDirOpt = None,
     dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = "auto",
-    allow_mismatch: Annotated[bool, typer.Option(help="Apply vectors across differently shaped models.")] = False,
+    allow_mismatch: Annotated[bool, typer.Option(help="Apply vectors across models of another depth or vocabulary "
+                                                      "(never another hidden size).")] = False,
     perplexity: PerplexityOpt = PerplexitySource.auto,
     perplexity_file: PerplexityFileOpt = None,
     judge: JudgeOpt = "offline",
@@ -148,6 +158,7 @@ def steer(
     gpus_per_task: GpusOpt = 0.0,
     cpus_per_task: CpusOpt = 1.0,
     max_retries: RetriesOpt = 2,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Build steering vectors from source checkpoints and sweep layer × α on a target model."""
@@ -158,6 +169,7 @@ def steer(
     setup_logging(quiet, log_file=SteerLayout(out).log)
     logging.getLogger("trusttrace.evaluate.suite").setLevel(logging.WARNING)  # the sweep's bar says where it is
     try:
+        from ..outputs import start_over
         from ..sweep import SteerConfig, run_steer
 
         quiet_transformers()
@@ -165,10 +177,12 @@ def steer(
             source=source, target=target, dimension=dimension.value, out=str(out), revisions=split(revisions),
             select=select, layers=numbers(layers, "--layers", int), alphas=numbers(alphas, "--alphas", float),
             positions=positions.value, method=method.value, limit=limit, source_limit=source_limit,
+            max_statement_tokens=max_tokens,
             ppl_budget=ppl_budget, data_dir=path_or_none(data_dir), dtype=dtype.value, device=device,
             allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge, perplexity_source=perplexity.value,
             perplexity_file=path_or_none(perplexity_file),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries))
+        start_over(out, overwrite, ("steer",))
         with progress_bars(quiet) as progress:
             result = run_steer(config, progress)
     except user_errors() as err:

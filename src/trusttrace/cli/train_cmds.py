@@ -13,6 +13,7 @@ from ..progress import Progress
 from ._shared import (
     DataDirOpt,
     DeviceOpt,
+    OverwriteOpt,
     QuietOpt,
     RevisionOpt,
     TrainSeedOpt,
@@ -65,6 +66,7 @@ def pretrain(
                                                    "or comma-separated.")] = None,
     trace_limit: Annotated[int | None, typer.Option(help="Statements per traced dimension.")] = 600,
     data_dir: DataDirOpt = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Pre-train a small Llama model from scratch, saving (and optionally tracing) a checkpoint series."""
@@ -73,6 +75,7 @@ def pretrain(
     setup_logging(quiet, PretrainLayout(out).log)
     try:
         from ..live import tracer
+        from ..outputs import start_over
         from ..pretrain import PretrainConfig, run_pretrain
 
         quiet_transformers()
@@ -82,9 +85,11 @@ def pretrain(
                                 batch_size=batch_size, lr=lr, seed=seed, precision=precision.value,
                                 device=device)
         trace_dir = PretrainLayout(out).trace.root
+        traced = dimensions(trace, "--trace") if trace else None
+        start_over(out, overwrite, ("pretrain",))
         with progress_bars(quiet) as progress:
-            hook = _live_tracing(progress, tracer(trace_dir, dimensions(trace), limit=trace_limit,
-                                                  data_dir=path_or_none(data_dir), seed=seed)) if trace else None
+            hook = _live_tracing(progress, tracer(trace_dir, traced, limit=trace_limit,
+                                                  data_dir=path_or_none(data_dir), seed=seed)) if traced else None
             result = run_pretrain(config, progress, hook)
     except user_errors() as err:
         fail(err)
@@ -108,18 +113,21 @@ def finetune(
     = Precision.auto,
     device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Instruction-tune a checkpoint into a small chat model (the steering target)."""
     setup_logging(quiet)
     try:
         from ..finetune import FinetuneConfig, run_finetune
+        from ..outputs import start_over
 
         quiet_transformers()
         name, rev = model_at(model, revision)
         config = FinetuneConfig(model=name, revision=rev, out=str(out), data=data, steps=steps, batch_size=batch_size,
                                 lr=lr, seed=seed, data_dir=path_or_none(data_dir), precision=precision.value,
                                 device=device)
+        start_over(out, overwrite, ("finetune",))
         with progress_bars(quiet) as progress:
             result = run_finetune(config, progress)
     except user_errors() as err:
@@ -136,6 +144,7 @@ def demo(
     steer_limit: Annotated[int, typer.Option(help="Evaluation items per steered result.")] = 100,
     data_dir: DataDirOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of everything: weights, batches, folds, vectors' statements.")] = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints: offline."""
     from ..layout import DemoLayout
@@ -143,10 +152,12 @@ def demo(
     setup_logging(False, DemoLayout(out).log)
     try:
         from ..demo import DemoConfig, run_demo
+        from ..outputs import start_over
 
         quiet_transformers()
         config = DemoConfig(out=str(out), corpus=corpus, steps=steps, trace_limit=trace_limit,
                             steer_limit=steer_limit, data_dir=path_or_none(data_dir), seed=seed)
+        start_over(out, overwrite, ("demo",))
         with progress_bars(False) as progress:
             result = run_demo(config, progress)
     except user_errors() as err:
@@ -163,13 +174,14 @@ def report(
     = None,
     png: Annotated[bool, typer.Option(help="Also write a PNG of each figure (needs kaleido and Chromium).")] = True,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Draw one offline HTML page (and PNGs) of a run's dynamics from its tables."""
     setup_logging(quiet=True)
     try:
         from ..report import ReportConfig, run_report
 
-        result = run_report(ReportConfig(tuple(str(r) for r in runs), path_or_none(out), png))
+        result = run_report(ReportConfig(tuple(str(r) for r in runs), path_or_none(out), png, overwrite))
     except user_errors() as err:
         fail(err)
     for note in result.notes:

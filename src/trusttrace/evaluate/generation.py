@@ -7,6 +7,7 @@ sees the same positions as it would alone. Results come back in input order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,9 @@ import torch
 
 from .._alloc import keep_freed_memory
 from ..batching import length_buckets, pad_batch, pad_id_of
-from ..models import LoadedModel
+from ..models import LoadedModel, check_fits, context_length
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ def generate(lm: LoadedModel, prompts: Sequence[str], config: GenerationConfig =
         keep_freed_memory()
     tok = lm.tokenizer
     encoded = tok(list(prompts), add_special_tokens=config.add_special_tokens)["input_ids"]
+    check_fits(lm, [len(e) for e in encoded], "generation prompts", generated=1)
+    context = context_length(lm.model.config)
     pad_id = pad_id_of(tok)
     stop = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
     device = torch.device(lm.info.device)
@@ -56,9 +61,14 @@ def generate(lm: LoadedModel, prompts: Sequence[str], config: GenerationConfig =
     for bucket in length_buckets([len(e) for e in encoded], config.max_prompt_tokens, config.max_batch):
         ids, mask = pad_batch([encoded[i] for i in bucket], pad_id, "left")
         width = ids.shape[1]
+        new_tokens = config.max_new_tokens if context is None else min(config.max_new_tokens, context - width)
+        if new_tokens < config.max_new_tokens:  # a model cannot continue past its context
+            log.warning("%d generation prompts of up to %d tokens leave room for %d new tokens of %d in %s's "
+                        "context of %d positions; their continuations stop there.", len(bucket), width, new_tokens,
+                        config.max_new_tokens, lm.info.ref, context)
         with torch.inference_mode():
             out = lm.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                    max_new_tokens=config.max_new_tokens, pad_token_id=pad_id)
+                                    max_new_tokens=new_tokens, pad_token_id=pad_id)
         for row, i in enumerate(bucket):
             new = _trim(out[row, width:].tolist(), stop)
             results[i] = Continuation(tok.decode(list(new), skip_special_tokens=True), new)

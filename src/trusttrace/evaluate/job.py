@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,9 +12,11 @@ import pandas as pd
 
 from .._io import write_json_atomic, write_with
 from .._version import package_versions
+from ..errors import OptionError
 from ..layout import EvaluateLayout
-from ..models import load_model
-from ..steering import SteeringVector
+from ..models import load_model, peek_model
+from ..outputs import check_output
+from ..steering import SteeringVector, check_compatible, check_fit
 from .judges import judges_for
 from .suite import EvalConfig, Steering, evaluate_suite
 
@@ -38,7 +41,9 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         if self.vector is not None and self.layer is None:
-            raise ValueError("--vector needs --layer (the block whose output is steered).")
+            raise OptionError("--vector needs --layer (the block whose output is steered), e.g. --layer 14.")
+        if not math.isfinite(self.alpha):
+            raise OptionError(f"--alpha {self.alpha}: give a finite strength, e.g. --alpha -1.5.")
 
 
 @dataclass
@@ -63,12 +68,20 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     Example:
         >>> run_evaluate(EvaluateConfig("smollm2-135m-instruct", EvalConfig(limit=100)))  # doctest: +SKIP
     """
+    if config.out is not None:
+        check_output(config.out)  # before the vector, the model or the judges load
     steering = None
     if config.vector is not None and config.layer is not None:
         steering = Steering(SteeringVector.load(config.vector), config.layer, config.alpha, config.positions,
                             config.allow_mismatch)
+        # the target's shape from its config: a vector that cannot fit is refused before the model loads
+        shape = peek_model(config.model, config.revision, tokenizer=False)
+        check_fit(steering.vector, config.model, shape.hidden_size or steering.vector.hidden_size, shape.n_layers,
+                  None, [steering.layer], steering.allow_mismatch, option="--layer")
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     lm = load_model(config.model, revision=config.revision, dtype=config.dtype, device=config.device)
+    if steering is not None:  # a vector that cannot steer this model is refused before any evaluation
+        check_compatible(steering.vector, lm, steering.layer, steering.allow_mismatch)
     judges = judges_for(config.suite.dimensions, config.judge, config.truth_judge, config.suite.data_dir)
     table = evaluate_suite(lm, config.suite, steering, judges)
     out = Path(config.out) if config.out is not None else None

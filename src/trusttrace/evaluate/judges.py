@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..assets import encoder_folder
 from ..data import load_dataset
+from ..errors import OptionError
 from ..models import LoadedModel
 from .truthfulqa import MCItem
 
@@ -244,8 +245,8 @@ def truth_judge(spec: str) -> EmbeddingTruthJudge | HFTruthJudge:
         return EmbeddingTruthJudge(SentenceEncoder())
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if len(names) not in (1, 2):
-        raise ValueError(f"truth judge {spec!r}: give `offline` or TRUTH_MODEL[,INFO_MODEL] "
-                         f"(e.g. {HF_TRUTH_JUDGE},{HF_INFO_JUDGE}).")
+        raise OptionError(f"truth judge {spec!r}: give `offline` or TRUTH_MODEL[,INFO_MODEL] "
+                          f"(e.g. {HF_TRUTH_JUDGE},{HF_INFO_JUDGE}).")
     return HFTruthJudge(names[0], names[-1])
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import DataFileNotFoundError
+
 log = logging.getLogger(__name__)
 
 LAMBADA_REPO = "EleutherAI/lambada_openai"
@@ -28,8 +30,8 @@ def _english_test_file(folder: Path) -> Path:
         chosen = [p for p in files if pick(p)]
         if chosen:
             return chosen[0]
-    raise FileNotFoundError(f"No English LAMBADA test file in {folder} (found {[p.name for p in files]}). "
-                            "Pass --perplexity-file with your own text instead.")
+    raise DataFileNotFoundError(f"No English LAMBADA test file in {folder} (found {[p.name for p in files]}). "
+                                "Pass --perplexity-file with your own text instead.")
 
 
 def read_lambada(folder: str | Path) -> list[str]:

@@ -15,7 +15,8 @@ import torch
 
 from .._alloc import keep_freed_memory
 from ..batching import length_buckets, pad_batch, pad_id_of, positions_of
-from ..models import LoadedModel
+from ..errors import DataFileError
+from ..models import LoadedModel, check_fits
 
 
 def score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Sequence[int], max_batch: int = 32,
@@ -29,6 +30,7 @@ def _score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Seque
     """``score_tails``, and (when ``greedy``) whether every scored token is the model's argmax there."""
     if any(k < 1 or k >= len(s) for s, k in zip(seqs, n_scored)):
         raise ValueError("Each scored span needs at least one token and at least one token of context before it.")
+    check_fits(lm, [len(s) for s in seqs], "scored prompts and answers")
     if lm.info.device == "cpu":
         keep_freed_memory()
     pad_id = pad_id_of(lm.tokenizer)
@@ -145,7 +147,8 @@ def perplexity(lm: LoadedModel, texts: Sequence[str], max_batch: int = 32) -> tu
     """
     ids = [s for s in lm.tokenizer(list(texts), add_special_tokens=True)["input_ids"] if len(s) >= 2]
     if not ids:
-        raise ValueError("No text is long enough to score (each needs two tokens or more).")
+        raise DataFileError("No text is long enough to score (each needs two tokens or more).")
+    check_fits(lm, [len(s) for s in ids], "perplexity texts")
     n = [len(s) - 1 for s in ids]
     total = score_tails(lm, ids, n, max_batch).sum()
     return math.exp(-total / sum(n)), sum(n)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from ..errors import DataFileError, DataFileNotFoundError, OptionError
 from ..models import LoadedModel
 from .likelihood import continuation_logprobs, greedy_tails
 from .truthfulqa import QA_PRIMER, answer_lists, load_mc_items, prompt_for
@@ -60,8 +61,8 @@ def load_docs(data_dir: str | Path | None = None, questions: str = "all", limit:
               hub: bool = True) -> tuple[list[MCDoc], str]:
     """The documents and where they came from (the hub's rows, or rows built from the TruthfulQA table)."""
     if questions not in QUESTION_SETS:
-        raise ValueError(f"questions {questions!r} is not one of {', '.join(QUESTION_SETS)} (all: the benchmark's "
-                         "817; test: the 407 held-out questions of the paper's split).")
+        raise OptionError(f"questions {questions!r} is not one of {', '.join(QUESTION_SETS)} (all: the benchmark's "
+                          "817; test: the 407 held-out questions of the paper's split).")
     docs, source = None, ""
     if hub:
         try:
@@ -86,7 +87,7 @@ def _hub_docs() -> tuple[list[MCDoc], str]:
                            repo_type="dataset", allow_patterns=["multiple_choice/*"]))
     files = sorted(folder.glob("multiple_choice/validation-*.parquet"))
     if not files:
-        raise FileNotFoundError(f"{folder} holds no multiple_choice/validation-*.parquet.")
+        raise DataFileNotFoundError(f"{folder} holds no multiple_choice/validation-*.parquet.")
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     docs = [MCDoc(str(r.question), tuple(r.mc1_targets["choices"]), tuple(int(x) for x in r.mc1_targets["labels"]),
                   tuple(r.mc2_targets["choices"]), tuple(int(x) for x in r.mc2_targets["labels"]))
@@ -138,7 +139,7 @@ def lambada_last_word(lm: LoadedModel, passages: Sequence[str], max_batch: int =
             contexts.append(head)
             words.append(" " + last)
     if not contexts:
-        raise ValueError("No passage has a last word after a space; LAMBADA passages are plain text.")
+        raise DataFileError("No passage has a last word after a space; LAMBADA passages are plain text.")
     logp, greedy = greedy_tails(lm, contexts, words, max_batch)
     return pd.DataFrame({"loglikelihood": logp, "greedy": greedy})
 

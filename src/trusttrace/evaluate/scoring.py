@@ -8,13 +8,14 @@ import numpy as np
 import torch
 
 from ..batching import length_buckets, pad_batch, pad_id_of, positions_of
-from ..models import LoadedModel
+from ..errors import ModelError
+from ..models import LoadedModel, check_fits
 
 
 def _single_token(lm: LoadedModel, text: str) -> int:
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ValueError(f"{text!r} is {len(ids)} tokens for this tokenizer; the 0/1 scorer needs one token each.")
+        raise ModelError(f"{text!r} is {len(ids)} tokens for this tokenizer; the 0/1 scorer needs one token each.")
     return int(ids[0])
 
 
@@ -28,6 +29,7 @@ def binary_choice(lm: LoadedModel, prompts: Sequence[str], choices: tuple[str, s
     zero, one = (_single_token(lm, c) for c in choices)
     tok = lm.tokenizer
     encoded = tok(list(prompts))["input_ids"]
+    check_fits(lm, [len(e) for e in encoded], "0/1 prompts")
     pad_id = pad_id_of(tok)
     device = torch.device(lm.info.device)
     margin = np.empty(len(prompts))

@@ -39,6 +39,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from ..data import DIMENSIONS, load_dataset
+from ..errors import OptionError, UnknownNameError
 from ..models import LoadedModel
 from ..names import BINARY_MODES, PERPLEXITY_SOURCES, TRUTHFULQA_SPECS
 from ..stats import wilson
@@ -98,15 +99,15 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.binary_mode not in BINARY_MODES:
-            raise ValueError(f"binary_mode {self.binary_mode!r} is not one of {', '.join(BINARY_MODES)}.")
+            raise OptionError(f"binary_mode {self.binary_mode!r} is not one of {', '.join(BINARY_MODES)}.")
         if self.truthfulqa_spec not in TRUTHFULQA_SPECS:
-            raise ValueError(f"truthfulqa_spec {self.truthfulqa_spec!r} is not one of {', '.join(TRUTHFULQA_SPECS)}.")
+            raise OptionError(f"truthfulqa_spec {self.truthfulqa_spec!r} is not one of {', '.join(TRUTHFULQA_SPECS)}.")
         if self.perplexity_source not in PERPLEXITY_SOURCES:
-            raise ValueError(f"perplexity source {self.perplexity_source!r} is not one of "
-                             f"{', '.join(PERPLEXITY_SOURCES)} (or give a text file).")
+            raise OptionError(f"perplexity source {self.perplexity_source!r} is not one of "
+                              f"{', '.join(PERPLEXITY_SOURCES)} (or give a text file).")
         unknown = [d for d in self.dimensions if d not in DIMENSIONS]
         if unknown:
-            raise ValueError(f"Unknown dimension(s) {unknown}; choose from {', '.join(DIMENSIONS)}.")
+            raise UnknownNameError(f"Unknown dimension(s) {unknown}; choose from {', '.join(DIMENSIONS)}.")
 
 
 def _all_positions(steering: Steering | None) -> tuple[Steering | None, str]:

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._io import write_text_atomic
+from ..errors import OptionError, RunFolderError, RunFolderNotFoundError
 from ..layout import ReportLayout, report_for
+from ..outputs import check_output, start_over
 from .export import write_pngs
-from .load import Run, load_run
+from .load import ACCEPTED, Run, load_run
 from .mi_figures import information_plane, mi_curves, write_mi_figures
 from .page import Section, copy_tables, page, table_html
 from .probe_figures import by_layer, probe_curves, probe_heatmap
@@ -41,10 +43,11 @@ class ReportConfig:
     runs: tuple[str, ...]  # run folders (trace, steer, pretrain, demo) or results CSVs; several are overlaid
     out: str | None = None  # default RUN/report (one run) or RUN/report-compare (several)
     png: bool = True  # also a PNG of each figure (needs kaleido and Chromium)
+    overwrite: bool = False  # start the report folder over (only a report folder, or an empty one)
 
     def __post_init__(self) -> None:
         if not self.runs:
-            raise ValueError("Give at least one run folder (or results CSV) to report on.")
+            raise OptionError(f"Give at least one run to report on: {ACCEPTED}.")
 
 
 @dataclass
@@ -101,8 +104,17 @@ def run_report(config: ReportConfig) -> ReportResult:
     Example:
         >>> run_report(ReportConfig(("runs/demo",)))  # doctest: +SKIP
     """
+    for given in config.runs:  # each input exists, then the output can be written, then the tables load
+        if not Path(given).exists():
+            raise RunFolderNotFoundError(f"{given} does not exist. Give {ACCEPTED}.")
+    out = ReportLayout(Path(config.out)) if config.out else report_for(Path(config.runs[0]), len(config.runs))
+    check_output(out.root, "--out")
     runs = [load_run(p) for p in config.runs]
-    out = ReportLayout(Path(config.out)) if config.out else report_for(runs[0].path, len(runs))
+    empty = [str(r.path) for r in runs if r.is_empty]
+    if empty:
+        raise RunFolderError(f"Nothing to report in {', '.join(empty)}: no results, steering sweep or loss curve "
+                             f"(an empty folder, or not one trusttrace wrote). Give {ACCEPTED}.")
+    start_over(out.root, config.overwrite, ("report",), inputs=config.runs)
     dims = sorted({d for r in runs if r.results is not None for d in r.results.dimension.unique()})
     sections = [_probe_section(runs, dims), _mi_section(runs, dims), _steering_section(runs), _training_section(runs)]
     figures = [item for _, items in sections for item in items if isinstance(item, Figure)]

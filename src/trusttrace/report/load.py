@@ -3,14 +3,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 
-from ..layout import RunLayout, SteerLayout, read_csv, read_json
+from ..errors import RunFolderError, RunFolderNotFoundError
+from ..layout import RunLayout, SteerLayout, TraceLayout, read_csv, read_json
+from ..tables import HEADLINE, steered_dimension
+
+ACCEPTED = ("a trace, probe, steer, pretrain or demo run folder, or a CSV of step,dimension,layer,metric,value "
+            "rows")
+RESULT_NEEDS = ("step", "dimension", "layer", "metric", "value")  # what the figures read of a results table
+STEERING_NEEDS = ("source_revision", "layer", "alpha", "dimension", "metric", "value")
 
 
 @dataclass
@@ -25,7 +34,7 @@ class Sweep:
 
     @property
     def ppl_budget(self) -> float:
-        return float(self.config.get("ppl_budget", 1.33))
+        return float(self.config.get("ppl_budget", 1.33))  # checked finite and positive by ``_sweep``
 
 
 @dataclass
@@ -42,25 +51,130 @@ class Run:
     checkpoints: pd.DataFrame | None = None
     tables: dict[str, Path] = field(default_factory=dict)  # download name → file
 
+    @property
+    def is_empty(self) -> bool:
+        """Nothing to draw: no results, no sweep, no loss curve."""
+        return self.results is None and not self.sweeps and self.loss is None
+
+
+T = TypeVar("T")
+
+
+def _read(path: Path, reader: Callable[[Path], T]) -> T:
+    """``reader(path)``, with a file that cannot be parsed refused as a ``RunFolderError`` naming it."""
+    try:
+        return reader(path)
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError) as err:  # parser, JSON and Arrow errors
+        raise RunFolderError(f"{path} cannot be read ({type(err).__name__}: {str(err)[:200]}); it was not written "
+                             "by trusttrace, or was damaged. Restore it, or run the command that writes it again."
+                             ) from err
+
+
+def checked_results(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A results table the figures can draw: the columns they read, with numbers where numbers belong.
+
+    ``step`` may be empty (a single checkpoint) and ``value`` missing (NaN); everything else is refused
+    with the file, the column and the first bad row, so a hand-edited table fails here and not in a figure.
+    """
+    missing = [c for c in RESULT_NEEDS if c not in frame.columns]
+    if missing:
+        raise RunFolderError(f"{path} lacks column(s) {missing} (it has {[str(c) for c in frame.columns][:12]}); a "
+                             f"results table needs {', '.join(RESULT_NEEDS)}. Point at a table trusttrace wrote, "
+                             "or add the columns.")
+    frame = frame.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    frame = frame.loc[:, ~frame.columns.duplicated()]
+    for column in ("dimension", "metric"):
+        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if empty.any():
+            raise RunFolderError(f"{path}, data row {int(np.flatnonzero(empty.to_numpy())[0]) + 1}: {column} is "
+                                 f"empty. Every row needs a {column}.")
+        frame[column] = frame[column].astype(str)
+    frame["layer"] = _numbers(frame["layer"], path, "layer", allow_missing=False, whole=True).astype("int64")
+    step = _numbers(frame["step"], path, "step", allow_missing=True, whole=False)
+    whole_steps = step.notna().all() and bool((step % 1 == 0).all())
+    frame["step"] = step.astype("int64") if whole_steps else step  # as trusttrace writes it: int, or float with NaN
+    frame["value"] = _numbers(frame["value"], path, "value", allow_missing=True, whole=False, negative=True)
+    if "revision" not in frame:
+        frame["revision"] = ["" if pd.isna(s) else f"step{int(s) if s % 1 == 0 else s}" for s in frame.step]
+    frame["revision"] = frame["revision"].fillna("").astype(str)
+    return frame
+
+
+def _numbers(column: pd.Series, path: Path, name: str, *, allow_missing: bool, whole: bool,
+             negative: bool = False) -> pd.Series:
+    """``column`` as float64; a value that is not a finite number (or is negative, or fractional where a whole
+    number belongs) is refused naming the row."""
+    numbers = pd.to_numeric(column, errors="coerce").astype("float64")
+    text = column.astype(str).str.strip()
+    absent = column.isna() | text.isin(["", "nan", "NaN", "None", "<NA>"])
+    bad = (numbers.isna() & ~absent) | (absent & (not allow_missing)) | np.isinf(numbers)
+    if not negative:
+        bad |= numbers < 0
+    if whole:
+        bad |= numbers.notna() & (numbers % 1 != 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        kind = "a whole number ≥ 0" if whole else ("a finite number" if negative else "a finite number ≥ 0")
+        raise RunFolderError(f"{path}, data row {row + 1}: {name} {str(column.iloc[row])[:40]!r} is not {kind}"
+                             f"{'' if allow_missing else ' (and may not be empty)'}. Fix the row, or point at a table "
+                             "trusttrace wrote.")
+    return numbers
+
 
 def _comparison_csv(path: Path, label: str | None) -> Run:
-    frame = pd.read_csv(path)
-    missing = {"step", "dimension", "layer", "metric", "value"} - set(frame.columns)
+    frame = _read(path, pd.read_csv)
+    return Run(label or path.stem, path, results=checked_results(frame, path), tables={path.name: path})
+
+
+def _trace_results(trace: TraceLayout) -> pd.DataFrame:
+    path = trace.results_parquet if trace.results_parquet.is_file() else trace.results_csv
+    if not path.is_file():
+        raise RunFolderError(f"{trace.root} has a manifest but no results.parquet or results.csv; the run never "
+                             "finished a checkpoint. Rerun the trace, or point at a finished run.")
+    return checked_results(_read(trace.root, lambda _: trace.read_results()), path)
+
+
+def _budget(config: dict[str, Any], path: Path) -> None:
+    budget = config.get("ppl_budget", 1.33)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        raise RunFolderError(f"{path}: ppl_budget {budget!r} is not a positive finite number (e.g. 1.33). Fix the "
+                             "file, or run `trusttrace steer` again.")
+
+
+def checked_steering(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A steering table the figures can draw: its columns, numbers, and the rows the figure plots (the
+    steered dimension's headline metric and perplexity, unsteered and steered)."""
+    missing = [c for c in STEERING_NEEDS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: a comparison CSV needs columns step, dimension, layer, metric, value "
-                         f"(missing {sorted(missing)}).")
-    if "revision" not in frame:
-        frame["revision"] = [f"step{s}" for s in frame.step]
-    return Run(label or path.stem, path, results=frame, tables={path.name: path})
+        raise RunFolderError(f"{path} lacks column(s) {missing}; a steering table needs {', '.join(STEERING_NEEDS)}. "
+                             "Run `trusttrace steer` again, or point at the folder it wrote.")
+    table = table.copy()
+    for column in ("layer", "alpha", "value"):
+        table[column] = _numbers(table[column], path, column, allow_missing=column == "value", whole=column == "layer",
+                                 negative=True)
+    table["source_revision"], table["metric"] = table.source_revision.astype(str), table.metric.astype(str)
+    table["dimension"] = table.dimension.astype(str)
+    dimension = steered_dimension(table)
+    needed = {HEADLINE[dimension], "perplexity"} if dimension in HEADLINE else set()
+    absent = sorted(needed - set(table.metric))
+    if dimension not in HEADLINE or absent:
+        raise RunFolderError(f"{path}: no {' and '.join(absent) or 'known dimension'} rows (dimension "
+                             f"{dimension!r}); a steering table holds one of {', '.join(HEADLINE)} with its headline "
+                             "metric, and perplexity. Run `trusttrace steer` again, or point at the folder it wrote.")
+    return table
 
 
 def _sweep(layout: SteerLayout) -> Sweep | None:
-    table = read_csv(layout.steering_csv)
+    table = _read(layout.steering_csv, read_csv)
     if table is None:
         return None
-    config = read_json(layout.settings) if layout.settings.is_file() else {}
-    return Sweep(table, read_csv(layout.best_csv), read_csv(layout.correlation_csv), config,
-                 read_csv(layout.source.results_csv))
+    table = checked_steering(table, layout.steering_csv)
+    config = _read(layout.settings, read_json) if layout.settings.is_file() else {}
+    _budget(config, layout.settings)
+    source = _read(layout.source.results_csv, read_csv)
+    return Sweep(table, _read(layout.best_csv, read_csv), _read(layout.correlation_csv, read_csv), config,
+                 None if source is None else checked_results(source, layout.source.results_csv))
 
 
 def load_run(path: str | Path, label: str | None = None) -> Run:
@@ -69,21 +183,21 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     if root.is_file():
         return _comparison_csv(root, label)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is neither a run folder nor a CSV of results rows.")
+        raise RunFolderNotFoundError(f"{root} does not exist. Give {ACCEPTED}.")
     run = Run(label or root.resolve().name, root)
     layout = RunLayout(root)
     trace = layout.trace()
     if trace is not None:
-        run.results = trace.read_results()
+        run.results = _trace_results(trace)
         where = trace.root.relative_to(root).as_posix()
         run.tables["results.csv" if where == "." else f"{where.replace('/', '_')}_results.csv"] = trace.results_csv
-        run.manifest = trace.read_manifest()
-        run.phases = read_csv(trace.phases_csv)
+        run.manifest = _read(trace.manifest, read_json) if trace.manifest.is_file() else None
+        run.phases = _read(trace.phases_csv, read_csv)
         if run.phases is not None:
             run.tables["mi_phases.csv"] = trace.phases_csv
     pretrain = layout.pretrain()
     if pretrain is not None:
-        run.loss, run.checkpoints = read_csv(pretrain.loss_csv), read_csv(pretrain.checkpoints_csv)
+        run.loss, run.checkpoints = _read(pretrain.loss_csv, read_csv), _read(pretrain.checkpoints_csv, read_csv)
         for name, file in (("loss.csv", pretrain.loss_csv), ("checkpoints.csv", pretrain.checkpoints_csv)):
             if file.is_file():
                 run.tables[f"pretrain_{name}"] = file

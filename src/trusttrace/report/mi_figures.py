@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..errors import RunFolderError
 from ..layout import TraceLayout
 from ..tables import mi_wide, select_layers
 from .export import write_html, write_pngs
@@ -103,7 +104,7 @@ def write_mi_figures(run_dir: str | Path, png: bool = True) -> tuple[list[Path],
     plane, as offline HTML (and PNG) in its ``mi/`` folder. Returns (files written, notes)."""
     run = load_run(run_dir)
     if run.results is None:
-        raise FileNotFoundError(f"{run_dir} has no results table. Point at a `trusttrace trace` --out folder.")
+        raise RunFolderError(f"{run_dir} has no results table. Point at a `trusttrace trace` --out folder.")
     out = TraceLayout(Path(run_dir)).mi
     figures, stems = [], []
     for dim in sorted(run.results[run.results.metric == "mi_tx"].dimension.unique()):

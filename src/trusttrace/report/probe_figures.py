@@ -66,7 +66,9 @@ def _band(g: pd.DataFrame, res: pd.DataFrame, layer: int) -> tuple[np.ndarray, n
     """(lower, upper) of one layer's accuracy over steps: its 95 % interval, else ± the std over folds."""
     def per_step(metric: str) -> pd.Series | None:
         rows = res[(res.metric == metric) & (res.layer == layer)]
-        return rows.set_index("step").value.reindex(g.step) if len(rows) else None
+        if rows.empty or rows.step.duplicated().any():  # two rows at one step (two revisions, or transfer
+            return None                                 # rows): which interval is whose is unknown, so no band
+        return rows.set_index("step").value.reindex(g.step)
 
     low, high, std = per_step("accuracy_ci_low"), per_step("accuracy_ci_high"), per_step("accuracy_std")
     if low is not None and high is not None and low.notna().any():
@@ -130,7 +132,7 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
 
 def _accuracy_panel(fig: go.Figure, wide: pd.DataFrame, label: str, dash: str) -> None:
     """Accuracy with its interval, the majority baseline and the controls, against layer (first panel)."""
-    if "accuracy_ci_low" in wide:
+    if "accuracy_ci_low" in wide and "accuracy_ci_high" in wide:
         error = {"type": "data", "symmetric": False, "array": wide.accuracy_ci_high - wide.accuracy,
                  "arrayminus": wide.accuracy - wide.accuracy_ci_low}
     else:

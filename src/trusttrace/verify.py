@@ -1,0 +1,215 @@
+"""``trusttrace verify``: every file of a run folder checked against its record, and what a rerun redoes.
+
+Works on every kind of run folder (trace, probe, steer, pretrain, demo with its sub-folders): each record
+(``<name>.sha256.json``) is compared with the file or folder it describes (``integrity.check``), files
+without one are listed as *unrecorded*, leftover temporary files of killed writes as *leftover*, and each
+finding says what a rerun with the same settings does about it (recompute a checkpoint from stored
+activations, trace it again, rebuild a table, restart training from step 0, or stop and say what to delete).
+A folder written before records were kept lists every file as unrecorded: a rerun recomputes all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ._io import RECORD_SUFFIX, is_record, record_path
+from .errors import DamagedFileError, RunFolderError, RunFolderNotFoundError
+from .integrity import check
+from .layout import RunLayout, TraceLayout
+
+IGNORED_NAMES = ("log.txt",)  # appended as the run goes, never resumed from
+REPORT_FOLDERS = ("report", "report-compare")  # drawn afresh by `trusttrace report`
+_TMP = re.compile(r"^\..+\.tmp-\d+$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One file of a run folder that is not intact, and what a rerun does about it."""
+
+    path: str  # relative to the verified folder
+    status: Literal["damaged", "unrecorded", "missing", "leftover"]
+    detail: str
+    redo: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``verify_run`` found: the folder's kind, how many files it checked, and every finding."""
+
+    root: Path
+    kind: str
+    checked: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def intact(self) -> bool:
+        """True when a rerun would redo nothing (leftover temporary files are harmless)."""
+        return all(f.status == "leftover" for f in self.findings)
+
+
+def _trace_redo(rel: str, status: str, root: Path) -> str:
+    parts = rel.split("/")
+    if parts[0] == "parts" and len(parts) == 2:
+        revision = parts[1].removesuffix(".csv")
+        acts = root / "activations" / revision
+        kept = acts.is_dir() and all(check(p).ok for p in acts.glob("*.safetensors"))
+        how = "recomputed from stored activations" if kept and any(acts.glob("*.safetensors")) else "traced again"
+        return f"checkpoint {revision}: part {status} → {how}"
+    if parts[0] == "activations" and len(parts) == 3:
+        return f"checkpoint {parts[1]}: {parts[2].removesuffix('.safetensors')} activations {status} → " \
+               "extracted again (the checkpoint is loaded again) and its part recomputed"
+    if parts[0] == "controls":
+        return f"random-init control: {parts[-1]} {status} → recomputed"
+    if rel in ("results.csv", "results.parquet"):
+        return "results table: rebuilt from the intact parts"
+    if rel == "manifest.json":
+        return ("the rerun stops: the run's settings cannot be checked; delete manifest.json (and its record) "
+                "to resume with the same settings, or pass a new --out")
+    if parts[0] == "mi":
+        return "rewritten by `trusttrace phases`"
+    if parts[0] == "vectors":
+        return "rewritten by `trusttrace vectors build` (or the steer that wrote it)"
+    return "not used by a rerun"
+
+
+def _probe_redo(rel: str, status: str, root: Path) -> str:
+    return "rerun `trusttrace probe` with the same --out: it refits every file from the trace's activations"
+
+
+def _steer_redo(rel: str, status: str, root: Path) -> str:
+    parts = rel.split("/")
+    if parts[0] == "parts" and len(parts) == 2:
+        job = parts[1].removesuffix(".csv").removesuffix(".items")
+        return f"evaluation {job}: {'outcomes' if parts[1].endswith('.items.csv') else 'part'} {status} → " \
+               "evaluated again"
+    if rel in ("steering.csv", "best.csv", "correlation.csv", "failed.json"):
+        return f"{rel}: rebuilt from the intact parts"
+    if rel == "steer_config.json":
+        return "the rerun stops: the sweep's settings cannot be checked; delete steer_config.json (and its " \
+               "record) to resume with the same settings, or pass a new --out"
+    if parts[0] == "vectors":
+        return "rebuilt from the source trace's activations"
+    return "not used by a rerun"
+
+
+def _pretrain_redo(rel: str, status: str, root: Path) -> str:
+    parts = rel.split("/")
+    if parts[0] == "checkpoints" and len(parts) >= 2:
+        return f"checkpoint {parts[1]}: {status} → written again (training restarts from step 0 when the state " \
+               "is past it)"
+    if parts[0] == "state" or rel in ("loss.csv", "checkpoints.csv"):
+        return f"{rel} {status} → training restarts from step 0 (deterministic: it ends where it would have)"
+    if parts[0] in ("tokenizer", "data") or rel == "corpus.json":
+        return f"{rel} {status} → the tokenizer and data are built again from the corpus"
+    if rel == "pretrain_config.json":
+        return "the rerun stops: delete pretrain_config.json (and its record) to resume with the same settings"
+    return "not used by a rerun"
+
+
+def _plain_redo(rel: str, status: str, root: Path) -> str:
+    if rel.startswith("chat"):
+        return "the fine-tuned model is made again by a rerun of the demo (or finetune)"
+    if rel.startswith("summary"):
+        return "rewritten by a rerun of the demo"
+    return "not used by a rerun"
+
+
+_REDO = {"trace": _trace_redo, "probe": _probe_redo, "steer": _steer_redo, "pretrain": _pretrain_redo,
+         "demo": _plain_redo}
+
+
+def _sub_runs(root: Path, kind: str) -> dict[str, str]:
+    """The sub-folders of a run that are runs of their own kind: name → kind."""
+    if kind == "steer":
+        return {name: "trace" for name in ("source", "target") if (root / name).is_dir()}
+    if kind == "pretrain":
+        return {"trace": "trace"} if (root / "trace").is_dir() else {}
+    if kind == "demo":
+        subs = {"pretrain": "pretrain"} if (root / "pretrain").is_dir() else {}
+        subs.update({p.name: "steer" for p in sorted(root.glob("steer-*")) if p.is_dir()})
+        return subs
+    return {}
+
+
+def _walk(root: Path, kind: str, prefix: str) -> tuple[int, list[Finding]]:
+    """Check every file under ``root`` (sub-runs with their own kind's rules); return (checked, findings)."""
+    subs = _sub_runs(root, kind)
+    redo = _REDO.get(kind, _plain_redo)
+    findings: list[Finding] = []
+    checked = 0
+    covered: set[Path] = set()  # files inside a recorded folder
+    files: list[Path] = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in subs or rel.parts[0] in REPORT_FOLDERS or path.is_symlink():
+            continue
+        if _TMP.match(path.name):
+            findings.append(Finding(prefix + rel.as_posix(), "leftover", "a temporary file of an interrupted write",
+                                    "ignored by a rerun; safe to delete"))
+            continue
+        if is_record(path):
+            target = path.with_name(path.name[: -len(RECORD_SUFFIX)])
+            checked += 1
+            found = check(target)
+            if target.is_dir():
+                covered.update(p for p in target.rglob("*"))
+            if not found.ok:
+                trel = target.relative_to(root).as_posix()
+                findings.append(Finding(prefix + trel, found.status if found.status != "intact" else "damaged",
+                                        found.reason, redo(trel, found.status, root)))
+        elif path.is_file():
+            files.append(path)
+    for path in files:
+        if path in covered or record_path(path).is_file() or path.name in IGNORED_NAMES:
+            continue
+        rel_text = path.relative_to(root).as_posix()
+        findings.append(Finding(prefix + rel_text, "unrecorded", "it has no record of its size and sha256",
+                                redo(rel_text, "unrecorded", root)))
+    if kind == "trace":
+        findings += _unfinished_parts(root, prefix)
+    for name, sub_kind in subs.items():
+        n, found_sub = _walk(root / name, sub_kind, f"{prefix}{name}/")
+        checked += n
+        findings += found_sub
+    return checked, findings
+
+
+def _unfinished_parts(root: Path, prefix: str) -> list[Finding]:
+    """Checkpoints the manifest records as finished whose part is gone (without its record too)."""
+    layout = TraceLayout(root)
+    try:
+        manifest = layout.read_manifest() or {}
+    except DamagedFileError:
+        return []
+    gone = [name for name in manifest.get("checkpoints", {}) if not layout.part(name).exists()
+            and not record_path(layout.part(name)).exists()]
+    return [Finding(prefix + layout.relative(layout.part(name)), "missing", "the manifest records it as finished",
+                    f"checkpoint {name}: part missing → traced again") for name in gone]
+
+
+def verify_run(path: str | Path) -> VerifyReport:
+    """Check every file of the run folder ``path`` (any kind: trace, probe, steer, pretrain, demo with its
+    sub-folders) against its record; say what is damaged, unrecorded or missing and what a rerun redoes.
+
+    Raises ``RunFolderNotFoundError`` for a path that does not exist and ``RunFolderError`` for a folder
+    that is not a run folder. Each file is read once (sha256); a run of many checkpoints takes as long as
+    reading its activations.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise RunFolderNotFoundError(f"{root} does not exist. Give a run folder (the --out of trace, probe, "
+                                     "steer, pretrain or demo).")
+    kind = RunLayout(root).kind
+    if kind == "empty":
+        raise RunFolderError(f"{root} is not a run folder: it holds none of the files trace, probe, steer, "
+                             "pretrain or demo write (manifest.json, steer_config.json, pretrain_config.json, "
+                             "demo_config.json, results.csv). Give the --out folder of one of them.")
+    checked, findings = _walk(root, kind, "")
+    return VerifyReport(root, kind, checked, tuple(findings))
+
+
+
+__all__ = ["Finding", "VerifyReport", "verify_run"]
