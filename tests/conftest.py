@@ -66,3 +66,21 @@ def sft_data(data_dir, tmp_path):
     pd.DataFrame({"Question": ["w1 w2?"], "Best Answer": ["w9 good"], "Correct Answers": ["w9 good"],
                   "Incorrect Answers": ["bad"]}).to_csv(folder / "truthfulqa_mc.csv", index=False)
     return folder
+
+
+REPORTED: dict[str, list[str]] = {}  # test module → lines shown when the session ends
+
+
+def report(module: str, line: str) -> None:
+    """Keep a count (inputs tried, kills) to show at the end of the run, past pytest's capture."""
+    REPORTED.setdefault(module, []).append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The counts the fuzz, fault-injection and bad-input tests kept: they show in every run, not only -s."""
+    if REPORTED:
+        terminalreporter.section("inputs and kills tried")
+        for module, lines in sorted(REPORTED.items()):
+            for line in lines:
+                terminalreporter.write_line(f"{module}: {line}")
+

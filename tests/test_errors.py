@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from trusttrace import errors
 from trusttrace.cli import app
 
+from .conftest import report
 from .walk import CASES, Ctx, Outcome, build_context, run_case
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
@@ -47,7 +48,9 @@ OUTCOMES: list[Outcome] = []
 def _summary():
     yield
     counts = Counter(o.verdict for o in OUTCOMES)
-    print(f"\nbad-input walk: {len(OUTCOMES)} inputs, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if OUTCOMES:
+        report("test_errors", f"bad-input walk: {len(OUTCOMES)} inputs, "
+                              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
 def test_the_doc_lists_every_case_once():

@@ -6,7 +6,7 @@ the file's rename, or between the rename and its final record), as SIGKILL would
 nothing after it runs, and half the time the temporary file is left behind under another process's name.
 Between reruns a random stored file (or a record) is truncated or has bytes overwritten. A damaged settings
 file (manifest.json, steer_config.json, pretrain_config.json) stops the rerun with a message saying what to
-delete; the test follows it, as a user would. The counts of kills and damages are printed (``pytest -s``)
+delete; the test follows it, as a user would. The counts of kills and damages are shown at the end of every run
 and named in the assertion messages.
 """
 
@@ -34,6 +34,8 @@ from trusttrace.sweep import SteerConfig, run_steer
 from trusttrace.testing import write_text_corpus
 from trusttrace.trace import TraceConfig, run_trace
 from trusttrace.verify import verify_run
+
+from .conftest import report
 
 SETTINGS_FILES = ("manifest.json", "steer_config.json", "pretrain_config.json")
 _TMP = re.compile(r"\.tmp-\d+$")
@@ -136,7 +138,7 @@ def _kill_trace(tiny_series, data_dir, tmp_path, monkeypatch, seed: int, kills: 
     monkeypatch.setattr(_io, "_move", faults.move)
     result = _until_finished(lambda: run_trace(_trace_config(tiny_series, data_dir, out)), out, faults, kills, 0.6)
     monkeypatch.undo()
-    print(faults.summary("run_trace"))
+    report("test_faults", faults.summary("run_trace"))
     pd.testing.assert_frame_equal(result.results, reference, obj=faults.summary("run_trace"))
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), reference)
     _intact(out, faults, "run_trace")
@@ -164,7 +166,7 @@ def test_steer_survives_random_kills_and_damage(tiny_series, data_dir, tmp_path,
     monkeypatch.setattr(_io, "_move", faults.move)
     result = _until_finished(lambda: run_steer(_steer_config(tiny_series, data_dir, out)), out, faults, 20, 0.6)
     monkeypatch.undo()
-    print(faults.summary("run_steer"))
+    report("test_faults", faults.summary("run_steer"))
     pd.testing.assert_frame_equal(result.table, reference.table, obj=faults.summary("run_steer"))
     pd.testing.assert_frame_equal(pd.read_csv(out / "best.csv"), pd.read_csv(tmp_path / "reference" / "best.csv"))
     _intact(out, faults, "run_steer")
@@ -196,7 +198,7 @@ def test_pretrain_survives_random_kills_and_damage(tmp_path, monkeypatch):
     monkeypatch.setattr(_io, "_move", faults.move)
     _until_finished(lambda: run_pretrain(_pretrain_config(out, corpus)), out, faults, 20, 0.5)
     monkeypatch.undo()
-    print(faults.summary("run_pretrain"))
+    report("test_faults", faults.summary("run_pretrain"))
     what = faults.summary("run_pretrain")
     assert _checkpoint_bytes(out) == _checkpoint_bytes(tmp_path / "reference"), what
     for name in ("loss.csv", "checkpoints.csv"):
@@ -217,7 +219,7 @@ def test_trace_survives_many_more_kills(tiny_series, data_dir, tmp_path, monkeyp
         campaigns.append(_kill_trace(tiny_series, data_dir, tmp_path / f"run{i}", monkeypatch, seed=114 + i, kills=20,
                                      require=False))
     kills, damages = sum(f.kills for f in campaigns), sum(f.damages for f in campaigns)
-    print(f"run_trace, {len(campaigns)} runs: {kills} kills, {damages} damaged files")
+    report("test_faults", f"run_trace, {len(campaigns)} runs: {kills} kills, {damages} damaged files")
     assert kills >= 100 and damages >= 30, (kills, damages)
 
 
@@ -240,6 +242,6 @@ def test_trace_survives_sigkill_of_the_command(tiny_series, data_dir, tmp_path):
         proc.wait()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    print(f"trace command: {kills} SIGKILLs")
+    report("test_faults", f"trace command: {kills} SIGKILLs")
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), reference, obj=f"{kills} SIGKILLs")
     assert all(f.status == "leftover" for f in verify_run(out).findings)

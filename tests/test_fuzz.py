@@ -39,6 +39,8 @@ from trusttrace.data import dataset_names, load_datasets
 from trusttrace.errors import TrustTraceError
 from trusttrace.report import ReportConfig, run_report
 
+from .conftest import report
+
 FAST = {"data": 150, "bytes": 100, "names": 150, "select": 200, "revisions": 80, "options": 120, "report": 40}
 SLOW_FACTOR = 10
 TALLY: dict[str, Counter[str]] = defaultdict(Counter)
@@ -46,20 +48,12 @@ _ids = itertools.count()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _counts(request: pytest.FixtureRequest) -> Iterator[None]:
-    """One line per fuzz test when the module ends: how many inputs it tried, accepted and refused."""
+def _counts() -> Iterator[None]:
+    """One line per fuzz test at the end of the run: how many inputs it tried, accepted and refused."""
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    lines = [f"fuzz {name}: tried {tally['tried']} inputs ({tally['accepted']} accepted, {tally['refused']} refused "
-             "with a TrustTraceError)" for name, tally in sorted(TALLY.items())]
-    if reporter is None or capture is None:
-        print("\n".join(lines))
-        return
-    with capture.global_and_fixture_disabled():  # past pytest's capture, so the counts show in every run
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line(line)
+    for name, tally in sorted(TALLY.items()):
+        report("test_fuzz", f"fuzz {name}: tried {tally['tried']} inputs ({tally['accepted']} accepted, "
+                            f"{tally['refused']} refused with a TrustTraceError)")
 
 
 @pytest.fixture(scope="module")

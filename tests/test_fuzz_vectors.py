@@ -3,7 +3,7 @@ or a ``TrustTraceError`` with a message, never a library's raw error (or a crash
 
 Readers: ``SteeringVector.load`` (.safetensors) and ``interop.import_vector`` (.gguf, .pt, .npz). Inputs:
 random bytes, valid files cut short, valid files with bytes overwritten (garbage headers), and well-formed
-containers holding the wrong tensor names, shapes and dtypes. Each test prints how many inputs it tried
+containers holding the wrong tensor names, shapes and dtypes. Each test reports how many inputs it tried
 (``pytest -s``) and puts the count in its assertion message; ``-m slow`` runs ten times as many.
 """
 
@@ -27,6 +27,8 @@ from safetensors.torch import save as save_safetensors
 from trusttrace.errors import TrustTraceError
 from trusttrace.interop import export_vector, import_vector
 from trusttrace.steering import SteeringVector
+
+from .conftest import report
 
 SUFFIXES = (".safetensors", ".gguf", ".pt", ".npz")
 FAST, SLOW = 60, 600  # examples per test (default suite, -m slow)
@@ -73,7 +75,7 @@ def valid_files(folder: Path) -> dict[str, bytes]:
 def run(check: Callable[[], None], tally: Counter, label: str) -> None:
     check()
     summary = f"{label}: tried {tally['tried']} inputs, {tally['loaded']} loaded, {tally['refused']} refused"
-    print(summary)
+    report("test_fuzz_vectors", summary)
     assert tally["tried"] > 0, summary
 
 

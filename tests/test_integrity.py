@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 
 import pandas as pd
@@ -194,3 +195,37 @@ def test_verify_refuses_what_is_not_a_run_folder(tmp_path):
         verify_run(tmp_path / "plain")
     assert CliRunner().invoke(app, ["verify", str(tmp_path / "missing")]).exit_code == 2
     assert CliRunner().invoke(app, ["verify", str(tmp_path / "plain")]).exit_code == 2
+
+
+def test_adopting_a_folder_from_before_records_reuses_it(tiny_series, data_dir, tmp_path, reference, monkeypatch):
+    out = tmp_path / "run"
+    run_trace(_config(tiny_series, data_dir, out))
+    for rec in out.rglob("*.sha256.json"):
+        rec.unlink()
+    acts = TraceLayout(out).activation("step10", "privacy")
+    acts.write_bytes(acts.read_bytes()[:100])  # one file broken before adoption: it must not be adopted
+    res = CliRunner().invoke(app, ["verify", str(out), "--adopt"])
+    assert res.exit_code == 1 and "left unrecorded" in res.output and "step10/privacy.safetensors" in res.output
+    assert {f.path for f in verify_run(out).findings} == {"activations/step10/privacy.safetensors"}
+    calls = _count_extractions(monkeypatch)
+    again = run_trace(_config(tiny_series, data_dir, out))
+    assert len(calls) == 1  # only the checkpoint whose file did not read back
+    pd.testing.assert_frame_equal(again.results, reference)
+    assert verify_run(out).intact
+
+
+def test_unchanged_weights_are_not_read_again_on_resume(tiny_series, data_dir, tmp_path, monkeypatch):
+    from trusttrace import resume
+
+    out = tmp_path / "run"
+    run_trace(_config(tiny_series, data_dir, out))
+    hashed = []
+    monkeypatch.setattr(resume, "local_weights", lambda ckpt: hashed.append(ckpt.name))
+    run_trace(_config(tiny_series, data_dir, out))
+    assert hashed == []  # names, sizes and times unchanged: the weights are trusted without a full read
+    weights = tiny_series / "step10" / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched: read them again
+    run_trace(_config(tiny_series, data_dir, out))
+    assert hashed == ["step10"]
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -535,6 +535,12 @@ def _(s):
 def _(s):
     s.copy_base()
     return [*trace_series(s), "--limit", "30", "--overwrite"]
+@case("out-overwrite-bad-data", "outputs", "--overwrite with a data file that is refused", disk="unchanged")
+def _(s):
+    s.copy_base()
+    argv = [*trace_series(s), "--overwrite"]
+    argv[argv.index("--dimensions") + 1] = str(s.csv("d/one.csv", planted(40, one_class=True)))
+    return argv
 @case("out-overwrite-foreign", "outputs", "--overwrite on a folder trusttrace did not write", disk="unchanged")
 def _(s):
     s.file("out/thesis.tex", "years of work")
@@ -682,13 +688,15 @@ def _app() -> Any:
 
 
 def snapshot(path: Path) -> dict[str, str] | None:
-    """Every file under ``path`` with its sha256 (None when ``path`` does not exist; its text when a file)."""
+    """Every file under ``path`` with its sha256 (None when ``path`` does not exist; its text when a file).
+
+    ``log.txt`` is left out: a run folder's log records every attempt, refused ones included."""
     if path.is_file():
         return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
     if not path.exists():
         return None
     return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "log.txt"}
 
 
 @dataclass

@@ -93,6 +93,12 @@ def _write_record(path: Path, entry: dict[str, Any]) -> None:
             tmp.unlink()
 
 
+def record_as_is(path: str | Path) -> None:
+    """Record ``path`` as it is now (``verify --adopt``): for files written before records were kept."""
+    path = Path(path)
+    _write_record(path, digest(path))
+
+
 def _current(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """The entry a record vouches for (without its format and any version it replaced)."""
     if record is None:

@@ -149,19 +149,36 @@ def _cached_sha(path: Path) -> str:
     return _FILE_SHAS[key]
 
 
+def _weight_files(ref: str | Path) -> list[Path]:
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    return []
+
+
+def weights_stat(ref: str | Path) -> str | None:
+    """A cheap fingerprint of a local checkpoint's weight files: their names, sizes and modification times.
+
+    A resume compares it first, so that an unchanged series of large checkpoints is not read again in full
+    (a 360-checkpoint series of 14 GB models is 5 TB); only when it differs is ``weights_fingerprint``
+    computed, so that a copy or a ``touch`` that leaves the bytes alone does not trace a checkpoint again.
+    """
+    files = _weight_files(ref)
+    if not files:
+        return None
+    stats = "".join(f"{f.name}\0{f.stat().st_size}\0{f.stat().st_mtime_ns}\n" for f in files)
+    return hashlib.sha256(stats.encode()).hexdigest()
+
+
 def weights_fingerprint(ref: str | Path) -> str | None:
     """sha256 over a local checkpoint's weight files (names and contents), None for what is not local.
 
     Each file's hash is cached per (path, size, mtime, inode) in this process, so the resume check and the
     trace of a checkpoint hash its weights once. Weights regenerated under the same folder name change it.
     """
-    path = Path(ref).expanduser()
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-    else:
-        return None
+    files = _weight_files(ref)
     if not files:
         return None
     combined = hashlib.sha256()
@@ -170,4 +187,5 @@ def weights_fingerprint(ref: str | Path) -> str | None:
     return combined.hexdigest()
 
 
-__all__ = ["Check", "check", "damaged", "describe", "remove", "require_readable", "usable", "weights_fingerprint"]
+__all__ = ["Check", "check", "damaged", "describe", "remove", "require_readable", "usable", "weights_fingerprint",
+           "weights_stat"]

@@ -115,14 +115,16 @@ def _foreign(folder: Path, kind: str) -> list[str]:
 
 
 def start_over(path: str | Path, overwrite: bool, kinds: tuple[str, ...], option: str = "--out",
-               inputs: Sequence[str | Path] = ()) -> Path:
+               inputs: Sequence[str | Path] = (), remove: bool = True) -> Path:
     """``--overwrite``: remove ``path`` when it is a run folder of one of ``kinds`` (or empty), so the run
     starts over.
 
-    Without ``overwrite`` only ``check_output`` runs. A folder that holds anything trusttrace did not write,
-    or a run of another kind (``trace --out`` a demo folder), is refused, whatever the flag says:
-    ``--overwrite`` never deletes a folder of the user's, nor a bigger run than the one being made, nor
-    the ``inputs`` the command reads (``probe RUN --out RUN``).
+    Without ``overwrite`` only ``check_output`` runs, and a folder of the user's own files is refused. A
+    folder that holds anything trusttrace did not write, or a run of another kind (``trace --out`` a demo
+    folder), is refused, whatever the flag says: ``--overwrite`` never deletes a folder of the user's, nor a
+    bigger run than the one being made, nor the ``inputs`` the command reads (``probe RUN --out RUN``).
+    ``remove=False`` makes every check and deletes nothing: the CLI checks first, and the job removes the
+    folder only once its own inputs have passed, so that a refused input leaves the old run in place.
     """
     folder = check_output(path, option)
     if overwrite and "://" in str(path):
@@ -155,7 +157,8 @@ def start_over(path: str | Path, overwrite: bool, kinds: tuple[str, ...], option
         raise OutputError(f"{option} {str(path)!r} --overwrite: {folder} holds a {kind} run, and this command makes "
                           f"a {' or '.join(kinds)} folder, so it is left as it is. Give the folder this command "
                           "wrote, or a new one.")
-    shutil.rmtree(folder)
+    if remove:
+        shutil.rmtree(folder)
     return folder
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .checkpoints import Checkpoint
-from .integrity import check, remove, usable, weights_fingerprint
+from .integrity import check, remove, usable, weights_fingerprint, weights_stat
 from .layout import TraceLayout, describe_diff, read_csv, refuse_other_settings
 from .tables import RESULT_COLUMNS
 
@@ -76,7 +76,9 @@ def checkpoint_done(ckpt: Checkpoint, datasets: Iterable[str], layout: TraceLayo
     part is there."""
     if not finished(layout, ckpt.name):
         return False
-    weights, before = local_weights(ckpt), (record or {}).get("weights_sha256")
+    before, stat_before = (record or {}).get("weights_sha256"), (record or {}).get("weights_stat")
+    unchanged = stat_before is not None and ckpt.revision is None and weights_stat(ckpt.ref) == stat_before
+    weights = None if unchanged else local_weights(ckpt)  # read the weights in full only when their stat moved
     if weights is not None and before is not None and weights != before:
         log.warning("checkpoint %s: its weights at %s changed since it was traced (sha256 %s… → %s…); it is traced "
                     "again, its part and activations replaced.", ckpt.name, ckpt.ref, before[:12], weights[:12])

@@ -33,7 +33,7 @@ from .hub import split_revision
 from .integrity import usable
 from .layout import SteerLayout, TraceLayout, read_csv, record_settings
 from .models import LoadConfig, LoadedModel, load_model, peek_model
-from .outputs import check_output, finite_settings, removed_on_usage_error
+from .outputs import check_output, finite_settings, removed_on_usage_error, start_over
 from .progress import Progress
 from .stats import mcnemar_exact
 from .steering import METHODS, POSITIONS, SteeringVector, check_fit, check_layers, hidden_size_mismatch
@@ -76,6 +76,7 @@ class SteerConfig:
     perplexity_source: str = "auto"  # auto | lambada | statements
     perplexity_file: str | None = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # evaluations (and traces) as Ray tasks
+    overwrite: bool = False  # start the folder over once every input is checked (outputs.start_over)
 
     def __post_init__(self) -> None:
         _, revision = split_revision(self.source)  # validates MODEL@REVISION
@@ -111,8 +112,8 @@ class SteerConfig:
         return split_revision(self.target)
 
     def settings(self) -> dict[str, Any]:
-        """The settings that change the numbers (the executor only decides where the work runs)."""
-        settings = {k: v for k, v in asdict(self).items() if k != "executor"}
+        """The settings that change the numbers (not where the work runs, nor whether the folder starts over)."""
+        settings = {k: v for k, v in asdict(self).items() if k not in ("executor", "overwrite")}
         settings.update(source=self.source_model, revisions=self.source_revisions)
         return settings
 
@@ -291,6 +292,8 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerRes
     progress = progress or Progress()
     check_output(config.out)  # before any model loads or anything is written
     _check_shapes(config)  # a source of another width, or layers the target lacks: refused before any tracing
+    if config.overwrite:  # every input has passed: only now may the old sweep go
+        start_over(config.out, True, ("steer",))
     layout = SteerLayout(Path(config.out))
     with removed_on_usage_error(layout.root, lambda: any((layout.root / "parts").glob("*.csv"))):
         return _sweep(config, layout, progress)

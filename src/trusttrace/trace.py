@@ -37,9 +37,10 @@ from .errors import OptionError
 from .executors import ExecutorConfig, map_tasks, share
 from .extract import ExtractConfig, check_statements, extract_last_token
 from .fetcher import CheckpointFetcher, Fetch, FetchConfig, Fetched
+from .integrity import weights_stat
 from .layout import TraceLayout, read_csv
 from .models import LoadConfig, LoadedModel, choose_device, load_model, vocab_sha256
-from .outputs import check_output, removed_on_usage_error
+from .outputs import check_output, removed_on_usage_error, start_over
 from .progress import Progress
 from .remote import RunFolder, is_url
 from .resume import control_done, local_weights, merge_parts, resume_trace
@@ -68,6 +69,7 @@ class TraceConfig:
     fetch: FetchConfig = field(default_factory=FetchConfig)  # how downloads overlap the work
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where the work runs
     transfer: tuple[tuple[str, str], ...] = ()  # (TRAIN, TEST): probes trained on all of one, scored on the other
+    overwrite: bool = False  # start the folder over once every input is checked (outputs.start_over)
 
     def __post_init__(self) -> None:
         dataset_names([*self.dimensions, *(d for pair in self.transfer for d in pair)])  # unknown, missing, clashing
@@ -161,6 +163,8 @@ def run_trace(config: TraceConfig, progress: Progress | None = None, *, fetch: F
     if series.checkpoints:  # statements longer than the context: refused (or cut) before anything is written
         check_statements(series.checkpoints[0].ref, series.checkpoints[0].revision,
                          {name: ds.statements for name, ds in datasets.items()}, config.extract, config.load)
+    if config.overwrite:  # every input has passed: only now may the old run go
+        start_over(config.out, True, ("trace", "probe"))
     manifest: dict[str, Any] = {
         "config": asdict(config), "settings": {**config.settings(), "transfer": [list(p) for p in pairs]},
         "versions": package_versions(),
@@ -344,7 +348,7 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
     model = _Model(config, ckpt, fetcher)
     weights = local_weights(ckpt)
     if weights is not None:
-        model.record["weights_sha256"] = weights
+        model.record.update(weights_sha256=weights, weights_stat=weights_stat(ckpt.ref))
     frames = []
     try:
         controls = _random_init_control(config, datasets, analysis, layout, model) if analysis.random_init else None

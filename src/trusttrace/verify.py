@@ -10,12 +10,13 @@ A folder written before records were kept lists every file as unrecorded: a reru
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ._io import RECORD_SUFFIX, is_record, record_path
+from ._io import RECORD_SUFFIX, is_record, record_as_is, record_path
 from .errors import DamagedFileError, RunFolderError, RunFolderNotFoundError
 from .integrity import check
 from .layout import RunLayout, TraceLayout
@@ -211,5 +212,56 @@ def verify_run(path: str | Path) -> VerifyReport:
     return VerifyReport(root, kind, checked, tuple(findings))
 
 
+ADOPTABLE_KINDS = ("trace", "probe", "steer")
 
-__all__ = ["Finding", "VerifyReport", "verify_run"]
+
+def adopt(report: VerifyReport) -> tuple[list[str], list[str]]:
+    """``verify --adopt``: record the *unrecorded* files of a trace, probe or steer folder that read as what
+    they claim to be (every tensor of a safetensors file, a CSV, a parquet, a JSON file), so that a rerun
+    reuses them instead of recomputing a run made before records were kept. Returns (adopted, skipped).
+
+    What this cannot check: a file overwritten before adoption reads back as well as an intact one. Adopt
+    only a folder you trust; damaged files (they fail a record they have) are never adopted.
+    """
+    if report.kind not in ADOPTABLE_KINDS:
+        raise RunFolderError(f"{report.root} is a {report.kind} folder; --adopt records trace, probe and steer "
+                             "folders only (a pre-training run resumes from its own records). Rerun it instead.")
+    adopted, skipped = [], []
+    for finding in report.findings:
+        if finding.status != "unrecorded":
+            continue
+        path = report.root / finding.path
+        problem = _unreadable(path)
+        if problem is None:
+            record_as_is(path)
+            adopted.append(finding.path)
+        else:
+            skipped.append(f"{finding.path} ({problem})")
+    return adopted, skipped
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` does not read as its suffix says, or None when it does."""
+    import pandas as pd
+    from safetensors import SafetensorError, safe_open
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+                    f.get_tensor(key)
+        elif suffix == ".csv":
+            pd.read_csv(path)
+        elif suffix == ".parquet":
+            pd.read_parquet(path)
+        elif suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        else:
+            return f"no reader for {suffix or 'a file without a suffix'}: left unrecorded"
+    except (OSError, ValueError, SafetensorError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        return f"does not read: {type(err).__name__}"
+    return None
+
+
+__all__ = ["ADOPTABLE_KINDS", "Finding", "VerifyReport", "adopt", "verify_run"]

@@ -134,8 +134,8 @@ def trace(
             fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=gigabytes(cache_budget) if cache_budget else None,
                               keep_checkpoints=keep_checkpoints),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
-            transfer=transfer_pairs(transfer))
-        start_over(out, overwrite, ("trace", "probe"))
+            transfer=transfer_pairs(transfer), overwrite=overwrite)
+        start_over(out, overwrite, ("trace", "probe"), remove=False)  # run_trace removes it once the data passes
         with progress_bars(quiet) as progress:
             result = run_trace(config, progress)
     except user_errors() as err:

@@ -181,8 +181,9 @@ def steer(
             ppl_budget=ppl_budget, data_dir=path_or_none(data_dir), dtype=dtype.value, device=device,
             allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge, perplexity_source=perplexity.value,
             perplexity_file=path_or_none(perplexity_file),
-            executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries))
-        start_over(out, overwrite, ("steer",))
+            executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
+            overwrite=overwrite)
+        start_over(out, overwrite, ("steer",), remove=False)  # run_steer removes it once its inputs pass
         with progress_bars(quiet) as progress:
             result = run_steer(config, progress)
     except user_errors() as err:

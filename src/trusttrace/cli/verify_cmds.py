@@ -13,6 +13,10 @@ from ._shared import EXIT_FAILURE, app, console, fail, setup_logging, user_error
 @app.command()
 def verify(
     run: Annotated[Path, typer.Argument(help="A run folder: the --out of trace, probe, steer, pretrain or demo.")],
+    adopt: Annotated[bool, typer.Option(help="Record the unrecorded files of a trace, probe or steer folder that "
+                                             "read back whole (a run made before records were kept), so that a "
+                                             "rerun reuses them. Only for a folder you trust: overwritten bytes "
+                                             "cannot be told from intact ones without a record.")] = False,
 ) -> None:
     """Check a run folder's files against their recorded size and sha256; say what a rerun would redo.
 
@@ -21,9 +25,15 @@ def verify(
     """
     setup_logging(quiet=True)
     try:
+        from ..verify import adopt as adopt_files
         from ..verify import verify_run
 
         report = verify_run(run)
+        if adopt:
+            adopted, skipped = adopt_files(report)
+            console.print(f"adopted {len(adopted)} unrecorded files (each read back whole)"
+                          + (f"; left unrecorded: {', '.join(skipped)}" if skipped else ""), highlight=False)
+            report = verify_run(run)
     except user_errors() as err:
         fail(err)
     for f in report.findings:  # one line each, so that a narrow terminal or a log keeps every word
