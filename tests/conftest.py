@@ -73,7 +73,9 @@ REPORTED: dict[str, list[str]] = {}  # test module → lines shown when the sess
 
 def report(module: str, line: str) -> None:
     """Keep a count (inputs tried, kills) to show at the end of the run, past pytest's capture."""
-    REPORTED.setdefault(module, []).append(line)
+    lines = REPORTED.setdefault(module, [])
+    if line not in lines:  # a module-scoped fixture torn down twice reports once
+        lines.append(line)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
