@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 from typer.testing import CliRunner
 
-from trusttrace.testing import save_tiny, write_planted_data_dir
+from trusttrace.testing import make_tokenizer, save_tiny, write_planted_data_dir
 
 FAST = ["--controls", "none", "--analyses", "probe", "--limit", "40", "-q"]
 
@@ -404,6 +404,21 @@ def _(s):
 def _(s): return [a for a in evaluate(s, s.ctx.vec32) if a not in ("--layer", "1")]
 @case("vector-alpha-nan", "vectors", "evaluate --alpha nan")
 def _(s): return evaluate(s, s.ctx.vec32, "--alpha", "nan")
+@case("proxy-half", "vectors", "evaluate --proxy-tuned without --proxy-base")
+def _(s): return evaluate(s, None, "--proxy-tuned", str(s.ctx.one))
+@case("proxy-beta-alone", "vectors", "evaluate --beta without the proxy models")
+def _(s): return evaluate(s, None, "--beta", "2")
+@case("proxy-beta-nan", "vectors", "evaluate --beta nan")
+def _(s): return evaluate(s, None, "--proxy-tuned", str(s.ctx.one), "--proxy-base", str(s.ctx.one), "--beta", "nan")
+@case("proxy-with-vector", "vectors", "evaluate --vector with --proxy-tuned")
+def _(s): return evaluate(s, s.ctx.vec32, "--proxy-tuned", str(s.ctx.one), "--proxy-base", str(s.ctx.one))
+@case("proxy-vocabulary", "vectors", "evaluate --proxy-tuned with another vocabulary")
+def _(s):
+    other = save_tiny(s.dir / "other", "llama", seed=4)
+    tok = make_tokenizer()
+    tok.add_tokens(["extra"])
+    tok.save_pretrained(other)
+    return evaluate(s, None, "--proxy-tuned", str(other), "--proxy-base", str(s.ctx.one))
 @case("evaluate-long-passage", "vectors", "evaluate --perplexity-file with a passage longer than the context")
 def _(s):
     text = s.file("ppl.txt", "w1 w2 w3\n" + " ".join(["w4"] * 300) + "\n")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import OptionError
 from ..names import DIMENSIONS, SELECTOR_HELP
 from ._shared import (
     EXIT_FAILURE,
@@ -86,12 +87,20 @@ def evaluate(
                                                                "or test (the 407 held-out).")] = QuestionSet.all,
     judge: JudgeOpt = "offline",
     truth_judge: TruthJudgeOpt = "offline",
+    proxy_tuned: Annotated[str | None, typer.Option(help="Proxy-tune the model (App. G): add β·(logits of this tuned "
+                                                         "model − logits of --proxy-base). MODEL@REV for a "
+                                                         "revision.")] = None,
+    proxy_base: Annotated[str | None, typer.Option(help="The model --proxy-tuned was tuned from (MODEL@REV for a "
+                                                        "revision), e.g. the last pre-training checkpoint.")] = None,
+    beta: Annotated[float | None, typer.Option(help="Strength β of the proxy-tuning offset (default 1, the "
+                                                    "paper's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write evaluate.csv, .parquet, manifest.json and log.txt here.")]
     = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector."""
+    """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector or
+    proxy-tuned by a tuned model's logit offset."""
     from ..layout import EvaluateLayout
 
     setup_logging(quiet, log_file=EvaluateLayout(out).log if out else None)
@@ -105,15 +114,22 @@ def evaluate(
                            perplexity_source=perplexity.value, truthfulqa_spec=truthfulqa_spec.value,
                            lmeval_questions=lmeval_questions.value)
         name, rev = model_at(model, revision)
-        if out is not None:
-            start_over(out, overwrite, ("evaluate",))  # before the model loads
-        result = run_evaluate(EvaluateConfig(
+        if beta is not None and proxy_tuned is None and proxy_base is None:
+            raise OptionError(f"--beta {beta:g} is the strength of a proxy-tuning offset; give it with --proxy-tuned "
+                              "and --proxy-base, or leave it out.")
+        config = EvaluateConfig(
             model=name, revision=rev, suite=suite, vector=path_or_none(vector), layer=layer, alpha=alpha,
             positions=positions.value, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
-            dtype=dtype.value, device=device, out=path_or_none(out)))
+            dtype=dtype.value, device=device, out=path_or_none(out), proxy_tuned=proxy_tuned,
+            proxy_base=proxy_base, beta=1.0 if beta is None else beta)
+        if out is not None:
+            start_over(out, overwrite, ("evaluate",))  # before the model loads
+        result = run_evaluate(config)
     except user_errors() as err:
         fail(err)
     title = f"{model}" + (f" + {alpha:g}·{vector.name} at layer {layer} ({positions.value})" if vector else "")
+    if proxy_tuned is not None:
+        title += f" + {1.0 if beta is None else beta:g}·({proxy_tuned} − {proxy_base})"
     table = Table(title=title)
     for col in ("dimension", "metric", "value", "n", "spec"):
         table.add_column(col, overflow="fold")

@@ -13,11 +13,13 @@ import pandas as pd
 from .._io import write_json_atomic, write_with
 from .._version import package_versions
 from ..errors import OptionError
+from ..hub import split_revision
 from ..layout import EvaluateLayout
-from ..models import load_model, peek_model
+from ..models import LoadedModel, load_model, peek_model
 from ..outputs import check_output
 from ..steering import SteeringVector, check_compatible, check_fit
 from .judges import judges_for
+from .proxy import check_same_vocab, proxy_tuned
 from .suite import EvalConfig, Steering, evaluate_suite
 
 
@@ -38,12 +40,35 @@ class EvaluateConfig:
     dtype: str = "auto"
     device: str = "auto"
     out: str | None = None  # folder for evaluate.csv; None: nothing written
+    proxy_tuned: str | None = None  # proxy-tuning (App. G): the tuned model, MODEL or MODEL@REV
+    proxy_base: str | None = None  # ... and the base it was tuned from; logits(model) + β·(tuned − base)
+    beta: float = 1.0  # the offset's strength (the paper: 1)
 
     def __post_init__(self) -> None:
         if self.vector is not None and self.layer is None:
             raise OptionError("--vector needs --layer (the block whose output is steered), e.g. --layer 14.")
         if not math.isfinite(self.alpha):
             raise OptionError(f"--alpha {self.alpha}: give a finite strength, e.g. --alpha -1.5.")
+        if (self.proxy_tuned is None) != (self.proxy_base is None):
+            given, missing = (("--proxy-tuned", "--proxy-base") if self.proxy_base is None
+                              else ("--proxy-base", "--proxy-tuned"))
+            raise OptionError(f"{given} needs {missing}: proxy-tuning adds β·(tuned − base) to the model's logits, "
+                              "so give both, e.g. --proxy-tuned LLM360/AmberChat --proxy-base LLM360/Amber@ckpt_359.")
+        if not math.isfinite(self.beta):
+            raise OptionError(f"--beta {self.beta}: give a finite strength for the proxy-tuning offset, e.g. --beta 1.")
+        if self.proxy_tuned is not None and self.vector is not None:
+            raise OptionError("--vector with --proxy-tuned: steering a proxy-tuned model is not supported (the vector "
+                              "would move the checkpoint only). Give one or the other.")
+        for ref in (self.proxy_tuned, self.proxy_base):
+            if ref is not None:
+                split_revision(ref)  # a malformed MODEL@REV is refused before anything loads
+
+    @property
+    def proxies(self) -> tuple[tuple[str, str | None], tuple[str, str | None]] | None:
+        """(tuned, base) as (MODEL, REVISION) pairs, or None without proxy-tuning."""
+        if self.proxy_tuned is None or self.proxy_base is None:
+            return None
+        return split_revision(self.proxy_tuned), split_revision(self.proxy_base)
 
 
 @dataclass
@@ -79,7 +104,7 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
         check_fit(steering.vector, config.model, shape.hidden_size or steering.vector.hidden_size, shape.n_layers,
                   None, [steering.layer], steering.allow_mismatch, option="--layer")
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    lm = load_model(config.model, revision=config.revision, dtype=config.dtype, device=config.device)
+    lm, proxied = _load(config)
     if steering is not None:  # a vector that cannot steer this model is refused before any evaluation
         check_compatible(steering.vector, lm, steering.layer, steering.allow_mismatch)
     judges = judges_for(config.suite.dimensions, config.judge, config.truth_judge, config.suite.data_dir)
@@ -89,8 +114,32 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
         layout = EvaluateLayout(out)
         write_with(layout.table, lambda tmp: table.to_csv(tmp, index=False))
         write_with(layout.parquet, lambda tmp: table.to_parquet(tmp, index=False))
-        write_json_atomic(layout.manifest, _manifest(config, asdict(lm.info), started))
+        manifest = _manifest(config, asdict(lm.info), started)
+        if proxied:
+            manifest["proxy"] = {"tuned": asdict(proxied[0].info), "base": asdict(proxied[1].info),
+                                 "beta": config.beta}
+        write_json_atomic(layout.manifest, manifest)
     return EvaluateResult(table, out)
+
+
+def _load(config: EvaluateConfig) -> tuple[LoadedModel, tuple[LoadedModel, LoadedModel] | None]:
+    """The model to evaluate, proxy-tuned when asked (then also the tuned and base models, for the manifest).
+
+    The three tokenizers are compared before any weights load, so mismatched vocabularies cost seconds. A
+    model named twice (the checkpoint as its own base) is loaded once and run with two caches.
+    """
+    proxies = config.proxies
+    if proxies is None:
+        return load_model(config.model, config.revision, config.dtype, config.device), None
+    refs = {"checkpoint": (config.model, config.revision), "tuned": proxies[0], "base": proxies[1]}
+    check_same_vocab([(f"{role} {name}" + (f"@{rev}" if rev else ""), peek_model(name, rev).tokenizer)
+                      for role, (name, rev) in refs.items()])
+    loaded: dict[tuple[str, str | None], LoadedModel] = {}
+    for ref in refs.values():
+        if ref not in loaded:
+            loaded[ref] = load_model(ref[0], ref[1], config.dtype, config.device)
+    ckpt, tuned, base = (loaded[ref] for ref in refs.values())
+    return proxy_tuned(ckpt, tuned, base, config.beta), (tuned, base)
 
 
 def _manifest(config: EvaluateConfig, model: dict[str, Any], started: str) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from .generation import GenerationConfig, generate
 from .judges import Judges, SelfCheckingTruthJudge, ToxicityJudge, TruthJudge
 from .likelihood import perplexity
 from .lmeval import LAMBADA_SPEC, lambada_last_word, lambada_scores
+from .proxy import is_proxy_tuned
 from .scoring import binary_choice, parse_binary
 from .truthfulqa import GEN_SPEC, SPEC_VERSION, MCItem, evaluate_mc, generate_answers, load_mc_items
 
@@ -203,6 +204,10 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
 def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Steering | None = None,
               judges: Judges | None = None) -> SuiteResult:
     """``evaluate_suite``'s rows, and the 0/1 outcome of every item behind them."""
+    if steering is not None and is_proxy_tuned(lm):
+        raise OptionError(f"{lm.info.ref} is proxy-tuned, and steering one is not supported: the vector would move "
+                          "the checkpoint's blocks only, not the tuned and base models whose offset is added. "
+                          "Evaluate it without a vector, or steer the checkpoint alone.")
     judges = judges or Judges()
     rows: list[Row] = []
     items: list[pd.DataFrame] = []
