@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"analysis", "vectors", "fetcher", "interop"},
     {"resume", "trace", "live"},  # the trace job
     {"evaluate"},  # the suite
-    {"sweep", "phases"},  # jobs over traces
+    {"sweep", "phases", "proxy_sweep"},  # jobs over traces
     {"report"},  # tables → pages
     {"demo"},
     {"cli", "__main__"},  # the command, and `python -m trusttrace`

@@ -442,6 +442,10 @@ def _(s): return [*steer(s), "--layers", "9"]
 def _(s): return [*steer(s), "--ppl-budget", "nan"]
 @case("steer-ppl-budget-negative", "vectors", "steer --ppl-budget -1")
 def _(s): return [*steer(s), "--ppl-budget", "-1"]
+@case("steer-proxy-half", "vectors", "steer --proxy-tuned without --proxy-base")
+def _(s): return [*steer(s), "--proxy-tuned", str(s.ctx.one)]
+@case("steer-proxy-betas-alone", "vectors", "steer --proxy-betas without the proxy models")
+def _(s): return [*steer(s), "--proxy-betas", "0.5,1"]
 @case("steer-dimension", "vectors", "steer --dimension honesty")
 def _(s):
     argv = steer(s)

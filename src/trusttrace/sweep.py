@@ -6,7 +6,9 @@ The target gets its own vector the same way, in ``OUT/target`` (the self-vector 
 ``OUT/vectors/self/``); when source and target are the same single model, that is the source's vector.
 Every (source, layer, α) is evaluated on the dimension's benchmark plus perplexity; rows go to
 ``OUT/steering.csv``, the best α per source under a perplexity budget to ``OUT/best.csv``, and with three
-or more sources the probe-accuracy/steering-effect correlation to ``OUT/correlation.csv``.
+or more sources the probe-accuracy/steering-effect correlation to ``OUT/correlation.csv``. With
+``proxy_tuned``/``proxy_base`` every source checkpoint is also evaluated proxy-tuned at each β, and the tuned
+model on its own; their rows (``proxy:<source>`` and ``tuned``) are described in ``trusttrace.proxy_sweep``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ from .layout import SteerLayout, TraceLayout, read_csv, record_settings
 from .models import LoadConfig, LoadedModel, load_model, peek_model
 from .outputs import check_output, finite_settings, removed_on_usage_error, start_over
 from .progress import Progress
+from .proxy_sweep import (
+    ProxyEval,
+    check_proxy_models,
+    check_proxy_options,
+    checkpoint_ref,
+    proxy_jobs,
+    proxy_model,
+    proxy_settings,
+)
 from .stats import mcnemar_exact
 from .steering import METHODS, POSITIONS, SteeringVector, check_fit, check_layers, hidden_size_mismatch
 from .tables import HEADLINE, STEERING_COLUMNS, best_alphas
@@ -77,6 +88,9 @@ class SteerConfig:
     perplexity_file: str | None = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # evaluations (and traces) as Ray tasks
     overwrite: bool = False  # start the folder over once every input is checked (outputs.start_over)
+    proxy_tuned: str | None = None  # proxy-tuning (App. G): the tuned model (MODEL or MODEL@REV); each source
+    proxy_base: str | None = None  # checkpoint is also evaluated as logits + β·(tuned − base), see proxy_sweep
+    proxy_betas: tuple[float, ...] = (1.0,)  # the offset's strengths (the paper: 1; 0 is the checkpoint alone)
 
     def __post_init__(self) -> None:
         _, revision = split_revision(self.source)  # validates MODEL@REVISION
@@ -93,6 +107,7 @@ class SteerConfig:
             raise UnknownNameError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
         if not self.layers or not self.alphas:
             raise OptionError("Give at least one layer (--layers) and one strength (--alphas).")
+        check_proxy_options(self.proxy_tuned, self.proxy_base, self.proxy_betas)
         finite_settings(self.settings(), "steer", positive=("ppl_budget",))  # no NaN budget or α in steer_config.json
 
     @property
@@ -113,8 +128,10 @@ class SteerConfig:
 
     def settings(self) -> dict[str, Any]:
         """The settings that change the numbers (not where the work runs, nor whether the folder starts over)."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("executor", "overwrite")}
+        skip = ("executor", "overwrite", "proxy_tuned", "proxy_base", "proxy_betas")
+        settings = {k: v for k, v in asdict(self).items() if k not in skip}
         settings.update(source=self.source_model, revisions=self.source_revisions)
+        settings.update(proxy_settings(self.proxy_tuned, self.proxy_base, self.proxy_betas))
         return settings
 
 
@@ -157,16 +174,25 @@ def _trace_vectors(model: str, config: SteerConfig, trace: TraceLayout, revision
 
 @dataclass(frozen=True)
 class _Job:
-    """One evaluation of the sweep: the unsteered target, or one (source, layer, α)."""
+    """One evaluation of the sweep: the unsteered target, one (source, layer, α), or a proxy row set (a source
+    proxy-tuned at β = ``alpha``, or the tuned model; ``proxy`` says which)."""
 
     name: str
     layer: int
     alpha: float
     vector: SteeringVector | None = None
     cosine: float = float("nan")
+    proxy: ProxyEval | None = None
+
+    @property
+    def paired(self) -> bool:
+        """Whether the job is tested against the unsteered target (every job but that one)."""
+        return self.vector is not None or self.proxy is not None
 
     @property
     def label(self) -> str:
+        if self.proxy is not None:
+            return self.name if self.proxy.beta is None else f"{self.name} β {self.alpha:g}"
         return self.name if self.vector is None else f"{self.name} layer {self.layer} α {self.alpha:+g}"
 
 
@@ -193,6 +219,9 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
     if done is not None:
         return done
     target, judges = _target_and_judges(config)
+    if job.proxy is not None and config.proxy_tuned is not None and config.proxy_base is not None:
+        target = proxy_model(job.proxy, config.proxy_tuned, config.proxy_base, config.dtype, config.device,
+                             {config.target_model: target})
     eval_config = EvalConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir,
                              perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file)
     steering = None if job.vector is None else Steering(job.vector, job.layer, job.alpha, config.positions,
@@ -234,16 +263,20 @@ def _jobs(config: SteerConfig, sources: dict[str, SteeringVector], self_vector: 
         for layer in config.layers:
             cosine = vector.cosine(self_vector, layer)
             jobs += [_Job(name, layer, alpha, vector, cosine) for alpha in config.alphas]
+    if config.proxy_tuned is not None:
+        jobs += [_Job(name, -1, alpha, proxy=proxy) for name, alpha, proxy in
+                 proxy_jobs(list(sources), config.source_model, config.proxy_betas, config.proxy_tuned,
+                            config.target_model)]
     return jobs
 
 
 def _paired_tests(layout: SteerLayout, jobs: list[_Job], frames: dict[int, pd.DataFrame]) -> dict[int, pd.DataFrame]:
     """Each steered job's 0/1 outcomes against the unsteered ones on the same items: McNemar's exact test,
-    as ``<metric>_p_mcnemar`` rows (with the counts of items that went 1 → 0 and 0 → 1 in ``spec``)."""
+    as ``<metric>_p_mcnemar`` rows (proxy-tuned jobs too) (with the counts of items that went 1 → 0 and 0 → 1 in ``spec``)."""
     base = pd.read_csv(layout.items("unsteered", -1, 0.0))
     tested = dict(frames)
     for i, job in enumerate(jobs):
-        if job.vector is None or i not in frames:
+        if not job.paired or i not in frames:
             continue
         steered = pd.read_csv(layout.items(job.name, job.layer, job.alpha))
         rows = []
@@ -266,8 +299,8 @@ def _check_shapes(config: SteerConfig) -> None:
     try:
         goal = peek_model(target, target_revision, tokenizer=False)
         revision: str | None = None
-        if revisions:
-            ref, revision = source, revisions[0]
+        if revisions:  # a hub revision, or a local series' checkpoint folder
+            ref, revision = checkpoint_ref(source, revisions[0])
         elif Path(source).expanduser().is_dir():  # a local series (or one checkpoint): its first folder
             first = CheckpointSeries.resolve(source).checkpoints[0]
             ref, revision = first.ref, first.revision
@@ -292,6 +325,8 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerRes
     progress = progress or Progress()
     check_output(config.out)  # before any model loads or anything is written
     _check_shapes(config)  # a source of another width, or layers the target lacks: refused before any tracing
+    if config.proxy_tuned is not None and config.proxy_base is not None:
+        check_proxy_models(config.proxy_tuned, config.proxy_base)  # their vocabularies, before any tracing
     if config.overwrite:  # every input has passed: only now may the old sweep go
         start_over(config.out, True, ("steer",))
     layout = SteerLayout(Path(config.out))

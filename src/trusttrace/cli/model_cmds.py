@@ -169,6 +169,13 @@ def steer(
     perplexity_file: PerplexityFileOpt = None,
     judge: JudgeOpt = "offline",
     truth_judge: TruthJudgeOpt = "offline",
+    proxy_tuned: Annotated[str | None, typer.Option(help="Also evaluate each source checkpoint proxy-tuned by this "
+                                                         "tuned model (MODEL or MODEL@REV) minus --proxy-base, "
+                                                         "and the tuned model itself (App. G).")] = None,
+    proxy_base: Annotated[str | None, typer.Option(help="The model --proxy-tuned was tuned from (MODEL@REV), "
+                                                        "e.g. LLM360/Amber@ckpt_359.")] = None,
+    proxy_betas: Annotated[str | None, typer.Option(help="Comma-separated proxy-tuning strengths β (default 1; "
+                                                         "0 is the checkpoint alone).")] = None,
     executor: ExecutorOpt = Executor.local,
     ray_address: RayAddressOpt = None,
     gpus_per_task: GpusOpt = 0.0,
@@ -177,7 +184,8 @@ def steer(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Build steering vectors from source checkpoints and sweep layer × α on a target model."""
+    """Build steering vectors from source checkpoints and sweep layer × α on a target model (optionally beside
+    the source checkpoints proxy-tuned)."""
     import logging
 
     from ..layout import SteerLayout
@@ -196,9 +204,13 @@ def steer(
             max_statement_tokens=max_tokens,
             ppl_budget=ppl_budget, data_dir=path_or_none(data_dir), dtype=dtype.value, device=device,
             allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge, perplexity_source=perplexity.value,
-            perplexity_file=path_or_none(perplexity_file),
+            perplexity_file=path_or_none(perplexity_file), proxy_tuned=proxy_tuned, proxy_base=proxy_base,
+            proxy_betas=numbers(proxy_betas, "--proxy-betas", float) if proxy_betas is not None else (1.0,),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
             overwrite=overwrite)
+        if proxy_betas is not None and proxy_tuned is None:
+            raise OptionError(f"--proxy-betas {proxy_betas} without --proxy-tuned and --proxy-base: the strengths "
+                              "are for proxy-tuning; give both models, or drop --proxy-betas.")
         start_over(out, overwrite, ("steer",), remove=False)  # run_steer removes it once its inputs pass
         with progress_bars(quiet) as progress:
             result = run_steer(config, progress)

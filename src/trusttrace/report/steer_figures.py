@@ -29,7 +29,7 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
     groups = list(steered.groupby(["source_revision", "layer"], sort=False))
     for colour, ((source, layer), g) in zip(colours(len(groups), "Viridis"), groups):
         g = g.sort_values("alpha")
-        label = f"{source} · layer {int(layer)}"
+        label = f"{source} · layer {int(layer)}" if layer >= 0 else f"{source} (x: proxy-tuning β)"
         p = g[f"{metric}_p_mcnemar"] if f"{metric}_p_mcnemar" in g else pd.Series(np.nan, index=g.index)
         significant = (p < SIGNIFICANT).to_numpy()
         error = ({"type": "data", "symmetric": False, "array": g[f"{metric}_ci_high"] - g[metric],
