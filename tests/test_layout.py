@@ -23,6 +23,7 @@ def test_paths_nest_and_names_are_safe(tmp_path):
     assert demo.steer("toxicity").vectors.vector("org/rev", "toxicity") == (
         tmp_path / "steer-toxicity" / "vectors" / "org__rev" / "toxicity.safetensors")
     assert TraceLayout(tmp_path).activation("org/rev", "fairness").parent.name == safe_name("org/rev") == "org__rev"
+    assert safe_name("proxy:step0") == "proxy__step0"  # no colon in a file name: some file systems refuse it
     assert SteerLayout(tmp_path).part("step/1", 3, -2.0).name == "step__1__L3__a-2.csv"
     assert report_for(tmp_path).root == tmp_path / "report"
     assert report_for(tmp_path / "x.csv", 2).root == tmp_path / "report-compare"

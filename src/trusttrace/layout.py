@@ -21,8 +21,8 @@ One class per kind of run folder, and ``RunLayout`` to say what a folder holds::
                report/, log.txt
     report     index.html, figures/<name>.png, tables/<name>.csv
 
-Names that hold a ``/`` (hub revisions such as ``org/branch``) are stored with ``__`` in its place
-(``safe_name``). Every file is written atomically (temporary name, then rename) with a record of its size and
+Names that hold a ``/`` or ``:`` (hub revisions such as ``org/branch``, a sweep's ``proxy:<source>`` rows)
+are stored with ``__`` in its place (``safe_name``). Every file is written atomically (temporary name, then rename) with a record of its size and
 sha256 beside it, ``<name>.sha256.json`` (``_io``, ``integrity``); a resuming run uses only files that match
 their records, and the results table is always rebuilt from the intact parts.
 """
@@ -53,8 +53,9 @@ Kind = Literal["trace", "probe", "steer", "pretrain", "demo", "empty"]
 
 
 def safe_name(name: str) -> str:
-    """A revision or source name as a file or folder name (``/`` → ``__``)."""
-    return name.replace("/", "__")
+    """A revision or source name as a file or folder name: ``/`` and ``:`` (``org/branch``, a steering
+    sweep's ``proxy:<source>`` rows), which some file systems refuse, become ``__``."""
+    return name.replace("/", "__").replace(":", "__")
 
 
 class At:
