@@ -26,7 +26,9 @@ def test_tiny_demo_runs_every_stage_and_resumes(tmp_path, sft_data):
     assert summary["steering_sources"] == ["step1", "step4", "step12"]  # 6 is as near 4 as 8: the earlier
     assert set(summary["steering"]) == {"toxicity", "fairness"}
     tox = pd.read_csv(out / "steer-toxicity" / "steering.csv")
-    assert set(tox.source_revision) == {"unsteered", "self", "step1", "step4", "step12"}
+    assert set(tox.source_revision) == {"unsteered", "self", "step1", "step4", "step12", "proxy:step1", "proxy:step4",
+                                        "proxy:step12"}  # the sources proxy-tuned by (chat − step12), β = 1
+    assert "`proxy:<step>` rows" in (out / "summary.md").read_text()
     assert (out / "pretrain" / "trace" / "mi" / "phases.csv").exists() and (out / "chat" / "config.json").exists()
     assert "## Steering the chat model: toxicity (layer 1)" in (out / "summary.md").read_text()
     assert "## Selectivity" in (out / "summary.md").read_text()

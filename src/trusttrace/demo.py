@@ -53,6 +53,7 @@ class DemoConfig:
     steer_dimensions: tuple[str, ...] = ("toxicity", "fairness")
     alphas: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
     steer_limit: int = 100
+    proxy_betas: tuple[float, ...] = (1.0,)  # the steered checkpoints also proxy-tuned by (chat − last); () for none
     seed: int = 0
     size: str = "small"  # small (the real demo) | tiny (a smoke run in seconds)
 
@@ -133,7 +134,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
             source=str(layout.pretrain.checkpoints_dir), select=",".join(f"step{s}" for s in sources),
             target=str(chat.out), dimension=dim, out=str(layout.steer(dim).root), layers=(layer,),
             alphas=config.alphas, limit=config.steer_limit, source_limit=config.trace_limit,
-            data_dir=config.data_dir, perplexity_source="statements"), progress).table
+            data_dir=config.data_dir, perplexity_source="statements", **_proxy(config, chat.out, checkpoints[-1])),
+            progress).table
     progress.stage("4/4 summarising and drawing the report")
     summary = summarise(layout.pretrain.trace.read_results(), phases.phases, steer_tables, sources, layer)
     write_json_atomic(layout.summary_json, summary)
@@ -142,6 +144,14 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     for note in report.notes:
         log.warning(note)
     return DemoResult(layout.root, summary)
+
+
+def _proxy(config: DemoConfig, chat: Path, last: Path) -> dict[str, Any]:
+    """The sweep's proxy-tuning options: each steered checkpoint shifted by (chat − last checkpoint), the
+    paper's App. G with the chat model fine-tuned here from the last checkpoint; none when no β is given."""
+    if not config.proxy_betas:
+        return {}
+    return {"proxy_tuned": str(chat), "proxy_base": str(last), "proxy_betas": config.proxy_betas}
 
 
 def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[str, pd.DataFrame],
@@ -205,6 +215,10 @@ def summary_markdown(summary: dict[str, Any], out: Path) -> str:
         for r in s["rows"]:
             values = " | ".join("-" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in cols)
             lines.append(f"| {r['source_revision']} | {r['alpha']:+g} | {values} |")
+        if any(str(r["source_revision"]).startswith("proxy:") for r in s["rows"]):
+            note = ("`proxy:<step>` rows: that checkpoint proxy-tuned by (chat − last checkpoint), unsteered, with "
+                    "β in the α column (the paper's App. G beside its steering vectors).")
+            lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
