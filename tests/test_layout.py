@@ -12,6 +12,7 @@ from trusttrace.layout import (
     SteerLayout,
     TraceLayout,
     record_settings,
+    refuse_other_settings,
     report_for,
     safe_name,
 )
@@ -68,8 +69,12 @@ def test_a_manifest_of_the_flat_format_still_guards_its_folder(tmp_path):
     layout = TraceLayout(tmp_path)
     layout.write_manifest({"config": {"model": "m", "seed": 0, "protocol": "cv"},
                            "datasets": {"toxicity": {"sha256": "a" * 64}}})
-    layout.check_resume({"model": "m", "seed": 0, "protocol": "cv"}, {"toxicity": "a" * 64})
+
+    def check_resume(settings: dict, datasets: dict) -> None:  # what resume.resume_trace does with a finished run
+        refuse_other_settings(layout.root, layout.settings_diff(settings, datasets), "a run")
+
+    check_resume({"model": "m", "seed": 0, "protocol": "cv"}, {"toxicity": "a" * 64})
     with pytest.raises(ValueError, match="protocol: 'cv' → 'paper-code'"):
-        layout.check_resume({"model": "m", "seed": 0, "protocol": "paper-code"}, {"toxicity": "a" * 64})
+        check_resume({"model": "m", "seed": 0, "protocol": "paper-code"}, {"toxicity": "a" * 64})
     with pytest.raises(ValueError, match="dataset toxicity"):
-        layout.check_resume({"model": "m", "seed": 0, "protocol": "cv"}, {"toxicity": "b" * 64})
+        check_resume({"model": "m", "seed": 0, "protocol": "cv"}, {"toxicity": "b" * 64})

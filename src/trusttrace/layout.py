@@ -168,10 +168,6 @@ class TraceLayout:
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         write_json_atomic(self.manifest, manifest)
 
-    def check_resume(self, settings: Mapping[str, Any], datasets: Mapping[str, str]) -> None:
-        """Refuse when the folder holds results of other settings or other dataset contents (sha256)."""
-        refuse_other_settings(self.root, self.settings_diff(settings, datasets), "a run")
-
     def write_results(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Put rows in training order and write ``results.csv`` and ``results.parquet`` atomically."""
         frame = order_results(frame)
