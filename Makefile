@@ -51,7 +51,8 @@ system-packages:
 	  echo "note: no apt-get here; install chromium and chromedriver (or set TRUSTTRACE_CHROMIUM and TRUSTTRACE_CHROMEDRIVER) for the browser tests" >&2; \
 	fi
 
-# Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints (offline, ~15 min).
+# Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints (offline; sized
+# from this machine's measured speed to end within --budget, 15 min by default: trusttrace.demo_plan).
 demo: setup
 	$(BIN)/trusttrace demo --out runs/demo
 

@@ -1,20 +1,24 @@
 """Batched last-token extraction against the released code's loop, on the same statements in one run.
 
 The released loop: fp32, one statement per forward pass, the full model (LM head included), a forward hook
-per block. Ours: ``extract_last_token`` in the auto dtype. Also measures this machine's matmul FLOP/s in
-our dtype, and reports ``roofline_fraction`` = our model FLOP/s (2 × block parameters × real tokens, plus
-causal attention) over that matmul FLOP/s. Prints one JSON line.
+per block. Ours: ``extract_last_token`` in --dtype (default auto: bf16 where the hardware runs it fast) on
+--device. Also measures this machine's matmul FLOP/s in our dtype (``_common.matmul_flops_per_s``: the fastest
+of a 2048³ product and the model's own projection shapes at the bucket size), and reports
+``roofline_fraction`` = our model FLOP/s (2 × block parameters × real tokens, plus causal attention; padding
+and the final norm count for nothing) over that matmul FLOP/s. Prints one JSON line.
 
     python benchmarks/extraction.py --model smollm2-135m-instruct --limit 400
+    python benchmarks/extraction.py --dtype float32            # the fp32 path on a bf16 machine
+    python benchmarks/extraction.py --compile                  # torch.compile the blocks (opt-in)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
+from _common import forward_flops, machine, matmul_flops_per_s, parser, sync
 
 from trusttrace.batching import untuple
 from trusttrace.data import load_dataset
@@ -40,55 +44,46 @@ def paper_loop(lm, statements: list[str]) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
-def model_flops(lm, lengths: list[int]) -> float:
-    """Forward FLOPs of the decoder blocks on the real tokens: 2·params per token plus causal attention."""
-    block_params = sum(p.numel() for b in lm.blocks for name, p in b.named_parameters() if p.dim() == 2)
-    tokens = sum(lengths)
-    attention = sum(2 * 2 * lm.info.hidden_size * n * (n + 1) / 2 for n in lengths) * lm.info.n_layers
-    return 2.0 * block_params * tokens + attention
-
-
-def matmul_flops_per_s(dtype: torch.dtype, shapes: list[tuple[int, int, int]], repeats: int = 10) -> float:
-    """The best matmul throughput over ``shapes`` (m, k, n) in ``dtype`` on this machine."""
-    best = 0.0
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        for _ in range(3):
-            a @ b
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
-    return best
+def roofline_shapes(lm, rows: int) -> list[tuple[int, int, int]]:
+    """A 2048³ product and every distinct projection shape of the blocks at ``rows`` tokens (m, k, n)."""
+    shapes = {(2048, 2048, 2048)}
+    for block in lm.blocks:
+        for module in block.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+                n, k = weight.shape if isinstance(module, torch.nn.Linear) else weight.shape[::-1]  # Conv1D: [k, n]
+                shapes.add((rows, int(k), int(n)))
+    return sorted(shapes)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--dimension", default="fairness")
-    parser.add_argument("--limit", type=int, default=400)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours; the best is kept")
-    args = parser.parse_args()
+    p = parser(__doc__, limit=400)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of ours; the best is kept")
+    p.add_argument("--compile", action="store_true", help="ExtractConfig(compile=True): torch.compile the blocks")
+    args = p.parse_args()
 
     statements = list(load_dataset(args.dimension, args.data_dir, limit=args.limit).statements)
-    ours_lm = load_model(args.model)
-    config = ExtractConfig()
-    extract_last_token(ours_lm, statements[:32], config)  # warm-up
+    ours_lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    config = ExtractConfig(compile=args.compile)
+    start = time.perf_counter()
+    extract_last_token(ours_lm, statements[:32], config)  # warm-up (and compilation, with --compile)
+    t_warm = time.perf_counter() - start
     times = []
     for _ in range(args.repeats):
+        sync(ours_lm.info.device)
         start = time.perf_counter()
         ours = extract_last_token(ours_lm, statements, config)
+        sync(ours_lm.info.device)
         times.append(time.perf_counter() - start)
     t_ours = min(times)
     lengths = [len(ids) for ids in ours_lm.tokenizer(statements)["input_ids"]]
-    flops = model_flops(ours_lm, lengths)
+    flops = forward_flops(ours_lm, lengths)
     dtype = next(ours_lm.model.parameters()).dtype
-    d, ff = ours_lm.info.hidden_size, getattr(ours_lm.model.config, "intermediate_size", 4 * ours_lm.info.hidden_size)
-    roof = matmul_flops_per_s(dtype, [(2048, 2048, 2048), (config.max_tokens, d, ff), (config.max_tokens, ff, d)])
+    roof = matmul_flops_per_s(dtype, roofline_shapes(ours_lm, config.max_tokens), device=ours_lm.info.device)
+    host = machine(ours_lm.info.device, dtype)
     del ours_lm
 
-    paper_lm = load_model(args.model, dtype="float32")
+    paper_lm = load_model(args.model, dtype="float32", device="cpu")
     paper_loop(paper_lm, statements[:8])  # warm-up
     start = time.perf_counter()
     theirs = paper_loop(paper_lm, statements)
@@ -97,13 +92,14 @@ def main() -> None:
     rel = ((ours.float() - theirs).norm(dim=-1) / theirs.norm(dim=-1)).max().item()
     print(json.dumps({
         "benchmark": "extraction", "model": args.model, "statements": len(statements), "tokens": sum(lengths),
-        "layers": int(theirs.shape[0]), "dtype_ours": str(dtype).removeprefix("torch."),
-        "seconds_ours": round(t_ours, 3), "seconds_paper_loop": round(t_paper, 3),
+        "layers": int(theirs.shape[0]), "dtype_ours": str(dtype).removeprefix("torch."), "compile": args.compile,
+        "seconds_ours": round(t_ours, 3), "seconds_ours_runs": [round(t, 3) for t in times],
+        "seconds_warm_up": round(t_warm, 2), "seconds_paper_loop": round(t_paper, 3),
         "speedup_vs_paper_loop": round(t_paper / t_ours, 2),
         "tokens_per_s_ours": round(sum(lengths) / t_ours, 1),
         "model_gflops_per_s": round(flops / t_ours / 1e9, 1), "matmul_gflops_per_s": round(roof / 1e9, 1),
         "roofline_fraction": round(flops / t_ours / roof, 3),
-        "max_rel_diff_vs_paper_loop": round(rel, 4),
+        "max_rel_diff_vs_paper_loop": round(rel, 4), **host,
     }))
 
 

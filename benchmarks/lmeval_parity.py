@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine
+from _common import add_device_dtype, machine
 
 from trusttrace.evaluate.lmeval import QUESTION_SETS, MCDoc, load_docs, score_docs
 from trusttrace.models import LoadedModel, load_model
@@ -69,16 +69,15 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--questions", default="all", choices=QUESTION_SETS)
     parser.add_argument("--limit", type=int, default=None, help="questions (default: all)")
-    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args()
+    args = add_device_dtype(parser, dtype="float32").parse_args()
     try:
         import lm_eval
     except ImportError:
         sys.exit("lm-eval is not installed: `pip install 'trusttrace[lmeval]'` (make setup installs it).")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # lm-eval reads the local JSON file; no hub look-ups
-    lm = load_model(args.model, dtype=args.dtype)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
     docs, source = load_docs(args.data_dir, args.questions, args.limit)
 
     started = time.perf_counter()
@@ -92,8 +91,7 @@ def main() -> None:
     agree = (mc1 == theirs["truthfulqa_mc1"]) & (np.abs(mc2 - theirs["truthfulqa_mc2"]) <= 1e-4)
     print(json.dumps({
         "benchmark": "lmeval_parity", "model": args.model, "questions": len(docs), "documents": source,
-        "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else "?", **machine(),
-        "dtype": lm.info.dtype,
+        "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else "?", **machine(lm.info.device, lm.info.dtype),
         "mc1_ours": round(float(mc1.mean()), 6), "mc1_lmeval": round(float(theirs["truthfulqa_mc1"].mean()), 6),
         "mc2_ours": round(float(mc2.mean()), 6), "mc2_lmeval": round(float(theirs["truthfulqa_mc2"].mean()), 6),
         "mc1_abs_diff": float(abs(mc1.mean() - theirs["truthfulqa_mc1"].mean())),

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from _common import paper_split, parser
+from _common import machine, paper_split, parser
 
 from trusttrace._alloc import keep_freed_memory
 from trusttrace.mutual_info import MIConfig, estimate_mi
@@ -76,7 +76,7 @@ def main() -> None:
         "max_rel_diff_fp32_original_vs_fp64": float(f"{np.max(np.abs(orig - ref) / np.abs(ref)):.3g}"),
         "min_mi_ty_fp32_original": round(float(rel32_ty.min()), 5), "min_mi_ty_ours": round(float(ours_ty.min()), 5),
         "mi_tx_layer0_14_29": [round(float(ours_tx[i]), 4) for i in (0, 14, 29)],
-        "mi_ty_layer0_14_29": [round(float(ours_ty[i]), 4) for i in (0, 14, 29)],
+        "mi_ty_layer0_14_29": [round(float(ours_ty[i]), 4) for i in (0, 14, 29)], **machine(args.device, args.dtype),
     }))
 
 

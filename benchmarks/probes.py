@@ -14,7 +14,7 @@ import time
 import warnings
 
 import numpy as np
-from _common import paper_split, parser
+from _common import machine, paper_split, parser
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
@@ -47,7 +47,7 @@ def main() -> None:
         "max_acc_diff": round(float(np.abs(ours - theirs).max()), 4),
         "best_layer_ours": int(ours.argmax()), "best_acc_ours": round(float(ours.max()), 4),
         "best_layer_sklearn": int(theirs.argmax()), "best_acc_sklearn": round(float(theirs.max()), 4),
-        "acc_layer0": round(float(ours[0]), 4),
+        "acc_layer0": round(float(ours[0]), 4), **machine(args.device, args.dtype),
     }))
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine
+from _common import add_device_dtype, machine
 
 from trusttrace.batching import pad_batch, pad_id_of, positions_of
 from trusttrace.evaluate.proxy import ProxyTuned, proxy_tuned
@@ -47,15 +47,14 @@ def main() -> None:
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--dtype", default="float32")
-    args = p.parse_args()
+    args = add_device_dtype(p, dtype="float32").parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
             refs = [str(save_tiny(Path(tmp) / f"m{i}", "llama", seed=i, n_layers=4, hidden=64)) for i in range(3)]
         else:
             refs = [args.model, args.tuned or args.model, args.base or args.model]
-        ckpt, tuned, base = (load_model(r, dtype=args.dtype) for r in refs)
+        ckpt, tuned, base = (load_model(r, dtype=args.dtype, device=args.device) for r in refs)
     lm = proxy_tuned(ckpt, tuned, base, args.beta)
     assert isinstance(lm.model, ProxyTuned)
     prompts, _ = planted_statements(args.prompts, seed=0)
@@ -71,14 +70,12 @@ def main() -> None:
     uncached = naive((ckpt, tuned, base), ids, mask, args.beta, args.max_new_tokens)
     t_naive = time.perf_counter() - start
     n_tokens = args.prompts * args.max_new_tokens
-    host = machine()
-    host["auto_dtype"] = host.pop("dtype")  # what `auto` would pick here; the run's own dtype is --dtype
     print(json.dumps({
         "benchmark": "proxy", "model": args.model or "tiny-llama (4 layers, hidden 64)", "beta": args.beta,
-        "dtype": args.dtype, "prompts": args.prompts, "max_new_tokens": args.max_new_tokens,
+        "prompts": args.prompts, "max_new_tokens": args.max_new_tokens,
         "tokens_per_s_cached": round(n_tokens / t_cached, 1), "tokens_per_s_naive": round(n_tokens / t_naive, 1),
         "speedup": round(t_naive / t_cached, 2),
-        "identical_fraction": float((cached == uncached).all(dim=1).float().mean()), **host}))
+        "identical_fraction": float((cached == uncached).all(dim=1).float().mean()), **machine(lm.info.device, args.dtype)}))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import add_device_dtype, machine
+
 from trusttrace.testing import save_tiny, write_planted_data_dir
 
 CHILD = """
@@ -22,13 +24,14 @@ import resource, sys
 from trusttrace.models import LoadConfig
 from trusttrace.trace import TraceConfig, run_trace
 run_trace(TraceConfig(model=sys.argv[1], out=sys.argv[2], data_dir=sys.argv[3], select=sys.argv[4],
-                      load=LoadConfig(dtype="float32")))
+                      load=LoadConfig(dtype=sys.argv[5], device=sys.argv[6])))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
-def peak_rss_mb(series: Path, out: Path, data: Path, select: str) -> int:
-    done = subprocess.run([sys.executable, "-c", CHILD, str(series), str(out), str(data), select],
+def peak_rss_mb(series: Path, out: Path, data: Path, select: str, args: argparse.Namespace) -> int:
+    done = subprocess.run([sys.executable, "-c", CHILD, str(series), str(out), str(data), select, args.dtype,
+                           args.device],
                           check=True, capture_output=True, text=True)
     return int(done.stdout.strip().splitlines()[-1])
 
@@ -38,17 +41,17 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=6)
     parser.add_argument("--hidden", type=int, default=512, help="hidden size of the random checkpoints")
     parser.add_argument("--rows", type=int, default=400, help="statements per dimension")
-    args = parser.parse_args()
+    args = add_device_dtype(parser, dtype="float32").parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for i in range(args.checkpoints):
             save_tiny(root / "series" / f"step{i * 100}", "llama", seed=i, n_layers=6, hidden=args.hidden)
         data = write_planted_data_dir(root / "data", rows=args.rows)
-        one = peak_rss_mb(root / "series", root / "one", data, "first:1")
-        many = peak_rss_mb(root / "series", root / "many", data, "all")
+        one = peak_rss_mb(root / "series", root / "one", data, "first:1", args)
+        many = peak_rss_mb(root / "series", root / "many", data, "all", args)
     print(json.dumps({"benchmark": "trace_memory", "checkpoints": args.checkpoints,
                       "peak_rss_mb_1_checkpoint": one, f"peak_rss_mb_{args.checkpoints}_checkpoints": many,
-                      "growth_ratio": round(many / one, 3)}))
+                      "growth_ratio": round(many / one, 3), **machine(args.device, args.dtype)}))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import time
 
 import numpy as np
+from _common import add_device_dtype, machine
 
 from trusttrace.evaluate.likelihood import continuation_logprobs
 from trusttrace.evaluate.truthfulqa import QA_PRIMER, load_mc_items, mc_scores, prompt_for
@@ -23,10 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--limit", type=int, default=50, help="questions")
-    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args()
-    lm = load_model(args.model, dtype=args.dtype)
+    args = add_device_dtype(parser).parse_args()
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
     items, _ = load_mc_items(args.data_dir, args.limit)
     contexts = [prompt_for(item.question) for item in items for _ in (*item.true, *item.false)]
     answers = [" " + a for item in items for a in (*item.true, *item.false)]
@@ -47,7 +47,7 @@ def main() -> None:
         return np.array(out)
 
     mc_cached, mc_plain = mc(cached), mc(plain)
-    print(json.dumps({"benchmark": "truthfulqa_mc", "model": args.model, "dtype": lm.info.dtype,
+    print(json.dumps({"benchmark": "truthfulqa_mc", "model": args.model, **machine(lm.info.device, lm.info.dtype),
                       "questions": len(items), "sequences": len(contexts), "cached_s": round(cached_s, 2),
                       "plain_s": round(plain_s, 2), "speedup": round(plain_s / cached_s, 2),
                       "max_abs_logp_diff": float(np.max(np.abs(cached - plain))),

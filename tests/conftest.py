@@ -40,11 +40,18 @@ def data_dir(tmp_path_factory) -> Path:
     return write_planted_data_dir(tmp_path_factory.mktemp("data"), rows=120)
 
 
+@pytest.fixture(scope="session")
+def _gguf_cache(tmp_path_factory) -> Path:
+    """One de-quantised copy of each GGUF for the whole session (540 MB for the built-in SmolLM2)."""
+    return tmp_path_factory.mktemp("gguf-cache")
+
+
 @pytest.fixture(autouse=True)
-def _no_hub(monkeypatch, tmp_path):
+def _no_hub(monkeypatch, tmp_path, _gguf_cache):
     """Tests never reach the network or the user's caches."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRUSTTRACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRUSTTRACE_GGUF_CACHE", str(_gguf_cache))
     monkeypatch.delenv("TRUSTTRACE_DATA_DIR", raising=False)
 
 

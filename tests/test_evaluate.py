@@ -296,3 +296,31 @@ def test_a_shared_prefix_is_run_once_with_the_same_scores(lm):
     plain = continuation_logprobs(lm, contexts, answers, max_batch=2)
     cached = continuation_logprobs(lm, contexts, answers, max_batch=2, shared_prefix=prefix)
     np.testing.assert_allclose(cached, plain, atol=1e-4)  # the third context does not start with it
+
+
+def test_the_offline_judges_training_embeddings_are_cached(data_dir, monkeypatch, caplog):
+    import os
+    from pathlib import Path
+
+    from trusttrace.evaluate.judges import EmbeddingJudge, SentenceEncoder
+
+    first = EmbeddingJudge.train(data_dir)
+    stored = list((Path(os.environ["TRUSTTRACE_CACHE"]) / "judges").glob("embeddings-*.npy"))
+    assert len(stored) == 1
+    encoded = []
+    real = SentenceEncoder.encode
+
+    def counted(self, texts, **kw):
+        encoded.append(len(texts))
+        return real(self, texts, **kw)
+
+    monkeypatch.setattr(SentenceEncoder, "encode", counted)
+    again = EmbeddingJudge.train(data_dir)
+    assert encoded == []  # read back, not encoded again
+    assert np.array_equal(again.classifier.coef_, first.classifier.coef_)
+    assert again.heldout_accuracy == first.heldout_accuracy
+    stored[0].write_bytes(stored[0].read_bytes()[:-64])  # damaged: encoded again, with a warning
+    with caplog.at_level("WARNING"):
+        third = EmbeddingJudge.train(data_dir)
+    assert encoded == [60] and "is damaged" in caplog.text
+    assert np.array_equal(third.classifier.coef_, first.classifier.coef_)

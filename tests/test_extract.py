@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from trusttrace.extract import ExtractConfig, extract_last_token, length_buckets
+from trusttrace.batching import length_buckets
+from trusttrace.extract import ExtractConfig, extract_last_token
 from trusttrace.models import load_model
 from trusttrace.testing import planted_statements
 
@@ -48,3 +49,30 @@ def test_buckets_respect_token_budget():
     for b in buckets:
         assert len(b) <= 3
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 40
+
+
+def test_compile_gives_the_eager_activations(tiny_models):
+    """compile=True (torch.compile of each block's forward) reads the same rows as eager, to float rounding,
+    and leaves the blocks eager afterwards."""
+    lm = load_model(str(tiny_models["llama"]), dtype="float32")
+    statements, _ = planted_statements(11, seed=3)
+    eager = extract_last_token(lm, statements, ExtractConfig(max_batch=4))
+    compiled = extract_last_token(lm, statements, ExtractConfig(max_batch=4, compile=True))
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
+    assert all("forward" not in vars(b) and not b._forward_hooks for b in lm.blocks)
+
+
+@pytest.mark.parametrize("pass_tokens", [0, 7, 1000])
+def test_fewest_padded_buckets_is_a_valid_partition_with_no_more_padding(pass_tokens):
+    from trusttrace.batching import fewest_padded_buckets
+
+    lengths = [5, 50, 3, 7, 20, 20, 2, 9, 9, 31, 4, 12]
+    buckets = fewest_padded_buckets(lengths, max_tokens=60, max_batch=4, pass_tokens=pass_tokens)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    for b in buckets:
+        assert len(b) <= 4
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 60
+
+    def cost(bs):
+        return sum(len(b) * max(lengths[i] for i in b) + pass_tokens for b in bs)
+    assert cost(buckets) <= cost(length_buckets(lengths, max_tokens=60, max_batch=4))

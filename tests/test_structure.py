@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"_version", "_io", "_alloc", "names", "hub", "assets", "progress", "tables", "stats", "layout", "remote", "batching",
      "executors", "integrity", "verify", "errors", "settings", "outputs"},  # plumbing that knows no stage
     {"checkpoints"},  # which revisions
-    {"models", "model_files"},  # loading one
+    {"models", "model_files", "gguf_cache"},  # loading one
     {"data", "statements", "groups", "corpus", "corpus_builtin"},  # what is fed to models
     {"training", "pretrain", "finetune", "testing"},  # making checkpoints (and test models)
     {"extract", "store"},  # activations
@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"evaluate"},  # the suite
     {"sweep", "phases", "proxy_sweep"},  # jobs over traces
     {"report"},  # tables → pages
-    {"demo"},
+    {"demo", "demo_plan"},  # the demo, and the plan that sizes it to a time budget
     {"cli", "__main__"},  # the command, and `python -m trusttrace`
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import ModelError
@@ -40,6 +41,39 @@ def length_buckets(lengths: Sequence[int], max_tokens: int, max_batch: int) -> l
     if current:
         buckets.append(current)
     return buckets
+
+
+def fewest_padded_buckets(lengths: Sequence[int], max_tokens: int, max_batch: int, pass_tokens: int
+                          ) -> list[list[int]]:
+    """Group indices by sorted length into buckets of at most ``max_tokens`` padded tokens and ``max_batch``
+    rows, choosing the cuts that minimise padded tokens + ``pass_tokens`` × forward passes.
+
+    ``length_buckets`` fills each bucket greedily, so a bucket can span short and long statements and pad the
+    short ones to the longest (5-24 % of the tokens were padding at 4096 on trusttrace's datasets). Here the
+    cuts are chosen exactly (dynamic programming over the sorted lengths); ``pass_tokens`` is what one more
+    forward pass costs, in padded tokens (per-pass overhead and smaller, less efficient matmuls), and keeps
+    the buckets from shrinking to one length each. A statement longer than ``max_tokens`` gets a bucket of
+    its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    width = np.asarray([lengths[i] for i in order], dtype=np.int64)
+    n = len(order)
+    best = np.zeros(n + 1, dtype=np.int64)  # best[i]: least cost of the first i sorted statements
+    cut = np.zeros(n + 1, dtype=np.int64)  # where the last bucket of that best starts
+    for end in range(1, n + 1):
+        w = int(width[end - 1])  # sorted ascending: the bucket's widest is its last
+        rows = max(1, min(max_batch, max_tokens // w, end))
+        starts = np.arange(end - rows, end)  # bucket = sorted[start:end]
+        costs = best[starts] + (end - starts) * w + pass_tokens
+        k = int(costs.argmin())
+        best[end], cut[end] = costs[k], starts[k]
+    buckets: list[list[int]] = []
+    end = n
+    while end > 0:
+        start = int(cut[end])
+        buckets.append(order[start:end])
+        end = start
+    return buckets[::-1]
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,7 @@
-"""``trusttrace demo``: the whole method on a model pre-trained here, offline, in about a quarter of an hour.
+"""``trusttrace demo``: the whole method on a model pre-trained here, offline, within a time budget.
+
+With ``budget_s`` (the CLI's ``--budget``, 15 minutes by default) the model size, steps, checkpoints and
+statements are first chosen from this machine's measured speed (``trusttrace.demo_plan``; ``OUT/demo_plan.json``).
 
 Stages (each resumes when the demo is run again on the same folder):
 
@@ -15,16 +18,19 @@ Stages (each resumes when the demo is run again on the same folder):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ._io import write_json_atomic, write_text_atomic
 from .data import DIMENSIONS
-from .errors import UnknownNameError
+from .demo_plan import PLANS, SIZES, Plan, choose, measure
+from .errors import OptionError, UnknownNameError
 from .finetune import FinetuneConfig, run_finetune
 from .layout import DemoLayout, read_json
 from .live import tracer
@@ -55,21 +61,24 @@ class DemoConfig:
     steer_limit: int = 100
     proxy_betas: tuple[float, ...] = (1.0,)  # the steered checkpoints also proxy-tuned by (chat − last); () for none
     seed: int = 0
-    size: str = "small"  # small (the real demo) | tiny (a smoke run in seconds)
+    size: str = "small"  # small (the real demo) | compact | tiny (a smoke run in seconds)
+    # Seconds the whole demo may take: the model size, steps, checkpoints and statements are then chosen from
+    # this machine's measured speed (``trusttrace.demo_plan``), replacing the five settings above them.
+    # None: the settings as given. The CLI's default is 15 minutes.
+    budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise UnknownNameError(f"size {self.size!r} is not one of {', '.join(SIZES)}; e.g. size='tiny' for a "
                                    "smoke run.")
-        finite_settings(asdict(self), "demo", positive=("steps",))  # alphas: a NaN strength steers nowhere and compares false
+        # alphas: a NaN strength steers nowhere and compares false
+        finite_settings(asdict(self), "demo", positive=("steps", "budget_s"))
 
-
-# Model and data sizes by name; ``small`` is PretrainConfig's defaults.
-SIZES: dict[str, dict[str, Any]] = {
-    "small": {},
-    "tiny": {"vocab_size": 300, "hidden_size": 32, "n_layers": 2, "n_heads": 2, "intermediate_size": 64,
-             "seq_len": 32, "batch_size": 4, "warmup": 3, "tokenizer_chars": 200_000, "heldout_blocks": 4},
-}
+    def planned(self, plan: Plan) -> DemoConfig:
+        """These settings with the plan's sizes."""
+        p = plan.size
+        return replace(self, size=p.size, steps=p.steps, checkpoints=p.checkpoints, trace_limit=p.trace_limit,
+                       finetune_steps=p.finetune_steps, steer_limit=p.steer_limit)
 
 
 def steering_sources(steps: list[int], total: int) -> list[int]:
@@ -94,7 +103,8 @@ class DemoResult:
                 "pretrain": layout.pretrain.root, "trace": layout.pretrain.trace.root, "chat": layout.chat.root}
 
 
-def _pretrain_with_tracing(config: DemoConfig, layout: DemoLayout, progress: Progress) -> PretrainConfig:
+def _pretrain_with_tracing(config: DemoConfig, layout: DemoLayout, progress: Progress,
+                           spent: dict[str, float]) -> PretrainConfig:
     pre = PretrainConfig(out=str(layout.pretrain.root), corpus=config.corpus, steps=config.steps,
                          checkpoints=config.checkpoints, seed=config.seed, **SIZES[config.size])
     trace = tracer(layout.pretrain.trace.root, DIMENSIONS, limit=config.trace_limit, data_dir=config.data_dir,
@@ -102,10 +112,45 @@ def _pretrain_with_tracing(config: DemoConfig, layout: DemoLayout, progress: Pro
 
     def on_checkpoint(folder: Path, step: int) -> None:
         progress.stage(f"tracing step {step}")
+        started = time.perf_counter()
         trace(folder, step)
+        spent["live tracing"] = spent.get("live tracing", 0.0) + time.perf_counter() - started
 
+    started = time.perf_counter()
     run_pretrain(pre, progress, on_checkpoint)
+    spent["pre-training"] = time.perf_counter() - started - spent.get("live tracing", 0.0)
     return pre
+
+
+def plan_demo(config: DemoConfig, layout: DemoLayout, progress: Progress) -> Plan | None:
+    """The plan this folder runs: the one it was started with, else (with a budget) chosen now by measuring."""
+    if layout.plan.exists():
+        plan = Plan.from_dict(read_json(layout.plan))
+        log.info("resuming with the plan chosen when this demo started: %s", plan.describe())
+        return plan
+    if config.budget_s is None:
+        return None
+    if any(layout.pretrain.checkpoints()):
+        raise OptionError(f"{layout.root} holds a demo started without a budget, so its sizes are already fixed; "
+                          "rerun it with the same settings and --budget none, or give --overwrite to start over.")
+    started = time.perf_counter()
+    progress.stage(f"measuring this machine to fit the demo in {config.budget_s / 60:.1f} min")
+    pre = {"out": str(layout.pretrain.root), "corpus": config.corpus, "seed": config.seed}
+    found = measure([p.size for p in PLANS], pre, config.data_dir, config.steer_dimensions, config.seed, progress)
+    measured = _machine() | {size: asdict(t) for size, t in found.items()}
+    plan = choose(config.budget_s, found, steer_dimensions=len(config.steer_dimensions), alphas=len(config.alphas),
+                  proxy_betas=len(config.proxy_betas), elapsed_s=time.perf_counter() - started, measured=measured)
+    write_json_atomic(layout.plan, plan.to_dict())
+    return plan
+
+
+def _machine() -> dict[str, Any]:
+    """The device and dtype the demo's stages pick, and the CPU flags behind the dtype."""
+    from .models import choose_device, choose_dtype, cpu_has_fast_bf16
+
+    device = choose_device("auto")
+    return {"device": str(device), "dtype": str(choose_dtype("auto", device)[0]).removeprefix("torch."),
+            "cpu_fast_bf16": cpu_has_fast_bf16(), "threads": torch.get_num_threads()}
 
 
 def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult:
@@ -114,16 +159,25 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     check_output(config.out)  # before anything loads or is written
     layout = DemoLayout(Path(config.out))
     layout.root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    plan = plan_demo(config, layout, progress)
+    if plan is not None:
+        config = config.planned(plan)
+        progress.stage(plan.describe())
+    spent: dict[str, float] = {"measuring and preparing": time.perf_counter() - started}
     write_json_atomic(layout.settings, asdict(config))
     progress.stage("1/4 pre-training with live tracing of the five dimensions")
-    pre = _pretrain_with_tracing(config, layout, progress)
+    pre = _pretrain_with_tracing(config, layout, progress, spent)
     phases = run_phases(PhasesConfig(str(layout.pretrain.trace.root)))
     progress.stage("2/4 fine-tuning the last checkpoint into a chat model")
+    mark = time.perf_counter()
     checkpoints = list(layout.pretrain.checkpoints())
     chat = run_finetune(FinetuneConfig(model=str(checkpoints[-1]), out=str(layout.chat.root),
                                        data_dir=config.data_dir, steps=config.finetune_steps, seed=config.seed,
                                        batch_size=min(16, pre.batch_size * 4), max_len=max(32, pre.seq_len)),
                         progress)
+    spent["fine-tuning"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     sources = steering_sources([int(p.name[4:]) for p in checkpoints], config.steps)
     layer = pre.n_layers // 2
     steer_tables = {}
@@ -136,14 +190,29 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
             alphas=config.alphas, limit=config.steer_limit, source_limit=config.trace_limit,
             data_dir=config.data_dir, perplexity_source="statements", **_proxy(config, chat.out, checkpoints[-1])),
             progress).table
+    spent["steering"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     progress.stage("4/4 summarising and drawing the report")
     summary = summarise(layout.pretrain.trace.read_results(), phases.phases, steer_tables, sources, layer)
+    if plan is not None:
+        summary["plan"] = {"name": plan.size.name, "reason": plan.reason, "budget_s": plan.budget_s,
+                           "estimate_s": plan.estimate_s}
     write_json_atomic(layout.summary_json, summary)
     write_text_atomic(layout.summary_md, summary_markdown(summary, layout.root))
     report = run_report(ReportConfig((str(layout.root),)))
     for note in report.notes:
         log.warning(note)
+    spent["report"] = time.perf_counter() - mark
+    _record_times(layout, plan, spent | {"total": time.perf_counter() - started})
     return DemoResult(layout.root, summary)
+
+
+def _record_times(layout: DemoLayout, plan: Plan | None, spent: dict[str, float]) -> None:
+    """What each stage took in this call (a resumed call: only what was left), beside the plan's estimate."""
+    rounded = {k: round(v, 1) for k, v in spent.items()}
+    log.info("stage seconds: %s", rounded)
+    if plan is not None:
+        write_json_atomic(layout.plan, plan.to_dict() | {"actual_s": rounded})
 
 
 def _proxy(config: DemoConfig, chat: Path, last: Path) -> dict[str, Any]:
@@ -190,7 +259,11 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
 
 def summary_markdown(summary: dict[str, Any], out: Path) -> str:
     """The summary as a short Markdown page."""
-    lines = ["# trusttrace demo", "", f"Run folder: `{out}`", "", "## Probe accuracy, first vs last checkpoint",
+    lines = ["# trusttrace demo", "", f"Run folder: `{out}`", ""]
+    if "plan" in summary:
+        plan = summary["plan"]
+        lines += [f"Plan `{plan['name']}` (expected {plan['estimate_s']['total'] / 60:.1f} min): {plan['reason']}", ""]
+    lines += ["## Probe accuracy, first vs last checkpoint",
              "", "| dimension | first step: best layer acc | last step: best layer acc | majority | rises |",
              "|---|---|---|---|---|"]
     for dim, p in summary["probes"].items():

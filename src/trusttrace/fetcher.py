@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,7 +72,10 @@ class CheckpointFetcher:
         self.last_size = 0
 
     def _fetch(self, ckpt: Checkpoint) -> Fetched:
+        started = time.perf_counter()
+        log.debug("fetch %s: started", ckpt.name)
         got = self.custom(ckpt) if self.custom is not None else self._hub_fetch(ckpt)
+        log.debug("fetch %s: done in %.2f s", ckpt.name, time.perf_counter() - started)
         self.last_size = folder_bytes(Path(got.source)) if got.downloaded else 0
         self.held_bytes[ckpt.name] = self.last_size
         return got

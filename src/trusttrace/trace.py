@@ -269,7 +269,13 @@ def _expected_metadata(config: TraceConfig, ds: TrustDataset, weights: str | Non
 
 def _needs_model(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustDataset],
                  layout: TraceLayout) -> bool:
-    """Whether some dataset of ``ckpt`` still has to be extracted (else intact stored activations suffice)."""
+    """Whether some dataset of ``ckpt`` still has to be extracted (else intact stored activations suffice).
+
+    A missing activation file answers at once: the weights' sha256 is only read to vet stored files, so a
+    fresh sweep does not hash the next checkpoint on the main thread before its download may start.
+    """
+    if not all(layout.activation(ckpt.name, name).is_file() for name in datasets):
+        return True
     weights = local_weights(ckpt)
     return not all(is_complete(layout.activation(ckpt.name, name), _expected_metadata(config, ds, weights),
                                quiet=True) for name, ds in datasets.items())

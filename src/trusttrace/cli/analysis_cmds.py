@@ -101,6 +101,9 @@ def trace(
     gpus_per_task: GpusOpt = 0.0,
     cpus_per_task: CpusOpt = 1.0,
     max_retries: RetriesOpt = 2,
+    compile_blocks: Annotated[bool, typer.Option("--compile", help="torch.compile the decoder blocks for "
+                                                 "extraction (opt-in: compiling takes tens of seconds; it pays "
+                                                 "only on long sweeps of one architecture).")] = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -127,7 +130,7 @@ def trace(
             limit=limit, data_dir=path_or_none(data_dir),
             load=LoadConfig(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                             blocks=blocks, cache_dir=path_or_none(cache_dir)),
-            extract=ExtractConfig(max_statement_tokens=max_tokens),
+            extract=ExtractConfig(max_statement_tokens=max_tokens, compile=compile_blocks),
             analysis=AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                           sigma(mi_sigma), mi_max_samples=mi_max_samples,
                                           controls=parse_controls(controls), seeds=seeds),

@@ -139,9 +139,15 @@ def finetune(
 def demo(
     out: Annotated[Path, typer.Option(help="Demo folder (a rerun resumes every stage).")] = Path("runs/demo"),
     corpus: Annotated[str, typer.Option(help="builtin | PATH | hf:DATASET[:COLUMN].")] = "builtin",
-    steps: Annotated[int, typer.Option(help="Pre-training steps.")] = 1000,
-    trace_limit: Annotated[int, typer.Option(help="Statements per dimension traced at each checkpoint.")] = 600,
-    steer_limit: Annotated[int, typer.Option(help="Evaluation items per steered result.")] = 100,
+    budget: Annotated[str | None, typer.Option(
+        help="Time for the whole demo (15m, 900s, 1h; default 15m): the model size, steps, checkpoints and "
+             "statements are chosen from this machine's measured speed. 'none': the full plan, however long. "
+             "Not with --steps/--trace-limit/--steer-limit.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Pre-training steps (instead of a --budget plan).")] = None,
+    trace_limit: Annotated[int | None, typer.Option(
+        help="Statements per dimension traced at each checkpoint (instead of a --budget plan).")] = None,
+    steer_limit: Annotated[int | None, typer.Option(
+        help="Evaluation items per steered result (instead of a --budget plan).")] = None,
     data_dir: DataDirOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of everything: weights, batches, folds, vectors' statements.")] = 0,
     overwrite: OverwriteOpt = False,
@@ -152,11 +158,23 @@ def demo(
     setup_logging(False, DemoLayout(out).log)
     try:
         from ..demo import DemoConfig, run_demo
+        from ..demo_plan import parse_budget
+        from ..errors import OptionError
         from ..outputs import start_over
 
         quiet_transformers()
-        config = DemoConfig(out=str(out), corpus=corpus, steps=steps, trace_limit=trace_limit,
-                            steer_limit=steer_limit, data_dir=path_or_none(data_dir), seed=seed)
+        sizes = {k: v for k, v in (("steps", steps), ("trace_limit", trace_limit), ("steer_limit", steer_limit))
+                 if v is not None}
+        if sizes and budget is not None:
+            given = ", ".join("--" + k.replace("_", "-") for k in sizes)
+            raise OptionError(f"--budget {budget} and {given} both size the demo: give --budget to have the sizes "
+                              f"chosen for this machine, or {given} (and --budget none is implied), not both.")
+        budget_s = None if sizes else parse_budget(budget or "15m")
+        default = DemoConfig()
+        config = DemoConfig(out=str(out), corpus=corpus, data_dir=path_or_none(data_dir), seed=seed,
+                            budget_s=budget_s, steps=default.steps if steps is None else steps,
+                            trace_limit=default.trace_limit if trace_limit is None else trace_limit,
+                            steer_limit=default.steer_limit if steer_limit is None else steer_limit)
         start_over(out, overwrite, ("demo",))
         with progress_bars(False) as progress:
             result = run_demo(config, progress)

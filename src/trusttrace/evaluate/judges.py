@@ -88,6 +88,7 @@ class SentenceEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         folder = folder or encoder_folder()
+        self.folder = Path(folder)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder, use_safetensors=True).eval()
         self.max_length = max_length
@@ -103,6 +104,39 @@ class SentenceEncoder:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
                 out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, 384))
+
+
+def dev_embeddings(encoder: SentenceEncoder, texts: list[str]) -> np.ndarray:
+    """``encoder``'s embeddings of ``texts``, kept in trusttrace's cache (``$TRUSTTRACE_CACHE/judges``).
+
+    Every toxicity sweep trains the offline judge on the same dev half, and encoding it is most of that
+    work (about half a minute on two cores), so the embeddings are stored once, keyed by the texts, the
+    encoder's weights and settings, and the torch and transformers versions; a damaged file is encoded again.
+    """
+    import importlib.metadata
+    import json
+
+    from .._io import atomic_path, sha256_file, text_sha256
+    from ..hub import default_cache_dir
+    from ..integrity import check
+
+    weights = sorted(Path(encoder.folder).glob("*.safetensors"))
+    key = text_sha256(json.dumps({"texts": texts, "weights": [sha256_file(w) for w in weights],
+                                  "max_length": encoder.max_length, "pooling": "mean, l2",
+                                  "versions": [importlib.metadata.version(p) for p in ("torch", "transformers")]}))
+    path = default_cache_dir() / "judges" / f"embeddings-{key[:32]}.npy"
+    if path.exists():
+        found = check(path)
+        stored = np.load(path, allow_pickle=False) if found.ok else None
+        if stored is not None and stored.shape[0] == len(texts):
+            return stored
+        why = found.reason or found.status if stored is None else f"{stored.shape[0]} rows for {len(texts)} texts"
+        log.warning("%s is damaged (%s); encoding the judge's training texts again.", path, why)
+    emb = encoder.encode(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.save(fh, emb, allow_pickle=False)
+    return emb
 
 
 @dataclass
@@ -125,7 +159,7 @@ class EmbeddingJudge:
         order = rng.permutation(dev)
         cut = int(dev * (1 - heldout))
         encoder = SentenceEncoder()
-        emb = encoder.encode(ds.statements[:dev])
+        emb = dev_embeddings(encoder, list(ds.statements[:dev]))
         y = ds.labels[:dev]
         clf = LogisticRegression(max_iter=1000).fit(emb[order[:cut]], y[order[:cut]])
         acc = float(clf.score(emb[order[cut:]], y[order[cut:]]))
