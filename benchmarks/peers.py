@@ -149,7 +149,7 @@ def main() -> None:
         "trusttrace_s": round(ours_s, 3), "nnsight_batched_s": round(theirs_s, 3),
         "speedup_vs_nnsight_batched": round(theirs_s / ours_s, 2),
         "max_rel_diff": max_rel_diff(ours, theirs), **single, **work(lm, statements, args.batch),
-        "machine": machine(),
+        "machine": machine(device, dtype),
     }))
 
 

@@ -348,7 +348,7 @@ def main() -> None:
         "speedup_by_stage": {k: round(ref_seconds[k] / tt_seconds[k], 2)
                              for k in ("load", "extraction", "probes", "mi", "io") if tt_seconds.get(k)},
         **({"seconds_trusttrace_default_trace": rounded(default_seconds)} if default_seconds else {}),
-        "agreement": agree, "machine": machine(),
+        "agreement": agree, "machine": machine(device, record.get("dtype")),
     }))
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from trusttrace import demo, demo_plan
 from trusttrace.cli import app
 from trusttrace.demo import DemoConfig, run_demo
-from trusttrace.demo_plan import PLANS, PlanSize, Throughput, choose, estimate, measure, parse_budget
+from trusttrace.demo_plan import PLANS, PlanSize, Throughput, at, choose, estimate, measure, parse_budget
 from trusttrace.errors import OptionError
 from trusttrace.progress import Progress
 from trusttrace.testing import write_text_corpus
@@ -28,8 +28,12 @@ def test_a_budget_that_is_no_time_is_refused_with_examples(text):
 
 def speeds(scale: float) -> dict[str, Throughput]:
     """Throughputs of a machine ``scale`` times slower than a reference one."""
-    return {"small": Throughput("small", 0.25 * scale, 2 * scale, 1 * scale, 20, 0.2 * scale, 0.01 * scale),
-            "compact": Throughput("compact", 0.06 * scale, 1 * scale, 0.5 * scale, 20, 0.1 * scale, 0.004 * scale)}
+    def two(a, b):
+        return (a * scale, b * scale)
+
+    return {"small": Throughput("small", 0.25 * scale, two(1.5, 3), two(0.7, 1.5), 20, 0.2 * scale, 0.01 * scale),
+            "compact": Throughput("compact", 0.06 * scale, two(0.8, 1.5), two(0.35, 0.7), 20, 0.1 * scale,
+                                  0.004 * scale)}
 
 
 def pick(budget, scale):
@@ -47,6 +51,14 @@ def test_plans_are_priced_largest_first_and_every_stage_counted():
     assert costs[0]["total"] == pytest.approx(sum(v for k, v in costs[0].items() if k != "total"), abs=0.5)
     slower = estimate(PLANS[0], speeds(2.0)["small"], steer_dimensions=2, alphas=4, proxy_betas=1, elapsed_s=30.0)
     assert slower["pre-training"] == pytest.approx(2 * costs[0]["pre-training"], rel=1e-3)
+
+
+def test_trace_seconds_follow_the_line_through_the_two_calibration_sizes():
+    assert at((4.0, 7.0), 40) == pytest.approx(4.0)
+    assert at((4.0, 7.0), 100) == pytest.approx(7.0)
+    assert at((4.0, 7.0), 600) == pytest.approx(4.0 + 0.05 * 560)  # fixed part 2 s, 0.05 s per statement
+    # noise made the larger trace faster: still a quarter of the proportional cost per statement
+    assert at((8.0, 6.0), 600) == pytest.approx(8.0 + 0.25 * 6.0 / 100 * 560)
 
 
 def test_the_largest_plan_that_fits_is_chosen():
@@ -75,7 +87,7 @@ def test_a_budgeted_demo_records_its_plan_and_a_rerun_keeps_it(tmp_path, sft_dat
 
     def fake_measure(sizes, pretrain_kwargs, data_dir, steer_dimensions, seed, progress):
         calls.append(list(sizes))
-        return {"tiny": Throughput("tiny", 1.0, 10.0, 10.0, 5.0, 0.5, 0.1)}
+        return {"tiny": Throughput("tiny", 1.0, (10.0, 10.0), (10.0, 10.0), 5.0, 0.5, 0.1)}
 
     monkeypatch.setattr(demo_plan, "PLANS", TINY_PLANS)
     monkeypatch.setattr(demo, "PLANS", TINY_PLANS)
@@ -120,7 +132,8 @@ def test_measuring_times_the_demos_own_work(tmp_path, sft_data):
                     str(sft_data), ("fairness",), 0, Progress())
     t = found["tiny"]
     assert t.size == "tiny"
-    assert t.train_step_s > 0 and t.trace_checkpoint_s > 0 and t.eval_item_s >= 0 and t.eval_once_s > 0
+    assert t.train_step_s > 0 and min(t.trace_checkpoint_s) > 0 and min(t.trace_once_s) >= 0
+    assert t.eval_item_s >= 0 and t.eval_once_s > 0
     assert (tmp_path / "pretrain" / "tokenizer").is_dir()  # prepared where the pre-training stage reuses it
 
 

@@ -5,9 +5,10 @@ prepared, ``measure`` times what the demo will do, in the dtype and on the devic
 demo's own code on a freshly initialised model of each candidate shape:
 
 - optimizer steps of pre-training (fine-tuning takes steps of the same tokens per batch);
-- the live trace of one checkpoint (all five dimensions, probes and MI), at ``CAL_STATEMENTS`` statements
-  per dimension, into a fresh folder and then again for a second checkpoint of the same run, which
-  separates the run's one-time work (datasets, the random-init control) from each checkpoint's;
+- the live trace of one checkpoint (all five dimensions, probes and MI) into a fresh folder and then of a
+  second checkpoint of the same run, which separates the run's one-time work (datasets, the random-init
+  control) from each checkpoint's; both at two sizes, ``CAL_STATEMENTS`` statements per dimension, so that
+  a trace's fixed part is not priced as if it grew with the statements;
 - the steering sweep's evaluation of ``CAL_ITEMS`` items per steered dimension, judges included.
 
 ``choose`` then prices each plan of ``PLANS`` (largest first) from those figures and takes the first that
@@ -74,7 +75,7 @@ PLANS: tuple[PlanSize, ...] = (
              "minimum, then the fitting phase); no compression yet; steering rows are a smoke test"),
 )
 SAFETY = 0.85  # a plan must fit in this share of the budget: estimates are from a few seconds' timing
-CAL_STATEMENTS = 60  # statements per dimension in the calibration traces
+CAL_STATEMENTS = (40, 100)  # statements per dimension in the calibration traces
 CAL_ITEMS = 16  # evaluation items per steered dimension in the calibration
 REPORT_S = 20.0  # phases, summary and the report's figures: small and nearly machine-independent
 
@@ -85,8 +86,8 @@ class Throughput:
 
     size: str
     train_step_s: float  # one optimizer step of batch_size × seq_len tokens
-    trace_once_s: float  # a trace run's one-time work at CAL_STATEMENTS (datasets, random-init control)
-    trace_checkpoint_s: float  # each further checkpoint's trace at CAL_STATEMENTS
+    trace_once_s: tuple[float, float]  # a trace run's one-time work at CAL_STATEMENTS (datasets, random-init control)
+    trace_checkpoint_s: tuple[float, float]  # each further checkpoint's trace at CAL_STATEMENTS
     eval_once_s: float  # one steered dimension's judges, model and data, once per sweep
     eval_each_s: float  # one evaluation's fixed part (perplexity passages, set-up), one dimension
     eval_item_s: float  # one evaluation item, one dimension
@@ -144,7 +145,7 @@ def n_checkpoints(plan: PlanSize) -> int:
 def estimate(plan: PlanSize, t: Throughput, *, steer_dimensions: int, alphas: int, proxy_betas: int,
              elapsed_s: float) -> dict[str, float]:
     """Seconds per stage of ``plan`` from the measured ``t`` (``elapsed_s``: already spent, e.g. measuring)."""
-    scale = plan.trace_limit / CAL_STATEMENTS
+    n = plan.trace_limit
     saves = n_checkpoints(plan)
     heldout = 1.5 * t.train_step_s  # 64 held-out blocks scored at each save: forward passes only
     sources = 3  # early, middle, last (steering_sources)
@@ -152,14 +153,22 @@ def estimate(plan: PlanSize, t: Throughput, *, steer_dimensions: int, alphas: in
     stages = {
         "measuring and preparing": elapsed_s,
         "pre-training": plan.steps * t.train_step_s + saves * heldout,
-        "live tracing": scale * (t.trace_once_s + saves * t.trace_checkpoint_s),
+        "live tracing": at(t.trace_once_s, n) + saves * at(t.trace_checkpoint_s, n),
         "fine-tuning": plan.finetune_steps * t.train_step_s,
         # each sweep traces its dimension on the sources and the chat model, then evaluates every row
-        "steering": steer_dimensions * (scale * (sources + 1) * t.trace_checkpoint_s / len(DIMENSIONS)
+        "steering": steer_dimensions * ((sources + 1) * at(t.trace_checkpoint_s, n) / len(DIMENSIONS)
                                         + t.eval_once_s + evals * (t.eval_each_s + plan.steer_limit * t.eval_item_s)),
         "report": REPORT_S,
     }
     return {k: round(v, 1) for k, v in stages.items()} | {"total": round(sum(stages.values()), 1)}
+
+
+def at(seconds: tuple[float, float], n: int) -> float:
+    """Seconds at ``n`` statements per dimension, on the line through the two calibration sizes; at least a
+    quarter of the proportional cost per statement, so that two noisy timings cannot price statements as free."""
+    (n1, n2), (t1, t2) = CAL_STATEMENTS, seconds
+    slope = max((t2 - t1) / (n2 - n1), 0.25 * t2 / n2)
+    return max(t1 + slope * (n - n1), 0.0)
 
 
 def choose(budget_s: float | None, throughputs: dict[str, Throughput], *, steer_dimensions: int, alphas: int,
@@ -233,24 +242,27 @@ def measure(sizes: Sequence[str], pretrain_kwargs: dict[str, Any], data_dir: str
             for name in ("step0", "step1"):
                 model.save_pretrained(series / name)
                 tokenizer.save_pretrained(series / name)
-            once, each = _time_trace(series, Path(tmp) / "trace", data_dir, seed)
+            timings = [_time_trace(series, Path(tmp) / f"trace-{n}", data_dir, seed, n) for n in CAL_STATEMENTS]
+            once = (timings[0][0], timings[1][0])
+            each = (timings[0][1], timings[1][1])
             first, per_eval, item = _time_evaluation(series / "step1", steer_dimensions, data_dir, judges)
-        found[size] = Throughput(size, float(np.median(times[1:])), max(once - each, 0.0), each, judging + first,
+        found[size] = Throughput(size, float(np.median(times[1:])), once, each, judging + first,
                                  per_eval, item)
         log.info("measured the %s model: %s", size, found[size])
     return found
 
 
-def _time_trace(series: Path, out: Path, data_dir: str | None, seed: int) -> tuple[float, float]:
-    """Seconds to trace the first checkpoint of a run and the second, at CAL_STATEMENTS per dimension."""
+def _time_trace(series: Path, out: Path, data_dir: str | None, seed: int, limit: int) -> tuple[float, float]:
+    """Seconds of a run's one-time work (its first checkpoint's trace less the second's) and of each checkpoint's
+    trace, at ``limit`` statements per dimension."""
     from .live import trace_checkpoint
 
     spent = []
     for name in ("step0", "step1"):
         started = time.perf_counter()
-        trace_checkpoint(series / name, out, DIMENSIONS, limit=CAL_STATEMENTS, data_dir=data_dir, seed=seed)
+        trace_checkpoint(series / name, out, DIMENSIONS, limit=limit, data_dir=data_dir, seed=seed)
         spent.append(time.perf_counter() - started)
-    return spent[0], spent[1]
+    return max(spent[0] - spent[1], 0.0), spent[1]
 
 
 def _time_evaluation(folder: Path, dimensions: Sequence[str], data_dir: str | None,
