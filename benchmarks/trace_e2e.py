@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 from _common import machine
+from mi import released_hsic_cca
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
@@ -104,30 +105,6 @@ def load_acts(folder: Path, layer: int, device: str) -> torch.Tensor:
     return acts / torch.std(acts, dim=0)
 
 
-def distmat(x: torch.Tensor) -> torch.Tensor:
-    r = torch.sum(x * x, 1).view(-1, 1)
-    a = torch.mm(x, x.t())
-    return torch.abs(r.expand_as(a) - 2 * a + r.t().expand_as(a))
-
-
-def kernelmat(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """The released Gaussian kernel, bandwidth 2σ²·dim, centred on one side by an m×m matmul."""
-    m = int(x.size()[0])
-    h = torch.eye(m) - (1.0 / m) * torch.ones([m, m])
-    kx = torch.exp(-distmat(x) / (2.0 * sigma * sigma * x.size()[1])).type("torch.FloatTensor")  # CPU fp32
-    return torch.mm(kx, h)
-
-
-def hsic_normalized_cca(x: np.ndarray, y: np.ndarray, sigma: float = 50.0) -> float:
-    xt, yt = torch.from_numpy(x.reshape(len(x), -1)), torch.from_numpy(y.reshape(len(y), -1))
-    m = int(xt.size()[0])
-    kxc, kyc = kernelmat(xt, sigma), kernelmat(yt, sigma)
-    eps, k_i = 1e-5, torch.eye(m)
-    rx = kxc.mm(torch.inverse(kxc + eps * m * k_i))
-    ry = kyc.mm(torch.inverse(kyc + eps * m * k_i))
-    return float(torch.sum(torch.mul(rx, ry.t())))
-
-
 def released_dimension(lm: LoadedModel, csv: Path, limit: int | None, work: Path, device: str,
                        seconds: Stages) -> dict[str, np.ndarray]:
     """Both released scripts for one dataset: its activations, accuracies and MI per layer."""
@@ -176,8 +153,8 @@ def released_probes_mi(acts: torch.Tensor, labels: np.ndarray, seconds: Stages
             acc.append(accuracy_score(test_y, probe.predict(test_set)))
         assert x is not None and y is not None
         with stage(seconds, "mi"):
-            tx.append(hsic_normalized_cca(x, train_set))
-            ty.append(hsic_normalized_cca(y, train_set))
+            tx.append(released_hsic_cca(torch.from_numpy(x), torch.from_numpy(train_set)))  # float32, as released
+            ty.append(released_hsic_cca(torch.from_numpy(y), torch.from_numpy(train_set)))
     return np.array(acc), np.array(tx), np.array(ty)
 
 

@@ -212,6 +212,7 @@ def measure(sizes: Sequence[str], pretrain_kwargs: dict[str, Any], data_dir: str
     are prepared there as the pre-training stage would, and reused by it.
     """
     from .evaluate.judges import judges_for
+    from .models import choose_device
     from .pretrain import PretrainConfig, make_model, prepare_data
     from .training import batch_indices, make_optimizer, train_step, use_bf16
 
@@ -223,8 +224,6 @@ def measure(sizes: Sequence[str], pretrain_kwargs: dict[str, Any], data_dir: str
         config = PretrainConfig(**pretrain_kwargs, **SIZES[size])
         tokenizer, train, _ = prepare_data(config, progress)
         progress.stage(f"measuring this machine: the {size} model")
-        from .models import choose_device
-
         device = choose_device(config.device)
         bf16 = use_bf16(config.precision, device)
         with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="trusttrace-plan-") as tmp:

@@ -302,6 +302,9 @@ JudgeOpt = Annotated[str, typer.Option(help="Toxicity judge: offline (MiniLM emb
 TruthJudgeOpt = Annotated[str, typer.Option(help="TruthfulQA judge: offline (MiniLM nearest reference) | "
                                                  "TRUTH_MODEL[,INFO_MODEL], e.g. allenai/truthfulqa-truth-judge-llama2-7B.")]
 PositionsOpt = Annotated[Positions, typer.Option(help="Steered positions.")]
+ProxyBaseOpt = Annotated[str | None, typer.Option(help="The model --proxy-tuned was tuned from (MODEL@REV for a "
+                                                       "revision), e.g. the last pre-training checkpoint, "
+                                                       "LLM360/Amber@ckpt_359.")]
 RevisionOpt = Annotated[str | None, typer.Option(help="The model's revision (branch, tag or commit); MODEL@REV "
                                                       "says the same.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Start the output folder over: remove it first (only a folder "

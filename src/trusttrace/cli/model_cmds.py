@@ -24,6 +24,7 @@ from ._shared import (
     PerplexityFileOpt,
     PerplexityOpt,
     PositionsOpt,
+    ProxyBaseOpt,
     QuietOpt,
     RayAddressOpt,
     RetriesOpt,
@@ -90,8 +91,7 @@ def evaluate(
     proxy_tuned: Annotated[str | None, typer.Option(help="Proxy-tune the model (App. G): add β·(logits of this tuned "
                                                          "model − logits of --proxy-base). MODEL@REV for a "
                                                          "revision.")] = None,
-    proxy_base: Annotated[str | None, typer.Option(help="The model --proxy-tuned was tuned from (MODEL@REV for a "
-                                                        "revision), e.g. the last pre-training checkpoint.")] = None,
+    proxy_base: ProxyBaseOpt = None,
     beta: Annotated[float | None, typer.Option(help="Strength β of the proxy-tuning offset (default 1, the "
                                                     "paper's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write evaluate.csv, .parquet, manifest.json and log.txt here.")]
@@ -172,8 +172,7 @@ def steer(
     proxy_tuned: Annotated[str | None, typer.Option(help="Also evaluate each source checkpoint proxy-tuned by this "
                                                          "tuned model (MODEL or MODEL@REV) minus --proxy-base, "
                                                          "and the tuned model itself (App. G).")] = None,
-    proxy_base: Annotated[str | None, typer.Option(help="The model --proxy-tuned was tuned from (MODEL@REV), "
-                                                        "e.g. LLM360/Amber@ckpt_359.")] = None,
+    proxy_base: ProxyBaseOpt = None,
     proxy_betas: Annotated[str | None, typer.Option(help="Comma-separated proxy-tuning strengths β (default 1; "
                                                          "0 is the checkpoint alone).")] = None,
     executor: ExecutorOpt = Executor.local,
