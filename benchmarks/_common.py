@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from trusttrace.data import load_dataset
-from trusttrace.extract import extract_last_token
+from trusttrace.extract import ExtractConfig, extract_last_token
 from trusttrace.models import LoadedModel, choose_device, choose_dtype, load_model
+from trusttrace.packing import prefix_packs
 from trusttrace.probes import _zscore
 
 CPU_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}  # what decides the fast dtype on a CPU
@@ -94,6 +95,18 @@ def matmul_flops_per_s(dtype: torch.dtype, shapes: list[tuple[int, int, int]], r
     return best
 
 
+def roofline_shapes(lm: LoadedModel, rows: int) -> list[tuple[int, int, int]]:
+    """A 2048³ product and every distinct projection shape of the blocks at ``rows`` tokens (m, k, n)."""
+    shapes = {(2048, 2048, 2048)}
+    for block in lm.blocks:
+        for module in block.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+                n, k = weight.shape if isinstance(module, torch.nn.Linear) else weight.shape[::-1]  # Conv1D: [k, n]
+                shapes.add((rows, int(k), int(n)))
+    return sorted(shapes)
+
+
 def sync(device: str | torch.device) -> None:
     """Wait for queued GPU work, so a timer reads what it ran (nothing to do on the CPU)."""
     if torch.device(device).type == "cuda":
@@ -110,3 +123,21 @@ def forward_flops(lm: LoadedModel, lengths: list[int], lm_head: bool = False) ->
     d = lm.info.hidden_size
     attention = sum(2 * 2 * d * n * (n + 1) / 2 for n in lengths) * lm.info.n_layers
     return 2.0 * params * sum(lengths) + attention
+
+
+def computed_work(lm: LoadedModel, ids: list[list[int]], config: ExtractConfig) -> dict[str, float]:
+    """What ``extract_last_token`` computes for statements of token ``ids`` under ``config``: the tokens it
+    runs (prefix-tree nodes, or each statement's own; padding never counts) and their FLOPs (2 per block
+    matmul parameter and token, plus attention over what each token sees: 4·d per key, per layer).
+
+    ``statement_flops`` is the same for every statement alone (``forward_flops``); the ratio is what
+    prefix sharing saves.
+    """
+    if config.batching == "prefix-tree":
+        depths = [d for pack in prefix_packs(ids, config.pack_tokens) for d in pack.depths()]
+    else:
+        depths = [d for seq in ids for d in range(len(seq))]
+    params = sum(p.numel() for b in lm.blocks for p in b.parameters() if p.dim() == 2)
+    attention = 4.0 * lm.info.hidden_size * sum(d + 1 for d in depths) * lm.info.n_layers
+    return {"tokens": float(len(depths)), "flops": 2.0 * params * len(depths) + attention,
+            "statement_tokens": float(sum(map(len, ids))), "statement_flops": forward_flops(lm, [len(s) for s in ids])}

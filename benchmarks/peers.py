@@ -8,7 +8,8 @@ one process. Prints ONE JSON line. What is timed:
   builds the copy when it is missing, runs untimed before and is reported as ``load_trusttrace_first_s``).
 - ``load_nnsight_s``: ``nnsight.modeling.transformers.TransformersModel(folder, task="text-generation",
   dispatch=True)`` over the same folder: the weights loaded, ready to trace.
-- ``trusttrace_s``: ``extract_last_token(lm, statements)`` with its defaults.
+- ``trusttrace_s``: ``extract_last_token(lm, statements)`` with its defaults (statements packed in rows,
+  each shared prefix computed once: ``trusttrace.packing``).
 - ``nnsight_batched_s``: nnsight 0.8's public API as a user would write it: 32 statements per
   ``model.trace(batch)``, saving ``layer.output[:, -1]`` of every block (nnsight pads on the left, so the last
   position is every statement's last token), under ``torch.no_grad()``; the saved tensors stacked.
@@ -33,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import machine
+from _common import computed_work, machine
 
 from trusttrace.data import load_dataset
-from trusttrace.extract import extract_last_token
+from trusttrace.extract import ExtractConfig, extract_last_token
 from trusttrace.gguf_cache import dequantized
 from trusttrace.model_files import resolve_source
 from trusttrace.models import choose_device, choose_dtype, load_model
@@ -88,16 +89,18 @@ def timed(fn: Any, *args: Any) -> tuple[Any, float]:
 
 
 def work(lm: Any, statements: list[str], batch: int) -> dict[str, Any]:
-    """Tokens each side computes: ours the real ones through the blocks; nnsight's batches padded to their
-    longest statement, through the blocks and the LM head. ``flop_ratio`` (matmul FLOPs, attention left out)
-    is the speedup equal kernels would give."""
-    lengths = [len(ids) for ids in lm.tokenizer(statements)["input_ids"]]
+    """Tokens each side computes: ours what ``extract_last_token``'s defaults run (each shared prefix once:
+    ``_common.computed_work``); nnsight's batches padded to their longest statement, through the blocks and
+    the LM head. ``flop_ratio`` (matmul FLOPs, attention left out) is the speedup equal kernels would give."""
+    ids = lm.tokenizer(statements)["input_ids"]
+    lengths = [len(s) for s in ids]
+    ours = computed_work(lm, ids, ExtractConfig())["tokens"]
     padded = sum(max(lengths[i:i + batch]) * len(lengths[i:i + batch]) for i in range(0, len(lengths), batch))
     blocks = sum(p.numel() for b in lm.blocks for p in b.parameters() if p.dim() == 2)
     head = lm.model.get_output_embeddings().weight.numel()
-    return {"real_tokens": sum(lengths), "nnsight_padded_tokens": padded,
+    return {"real_tokens": sum(lengths), "trusttrace_computed_tokens": int(ours), "nnsight_padded_tokens": padded,
             "head_share_of_nnsight_flops": round(head / (blocks + head), 3),
-            "flop_ratio": round(padded * (blocks + head) / (sum(lengths) * blocks), 2)}
+            "flop_ratio": round(padded * (blocks + head) / (ours * blocks), 2)}
 
 
 def max_rel_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:

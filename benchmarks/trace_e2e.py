@@ -18,7 +18,10 @@ calls; ``other`` is what is left (series, resume record, manifest, tables). With
 as ``load``, its extraction as ``extraction`` and the lexical control as ``other``.
 
 Prints one JSON line: seconds per stage of each side, the speedups with and without model load, the
-agreement of activations, probe accuracies and MI curves, and the machine.
+agreement of activations, probe accuracies and MI curves, the machine, and ``roofline``: the FLOPs
+trusttrace's extraction computes (``_common.computed_work``) over this machine's matmul FLOP/s in its dtype,
+the fraction of that its extraction reached, and ``speedup_end_to_end_at_roofline``: the end-to-end speedup
+with extraction at the roofline and every other stage as measured (what batching can win here at most).
 
     python benchmarks/trace_e2e.py --limit 100 --dtype float32
 """
@@ -42,7 +45,7 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import torch
-from _common import machine
+from _common import computed_work, machine, matmul_flops_per_s, roofline_shapes
 from mi import released_hsic_cca
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
@@ -52,6 +55,7 @@ import trusttrace.trace
 from trusttrace.analysis import AnalysisConfig
 from trusttrace.assets import BUILTIN_MODELS, builtin_gguf_path
 from trusttrace.data import DIMENSIONS, load_dataset
+from trusttrace.extract import ExtractConfig
 from trusttrace.models import LoadConfig, LoadedModel, choose_device, load_model
 from trusttrace.store import load_activations
 from trusttrace.trace import TraceConfig, run_trace
@@ -277,6 +281,23 @@ def arguments() -> argparse.Namespace:
     return p.parse_args()
 
 
+def roofline(model: str, dtype: str, device: str, statements: list[str], seconds: Stages, released_s: float
+             ) -> dict[str, float]:
+    """How near trusttrace's extraction ran to this machine's matmul roofline (``_common.matmul_flops_per_s``
+    in its dtype), and the end-to-end speedup it would give there with every other stage as measured: what
+    the hardware lets batching win over the released loop here."""
+    lm = load_model(model, dtype=dtype, device=device)
+    work = computed_work(lm, lm.tokenizer(statements)["input_ids"], ExtractConfig())
+    roof = matmul_flops_per_s(next(lm.model.parameters()).dtype, roofline_shapes(lm, ExtractConfig().max_tokens),
+                              device=lm.info.device)
+    at_roof = work["flops"] / roof
+    return {"tokens": int(work["statement_tokens"]), "tokens_computed": int(work["tokens"]),
+            "matmul_gflops_per_s": round(roof / 1e9, 1), "extraction_at_roofline_s": round(at_roof, 2),
+            "extraction_roofline_fraction": round(at_roof / seconds["extraction"], 3),
+            "speedup_end_to_end_at_roofline": round(released_s / (seconds["total"] - seconds["extraction"] + at_roof),
+                                                    2)}
+
+
 def main() -> None:
     args = arguments()
     if args.gguf_cache == "off":
@@ -303,6 +324,8 @@ def main() -> None:
                 model=args.model, out=str(root / "default"), dimensions=dims, limit=args.limit,
                 data_dir=args.data_dir, load=LoadConfig(dtype=args.dtype, device=args.device)))
         agree = agreement(released, results, Path(config.out))
+        limits = roofline(args.model, args.dtype, device, [s for ds in datasets.values() for s in ds.statements],
+                          tt_seconds, ref_seconds["total"])
         manifest = json.loads((Path(config.out) / "manifest.json").read_text())
     record = next(iter(manifest["checkpoints"].values()))
     print(json.dumps({
@@ -325,6 +348,7 @@ def main() -> None:
         "speedup_by_stage": {k: round(ref_seconds[k] / tt_seconds[k], 2)
                              for k in ("load", "extraction", "probes", "mi", "io") if tt_seconds.get(k)},
         **({"seconds_trusttrace_default_trace": rounded(default_seconds)} if default_seconds else {}),
+        "roofline": limits,
         "agreement": agree, "machine": machine(device, record.get("dtype")),
     }))
 

@@ -26,6 +26,7 @@ from ._alloc import keep_freed_memory
 from .batching import fewest_padded_buckets, pad_batch, pad_id_of, positions_of, untuple
 from .errors import OptionError, StatementTooLongError
 from .models import LoadConfig, LoadedModel, context_length, peek_model
+from .packing import pack_batch, prefix_packs
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,21 @@ class ExtractConfig:
     # architecture and run, and pays back only over long sweeps; activations agree with eager ones to float
     # rounding (fused kernels sum in another order), so runs record it.
     compile: bool = False
+    # "prefix-tree": statements share rows and their common prefixes are computed once (``packing``); every
+    # statement's activations are those of its own forward pass, to float rounding. "padded": one statement
+    # per row, padded to its bucket's longest. A model whose attention ignores a custom mask gets "padded"
+    # (checked once per architecture, ``packing_works``), and so does a statement past a sliding window.
+    batching: Literal["prefix-tree", "padded"] = "prefix-tree"
+    pack_tokens: int = 128  # nodes per packed row: more shares more, but attends over more (``packing``)
 
     def __post_init__(self) -> None:
         if self.max_statement_tokens is not None and self.max_statement_tokens < 1:
             raise OptionError(f"--max-tokens {self.max_statement_tokens}: give a positive number of tokens (each "
                               "longer statement keeps its last N).")
+        if self.batching not in ("prefix-tree", "padded"):
+            raise OptionError(f"batching={self.batching!r}: give 'prefix-tree' or 'padded'.")
+        if self.pack_tokens < 1:
+            raise OptionError(f"pack_tokens={self.pack_tokens}: give a positive number of tokens per packed row.")
 
 
 @contextmanager
@@ -174,6 +185,104 @@ def check_statements(ref: str, revision: str | None, datasets: Mapping[str, Sequ
     return cut
 
 
+Pass = tuple[dict[str, torch.Tensor | None], list[int], list[int], list[int]]  # inputs, rows, positions, statements
+
+
+def padded_passes(ids: Sequence[Sequence[int]], pad_id: int, config: ExtractConfig) -> Iterator[Pass]:
+    """One statement per row, buckets of similar length (``fewest_padded_buckets``)."""
+    for bucket in fewest_padded_buckets([len(s) for s in ids], config.max_tokens, config.max_batch,
+                                        config.pass_tokens):
+        input_ids, mask = pad_batch([ids[i] for i in bucket], pad_id, config.padding_side)
+        lengths = mask.sum(-1).tolist()
+        last = [input_ids.shape[1] - 1] * len(bucket) if config.padding_side == "left" else [n - 1 for n in lengths]
+        inputs: dict[str, torch.Tensor | None] = {
+            "input_ids": input_ids, "position_ids": positions_of(mask),  # real tokens count 0, 1, 2, …
+            "attention_mask": mask if config.padding_side == "left" else None}
+        yield inputs, list(range(len(bucket))), last, list(bucket)
+
+
+def packed_passes(ids: Sequence[Sequence[int]], pad_id: int, dtype: torch.dtype, config: ExtractConfig
+                  ) -> Iterator[Pass]:
+    """Prefix-tree rows (``packing.prefix_packs``), in buckets of rows of similar length."""
+    packs = prefix_packs(ids, config.pack_tokens)
+    for bucket in fewest_padded_buckets([len(p) for p in packs], config.max_tokens, config.max_batch,
+                                        config.pass_tokens):
+        rows = [packs[i] for i in bucket]
+        input_ids, positions, mask = pack_batch(rows, pad_id, dtype)
+        inputs: dict[str, torch.Tensor | None] = {"input_ids": input_ids, "position_ids": positions,
+                                                  "attention_mask": mask}
+        yield (inputs, [r for r, p in enumerate(rows) for _ in p.members], [e for p in rows for e in p.ends],
+               [m for p in rows for m in p.members])
+
+
+def sliding_window(config: Any) -> int | None:
+    """The model's attention window, when it has one (a custom mask would let tokens look past it)."""
+    window = getattr(config, "sliding_window", None)
+    return int(window) if isinstance(window, int) and getattr(config, "use_sliding_window", True) else None
+
+
+PACKING_CHECKED: dict[tuple[str, str, str, str], bool] = {}
+
+
+def packing_works(lm: LoadedModel) -> bool:
+    """Whether ``lm`` gives a packed statement the activations of its own pass (checked once per
+    architecture, attention implementation, dtype and device in this process, on three short statements).
+
+    A model whose attention ignores a custom 4D mask (remote code, another attention) fails, with a warning,
+    and its statements are then batched padded.
+    """
+    dtype = next(lm.model.parameters()).dtype
+    key = (type(lm.model).__name__, str(getattr(lm.model.config, "_attn_implementation", "")), str(dtype),
+           lm.info.device)
+    if key not in PACKING_CHECKED:
+        vocab = int(getattr(lm.model.config, "vocab_size", 0) or 0)
+        t = [min(vocab - 1, 5 + 7 * k) for k in range(8)]
+        seqs = [[t[0], t[1], t[2], t[3]], [t[0], t[1], t[4]], [t[5], t[6], t[7]]]
+        pad_id = pad_id_of(lm.tokenizer)
+        alone = _run_passes(lm, padded_passes(seqs, pad_id, ExtractConfig(batching="padded")), len(seqs))
+        packed = _run_passes(lm, packed_passes(seqs, pad_id, dtype, ExtractConfig()), len(seqs))
+        diff = float((alone.float() - packed.float()).norm() / alone.float().norm().clamp(min=1e-12))
+        tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+        PACKING_CHECKED[key] = diff < tolerance
+        if diff >= tolerance:
+            log.warning("%s (%s attention) gives packed statements other activations than their own passes "
+                        "(relative difference %.2g): its statements are batched padded.", key[0], key[1], diff)
+    return PACKING_CHECKED[key]
+
+
+def _run_passes(lm: LoadedModel, passes: Iterator[Pass], n: int,
+                progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Every block's output at the recorded nodes of ``passes``: ``[n_layers, n, d_model]`` on the CPU."""
+    dtype = next(lm.model.parameters()).dtype
+    device = torch.device(lm.info.device)
+    out = torch.empty((len(lm.blocks), n, lm.info.hidden_size), dtype=dtype)  # [layer, statement, d_model]
+    target: dict[str, torch.Tensor] = {}
+
+    def sink(layer: int, rows: torch.Tensor) -> None:
+        out[layer, target["idx"]] = rows.to("cpu")
+
+    with torch.inference_mode(), record_last_token(lm.blocks, sink) as state:
+        for inputs, rows, pos, statements in passes:
+            state["rows"] = torch.tensor(rows, device=device)
+            state["pos"] = torch.tensor(pos, device=device)
+            target["idx"] = torch.tensor(statements)
+            lm.body(**{k: None if v is None else v.to(device) for k, v in inputs.items()}, use_cache=False)
+            if progress is not None:
+                progress(len(statements))
+    return out
+
+
+def batching_of(lm: LoadedModel, ids: Sequence[Sequence[int]], config: ExtractConfig) -> str:
+    """How ``ids`` are batched through ``lm``: the configured way, or "padded" where packing would be wrong."""
+    if config.batching == "padded":
+        return "padded"
+    window = sliding_window(lm.model.config)
+    if window is not None and max(map(len, ids)) > window:
+        log.info("statements longer than %s's attention window of %d tokens: batched padded", lm.info.ref, window)
+        return "padded"
+    return "prefix-tree" if packing_works(lm) else "padded"
+
+
 def extract_last_token(
     lm: LoadedModel,
     statements: Sequence[str],
@@ -189,30 +298,9 @@ def extract_last_token(
     if lm.info.device == "cpu":
         keep_freed_memory()
     ids = tokenize(lm, statements, config.add_special_tokens, config.max_statement_tokens)
-    n_layers, d_model = len(lm.blocks), lm.info.hidden_size
-    dtype = next(lm.model.parameters()).dtype
-    device = torch.device(lm.info.device)
-    out = torch.empty((n_layers, len(ids), d_model), dtype=dtype)  # [layer, statement, d_model]
-    target: dict[str, torch.Tensor] = {}
-
-    def sink(layer: int, rows: torch.Tensor) -> None:
-        out[layer, target["idx"]] = rows.to("cpu")
-
     pad_id = pad_id_of(lm.tokenizer)
-    buckets = fewest_padded_buckets([len(s) for s in ids], config.max_tokens, config.max_batch, config.pass_tokens)
-    with (torch.inference_mode(), compiled_blocks(lm.blocks, config.compile),
-          record_last_token(lm.blocks, sink) as state):
-        for bucket in buckets:
-            input_ids, mask = pad_batch([ids[i] for i in bucket], pad_id, config.padding_side)
-            positions = positions_of(mask)  # real tokens count 0, 1, 2, … on either side
-            lengths = mask.sum(-1)
-            last = torch.full_like(lengths, input_ids.shape[1] - 1) if config.padding_side == "left" else lengths - 1
-            state["rows"] = torch.arange(len(bucket), device=device)
-            state["pos"] = last.to(device)
-            target["idx"] = torch.tensor(bucket)
-            attention_mask = mask.to(device) if config.padding_side == "left" else None
-            lm.body(input_ids=input_ids.to(device), attention_mask=attention_mask,
-                    position_ids=positions.to(device), use_cache=False)
-            if progress is not None:
-                progress(len(bucket))
-    return out
+    dtype = next(lm.model.parameters()).dtype
+    with compiled_blocks(lm.blocks, config.compile):
+        passes = (packed_passes(ids, pad_id, dtype, config) if batching_of(lm, ids, config) == "prefix-tree"
+                  else padded_passes(ids, pad_id, config))
+        return _run_passes(lm, passes, len(ids), progress)

@@ -52,7 +52,7 @@ from ._shared import (
     transfer_pairs,
     user_errors,
 )
-from .choices import Dtype, Executor, MiEstimator, Protocol
+from .choices import Batching, Dtype, Executor, MiEstimator, Protocol
 
 SUMMARY_HEADERS = {"best_accuracy": "accuracy", "ci": "95 % CI", "layer0_accuracy": "layer 0",
                    "majority_baseline": "majority", "control_lexical": "lexical", "control_random_init": "random init",
@@ -104,6 +104,9 @@ def trace(
     compile_blocks: Annotated[bool, typer.Option("--compile", help="torch.compile the decoder blocks for "
                                                  "extraction (opt-in: compiling takes tens of seconds; it pays "
                                                  "only on long sweeps of one architecture).")] = False,
+    batching: Annotated[Batching, typer.Option(help="prefix-tree: statements share rows and each shared prefix "
+                                               "is computed once (the same activations, to float rounding); "
+                                               "padded: one statement per row.")] = Batching.prefix_tree,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -130,7 +133,7 @@ def trace(
             limit=limit, data_dir=path_or_none(data_dir),
             load=LoadConfig(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                             blocks=blocks, cache_dir=path_or_none(cache_dir)),
-            extract=ExtractConfig(max_statement_tokens=max_tokens, compile=compile_blocks),
+            extract=ExtractConfig(max_statement_tokens=max_tokens, compile=compile_blocks, batching=batching.value),
             analysis=AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                           sigma(mi_sigma), mi_max_samples=mi_max_samples,
                                           controls=parse_controls(controls), seeds=seeds),

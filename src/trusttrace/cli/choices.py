@@ -67,6 +67,11 @@ class Dtype(str, Enum):
     float32 = "float32"
 
 
+class Batching(str, Enum):
+    prefix_tree = "prefix-tree"
+    padded = "padded"
+
+
 class Precision(str, Enum):
     auto = "auto"
     bf16 = "bf16"
