@@ -1,3 +1,4 @@
+import json
 import random
 
 import numpy as np
@@ -155,3 +156,24 @@ def test_bad_batching_options_are_refused():
         ExtractConfig(batching="trie")  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="pack_tokens"):
         ExtractConfig(pack_tokens=0)
+
+
+def test_a_trace_packed_or_padded_stores_the_same_activations(tiny_series, data_dir, tmp_path):
+    """``trace --batching padded`` and the packed default store the same activations (to float rounding),
+    and the manifest records which was asked for."""
+    from trusttrace.analysis import AnalysisConfig
+    from trusttrace.layout import TraceLayout
+    from trusttrace.models import LoadConfig
+    from trusttrace.store import load_activations
+    from trusttrace.trace import TraceConfig, run_trace
+
+    runs = {}
+    for batching in ("prefix-tree", "padded"):
+        out = tmp_path / batching
+        run_trace(TraceConfig(model=str(tiny_series), out=str(out), dimensions=("fairness",), data_dir=str(data_dir),
+                              limit=40, load=LoadConfig(dtype="float32"), extract=ExtractConfig(batching=batching),
+                              analysis=AnalysisConfig.build(controls=())))
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["config"]["extract"]["batching"] == batching
+        runs[batching] = load_activations(TraceLayout(out).activation("step100", "fairness")).layers
+    torch.testing.assert_close(runs["prefix-tree"], runs["padded"], atol=1e-5, rtol=1e-4)

@@ -1,9 +1,14 @@
-"""Last-token activations of every decoder block, in one batched forward pass per bucket.
+"""Last-token activations of every decoder block, many statements per forward pass.
 
-Statements are tokenised once, sorted by length and cut into buckets under a token budget, so padding
-stays small. Each bucket runs through the model body only (no LM head) under ``inference_mode``; a hook on
-every block keeps just the last real token's row. Padding is masked and position ids count real tokens
-only, so left and right padding give the same activations as an unpadded forward pass.
+Statements are tokenised once. By default they are packed as prefix trees (``packing``): many statements
+share a row, each shared beginning is one set of positions, and a mask lets every token see only its own
+statement's earlier tokens, so each statement gets the activations of its own pass while shared prefixes are
+computed once. A model is trusted with this only after three short statements agree with their own passes
+(``packing_works``, once per architecture); otherwise, for statements past a sliding attention window, and
+with ``batching="padded"``, each statement has a row of its own, padded to its bucket's longest, with
+position ids that count real tokens only (left and right padding give the same activations). Rows are cut
+into buckets under a token budget; each bucket runs through the model body only (no LM head) under
+``inference_mode``, and a hook on every block keeps just each statement's last token.
 
 Statement length: a statement longer than the model's context (``models.context_length``) is refused
 (``StatementTooLongError``), unless ``max_statement_tokens`` asks to keep each statement's last N tokens (the
@@ -185,7 +190,8 @@ def check_statements(ref: str, revision: str | None, datasets: Mapping[str, Sequ
     return cut
 
 
-Pass = tuple[dict[str, torch.Tensor | None], list[int], list[int], list[int]]  # inputs, rows, positions, statements
+# a forward pass: its inputs; for each statement read from it, the row, the index of its last token, its index
+Pass = tuple[dict[str, torch.Tensor | None], list[int], list[int], list[int]]
 
 
 def padded_passes(ids: Sequence[Sequence[int]], pad_id: int, config: ExtractConfig) -> Iterator[Pass]:

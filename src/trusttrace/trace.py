@@ -363,12 +363,14 @@ def _trace_checkpoint(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str,
             expect = _expected_metadata(config, ds, weights)
             if not is_complete(path, expect):
                 lm = model.get()
+                if "vocab_sha256" not in model.record:  # hashing the vocabulary takes a while: once per checkpoint
+                    model.record["vocab_sha256"] = vocab_sha256(lm.tokenizer)
                 progress.start("extract", f"  extract {name}", total=len(ds))
                 acts = extract_last_token(lm, ds.statements, config.extract,
                                           lambda n: progress.update("extract", advance=n))
                 meta = {"model": config.model, "revision": ckpt.name,
                         "step": "" if ckpt.step is None else str(ckpt.step), "commit": model.commit or "",
-                        "dataset": name, "vocab_sha256": vocab_sha256(lm.tokenizer), "dtype": lm.info.dtype,
+                        "dataset": name, "vocab_sha256": model.record["vocab_sha256"], "dtype": lm.info.dtype,
                         "architecture": lm.info.architecture,
                         "trusttrace_version": __version__, **expect}
                 save_activations(path, acts, ds.labels, meta)
