@@ -113,11 +113,16 @@ def sync(device: str | torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def block_matmul_params(lm: LoadedModel) -> int:
+    """Parameters of the decoder blocks' matmuls (2-D weights; norms and biases left out)."""
+    return sum(p.numel() for b in lm.blocks for p in b.parameters() if p.dim() == 2)
+
+
 def forward_flops(lm: LoadedModel, lengths: list[int], lm_head: bool = False) -> float:
     """Forward FLOPs of a model over sequences of ``lengths`` real tokens: 2 per matmul parameter of the blocks
     (and of the LM head, with ``lm_head``) and token, plus causal attention (QKᵀ and AV: 2·2·d·n(n+1)/2 per
     layer and sequence). Padding, norms and activations count for nothing."""
-    params = sum(p.numel() for b in lm.blocks for p in b.parameters() if p.dim() == 2)
+    params = block_matmul_params(lm)
     if lm_head:
         params += lm.model.get_output_embeddings().weight.numel()
     d = lm.info.hidden_size
@@ -137,7 +142,7 @@ def computed_work(lm: LoadedModel, ids: list[list[int]], config: ExtractConfig) 
         depths = [d for pack in prefix_packs(ids, config.pack_tokens) for d in pack.depths()]
     else:
         depths = [d for seq in ids for d in range(len(seq))]
-    params = sum(p.numel() for b in lm.blocks for p in b.parameters() if p.dim() == 2)
+    params = block_matmul_params(lm)
     attention = 4.0 * lm.info.hidden_size * sum(d + 1 for d in depths) * lm.info.n_layers
     return {"tokens": float(len(depths)), "flops": 2.0 * params * len(depths) + attention,
             "statement_tokens": float(sum(map(len, ids))), "statement_flops": forward_flops(lm, [len(s) for s in ids])}

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import computed_work, machine
+from _common import block_matmul_params, computed_work, machine
 
 from trusttrace.data import load_dataset
 from trusttrace.extract import ExtractConfig, extract_last_token
@@ -96,7 +96,7 @@ def work(lm: Any, statements: list[str], batch: int) -> dict[str, Any]:
     lengths = [len(s) for s in ids]
     ours = computed_work(lm, ids, ExtractConfig())["tokens"]
     padded = sum(max(lengths[i:i + batch]) * len(lengths[i:i + batch]) for i in range(0, len(lengths), batch))
-    blocks = sum(p.numel() for b in lm.blocks for p in b.parameters() if p.dim() == 2)
+    blocks = block_matmul_params(lm)
     head = lm.model.get_output_embeddings().weight.numel()
     return {"real_tokens": sum(lengths), "trusttrace_computed_tokens": int(ours), "nnsight_padded_tokens": padded,
             "head_share_of_nnsight_flops": round(head / (blocks + head), 3),

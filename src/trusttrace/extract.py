@@ -283,7 +283,7 @@ def batching_of(lm: LoadedModel, ids: Sequence[Sequence[int]], config: ExtractCo
     if config.batching == "padded":
         return "padded"
     window = sliding_window(lm.model.config)
-    if window is not None and max(map(len, ids)) > window:
+    if window is not None and max(map(len, ids), default=0) > window:
         log.info("statements longer than %s's attention window of %d tokens: batched padded", lm.info.ref, window)
         return "padded"
     return "prefix-tree" if packing_works(lm) else "padded"
