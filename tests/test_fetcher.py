@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import trusttrace.trace as trace_mod
+import trusttrace.trace_unit as unit_mod
 from trusttrace.checkpoints import Checkpoint
 from trusttrace.fetcher import CheckpointFetcher, Fetch, FetchConfig, Fetched
 from trusttrace.models import LoadConfig
@@ -43,7 +44,7 @@ def _at(events: Events, what: str, name: str) -> float:
 def test_next_download_starts_while_the_current_checkpoint_computes(tiny_series, data_dir, tmp_path, monkeypatch,
                                                                      prefetch):
     events: Events = []
-    real = trace_mod._trace_checkpoint
+    real = trace_mod.trace_unit
 
     def traced(config, ckpt, *a, **k):
         events.append(("compute_start", ckpt.name, time.perf_counter(), threading.current_thread().name))
@@ -52,14 +53,14 @@ def test_next_download_starts_while_the_current_checkpoint_computes(tiny_series,
         events.append(("compute_end", ckpt.name, time.perf_counter(), threading.current_thread().name))
         return record
 
-    real_weights = trace_mod.local_weights
+    real_weights = unit_mod.local_weights
 
     def hashing(ckpt):
         events.append(("hash", ckpt.name, time.perf_counter(), threading.current_thread().name))
         return real_weights(ckpt)
 
-    monkeypatch.setattr(trace_mod, "_trace_checkpoint", traced)
-    monkeypatch.setattr(trace_mod, "local_weights", hashing)
+    monkeypatch.setattr(trace_mod, "trace_unit", traced)
+    monkeypatch.setattr(unit_mod, "local_weights", hashing)
     config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), data_dir=str(data_dir),
                          dimensions=("privacy",), limit=40, load=LoadConfig(dtype="float32"),
                          fetch=FetchConfig(prefetch=prefetch))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace import trace as trace_mod
+from trusttrace import trace_unit as trace_mod
 from trusttrace._io import record_path, write_text_atomic
 from trusttrace.analysis import AnalysisConfig
 from trusttrace.cli import app

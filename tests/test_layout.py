@@ -22,12 +22,44 @@ def test_paths_nest_and_names_are_safe(tmp_path):
     demo = DemoLayout(tmp_path)
     assert demo.pretrain.trace.results_csv == tmp_path / "pretrain" / "trace" / "results.csv"
     assert demo.steer("toxicity").vectors.vector("org/rev", "toxicity") == (
-        tmp_path / "steer-toxicity" / "vectors" / "org__rev" / "toxicity.safetensors")
-    assert TraceLayout(tmp_path).activation("org/rev", "fairness").parent.name == safe_name("org/rev") == "org__rev"
-    assert safe_name("proxy:step0") == "proxy__step0"  # no colon in a file name: some file systems refuse it
-    assert SteerLayout(tmp_path).part("step/1", 3, -2.0).name == "step__1__L3__a-2.csv"
+        tmp_path / "steer-toxicity" / "vectors" / "org%2Frev" / "toxicity.safetensors")
+    assert TraceLayout(tmp_path).activation("org/rev", "fairness").parent.name == safe_name("org/rev") == "org%2Frev"
+    assert safe_name("proxy:step0") == "proxy%3Astep0"  # no colon in a file name: some file systems refuse it
+    assert SteerLayout(tmp_path).part("step/1", 3, -2.0).name == "step%2F1__L3__a-2.csv"
     assert report_for(tmp_path).root == tmp_path / "report"
     assert report_for(tmp_path / "x.csv", 2).root == tmp_path / "report-compare"
+
+
+@pytest.mark.parametrize("name", ["step100", "ckpt_000", "toxicity", "main", "step1000-tokens4B", "v1.2+local"])
+def test_plain_names_are_kept(name):
+    assert safe_name(name) == name
+
+
+HOSTILE = ["../../x/PWNED", "..", ".", "", "/etc/passwd", "a/b", "a__b", "a%2Fb", "step10:a", "step10__a",
+           "x'><img src=x onerror=alert(1)>", "nul\0byte", "tab\there", "é", "e\u0301", ".hidden", "~",
+           "x" * 300, "x" * 299 + "y", "%" * 100, "ü" * 200]
+
+
+def test_hostile_names_become_one_safe_file_name_each(tmp_path):
+    names = [h.encode().decode("unicode_escape") if "\\" in h else h for h in HOSTILE]
+    encoded = [safe_name(n) for n in names]
+    assert len(set(encoded)) == len(set(names))  # never two names on one file
+    for name, file_name in zip(names, encoded):
+        assert "/" not in file_name and "\0" not in file_name and file_name not in (".", "..")
+        assert not file_name.startswith(".") and 0 < len(file_name.encode()) <= 120 + 33
+        path = tmp_path / "run" / file_name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(name)  # a name the file system takes, inside the folder
+        assert path.resolve().parent == (tmp_path / "run").resolve()
+
+
+def test_names_one_file_system_takes_for_one_are_refused():
+    from trusttrace.errors import UnknownNameError
+    from trusttrace.layout import check_distinct
+
+    check_distinct(["step10:a", "step10__a", "org/b", "org__b"], "checkpoints")  # distinct file names
+    with pytest.raises(UnknownNameError, match="'Step10' and 'step10'"):
+        check_distinct(["Step10", "step10"], "checkpoints")
 
 
 def _results(folder):

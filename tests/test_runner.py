@@ -6,8 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from trusttrace import trace as trace_mod
+from trusttrace import trace_unit as unit_mod
 from trusttrace.analysis import AnalysisConfig
 from trusttrace.cli import app
+from trusttrace.executors import ExecutorConfig
 from trusttrace.fetcher import FetchConfig, Fetched
 from trusttrace.models import LoadConfig
 from trusttrace.tables import RESULT_COLUMNS
@@ -54,7 +56,7 @@ def test_trace_writes_tidy_results_and_manifest(tiny_series, data_dir, tmp_path)
 def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     calls = []
-    real = trace_mod.extract_last_token
+    real = unit_mod.extract_last_token
 
     def flaky(lm, statements, *a, **kw):
         calls.append(1)
@@ -62,7 +64,7 @@ def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monke
             raise KeyboardInterrupt
         return real(lm, statements, *a, **kw)
 
-    monkeypatch.setattr(trace_mod, "extract_last_token", flaky)
+    monkeypatch.setattr(unit_mod, "extract_last_token", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_trace(config(tiny_series, data_dir, out))
     assert sorted(p.name for p in (out / "parts").iterdir()) == ["step0.csv", "step0.csv.sha256.json"]  # + record
@@ -114,7 +116,7 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="mi_estimator"):
         AnalysisConfig.build(mi_estimator="kraskov")
     with pytest.raises(ValueError, match="executor"):
-        TraceConfig(model="m", out="o", executor=trace_mod.ExecutorConfig(kind="dask"))
+        TraceConfig(model="m", out="o", executor=ExecutorConfig(kind="dask"))
     with pytest.raises(ValueError, match="prefetch"):
         FetchConfig(prefetch=-1)
 
@@ -140,7 +142,7 @@ def test_each_checkpoint_model_is_released_before_the_next(tiny_series, data_dir
     import weakref
 
     alive = []
-    real = trace_mod.load_model
+    real = unit_mod.load_model
 
     def tracking(*a, **kw):
         gc.collect()
@@ -149,7 +151,7 @@ def test_each_checkpoint_model_is_released_before_the_next(tiny_series, data_dir
         alive.append(weakref.ref(lm.model))
         return lm
 
-    monkeypatch.setattr(trace_mod, "load_model", tracking)
+    monkeypatch.setattr(unit_mod, "load_model", tracking)
     run_trace(config(tiny_series, data_dir, tmp_path / "run"))
     gc.collect()
     assert len(alive) == 4 and all(ref() is None for ref in alive)  # the random-init control's, and 3
@@ -197,8 +199,8 @@ def test_a_memory_url_works_as_the_run_folder_and_resumes(tiny_series, data_dir,
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/trusttrace-tests/run/parts", detail=False)) == [
         "step0.csv", "step0.csv.sha256.json", "step10.csv", "step10.csv.sha256.json"]  # each with its record
     calls = []
-    real = trace_mod._trace_checkpoint
-    monkeypatch.setattr(trace_mod, "_trace_checkpoint", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    real = trace_mod.trace_unit
+    monkeypatch.setattr(trace_mod, "trace_unit", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
     full = run_trace(replace(config, select=None))  # a fresh mirror: what is done is read back from the URL
     assert calls == ["step100"]
     with fs.open("/trusttrace-tests/run/results.csv") as fh:
@@ -224,7 +226,7 @@ def _recording_fetch(cache, events):
 def test_downloads_run_ahead_within_the_budget_and_are_deleted(tiny_series, data_dir, tmp_path, monkeypatch,
                                                               prefetch, budget, ahead):
     events = []
-    real = trace_mod._trace_checkpoint
+    real = trace_mod.trace_unit
 
     def traced(config, ckpt, *a, **k):
         import time as _time
@@ -233,7 +235,7 @@ def test_downloads_run_ahead_within_the_budget_and_are_deleted(tiny_series, data
         events.append(("compute", ckpt.name))
         return real(config, ckpt, *a, **k)
 
-    monkeypatch.setattr(trace_mod, "_trace_checkpoint", traced)
+    monkeypatch.setattr(trace_mod, "trace_unit", traced)
     cache = tmp_path / "cache"
     config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), data_dir=str(data_dir),
                          dimensions=("privacy",), limit=40, load=LoadConfig(dtype="float32"),

@@ -9,7 +9,7 @@ def test_roundtrip_atomic_and_metadata(tmp_path):
     path = TraceLayout(tmp_path).activation("org/step1", "fairness")
     acts = torch.randn(3, 5, 4)
     save_activations(path, acts, np.array([0, 1, 0, 1, 1]), {"model": "m", "n_rows": "5", "limit": None})
-    assert path.parent.name == "org__step1"
+    assert path.parent.name == "org%2Fstep1"
     assert sorted(path.parent.iterdir()) == [path, path.with_name(path.name + ".sha256.json")]  # and its record
     stored = load_activations(path)
     torch.testing.assert_close(stored.layers, acts.to(torch.bfloat16).float())

@@ -15,7 +15,7 @@ MAX_LINES = 400
 # The data flow, earliest first: a module may import modules of its own layer or of earlier ones only.
 LAYERS: list[set[str]] = [
     {"_version", "_io", "_alloc", "names", "hub", "assets", "progress", "tables", "stats", "layout", "remote", "batching",
-     "executors", "integrity", "verify", "errors", "settings", "outputs", "packing"},  # plumbing that knows no stage
+     "executors", "integrity", "verify", "errors", "settings", "outputs", "packing", "runlock", "filenames", "unfinished"},  # plumbing that knows no stage
     {"checkpoints"},  # which revisions
     {"models", "model_files", "gguf_cache"},  # loading one
     {"data", "statements", "groups", "corpus", "corpus_builtin"},  # what is fed to models
@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"linesearch"},  # numerical pieces
     {"logreg", "splits", "probes", "controls", "mutual_info", "steering", "correlation"},  # from activations
     {"analysis", "vectors", "fetcher", "interop"},
-    {"resume", "trace", "live"},  # the trace job
+    {"resume", "trace", "trace_unit", "live"},  # the trace job
     {"evaluate"},  # the suite
     {"sweep", "phases", "proxy_sweep"},  # jobs over traces
     {"report"},  # tables → pages

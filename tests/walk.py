@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 from typer.testing import CliRunner
 
+from trusttrace._io import write_json_atomic
 from trusttrace.testing import make_tokenizer, save_tiny, write_planted_data_dir
 
 FAST = ["--controls", "none", "--analyses", "probe", "--limit", "40", "-q"]
@@ -78,12 +79,44 @@ class Ctx:
         return self
 
 
+class Skip(Exception):
+    """A case this machine cannot set up (no tmpfs mount, no setpriv): reported as skipped, never as ok."""
+
+
+HOLDER = ("import sys, time\nfrom trusttrace.runlock import hold\nwith hold(sys.argv[1], 'trace'):\n"
+          "    print('held', flush=True)\n    time.sleep(120)\n")
+
+
 @dataclass
 class Scratch:
     """One case's own folder, and the output path its command writes to."""
 
     dir: Path
     ctx: Ctx
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run after the command, whatever happened
+
+    def holder(self, folder: Path) -> int:
+        """Another trusttrace process holding ``folder`` until the case ends; its pid."""
+        import subprocess
+
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+        self.cleanups.append(lambda: (proc.kill(), proc.wait()))
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        return proc.pid
+
+    def small_disk(self, name: str, kilobytes: int) -> Path:
+        """A tmpfs of ``kilobytes`` mounted at ``name`` for the case (a full disk); Skip where mounting is not
+        permitted (not root, or a container without CAP_SYS_ADMIN)."""
+        import subprocess
+
+        where = self.dir / name
+        where.mkdir(parents=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(where)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise Skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:120]})")
+        self.cleanups.append(lambda: subprocess.run(["umount", "-l", str(where)], check=False))
+        return where
 
     @property
     def out(self) -> Path:
@@ -133,17 +166,21 @@ class Case:
     mistake: str
     argv: Argv
     expect: str = "refuse"  # refuse | works
-    disk: str = "nothing"  # refuse: nothing (no --out created) | unchanged (the folder as it was)
-    check: Check | None = None  # works: what must hold afterwards
+    # refuse: nothing (no --out created) | unchanged (the folder as it was) | resumable (what was done is intact,
+    # and `verify` says what a rerun still has to do: a full disk, a refused permission)
+    disk: str = "nothing"
+    check: Check | None = None  # what must hold afterwards (works, and refuse where given)
+    prefix: tuple[str, ...] = ()  # run as a process, under this prefix (e.g. setpriv): "" runs it in-process
+    process: bool = False  # run `python -m trusttrace` in a process (the real entry point, signals, stdout)
 
 
 CASES: list[Case] = []
 
 
 def case(id: str, area: str, mistake: str, expect: str = "refuse", disk: str = "nothing",
-         check: Check | None = None) -> Callable[[Argv], Argv]:
+         check: Check | None = None, prefix: tuple[str, ...] = (), process: bool = False) -> Callable[[Argv], Argv]:
     def register(argv: Argv) -> Argv:
-        CASES.append(Case(id, area, mistake, argv, expect, disk, check))
+        CASES.append(Case(id, area, mistake, argv, expect, disk, check, prefix, process or bool(prefix)))
         return argv
 
     return register
@@ -697,6 +734,248 @@ def _changed_step(s: Scratch, step: str) -> str | None:
     return None if changed == [step] else f"activations changed for {changed or 'no checkpoint'}, not [{step}]"
 
 
+# ---------------------------------------------------------------- hostile inputs (issue 23)
+
+HTML_NAME = "x'><img src=x onerror=alert(1)>"  # a file name a browser would run as script, were it not escaped
+PRIV = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--")  # root, bound by modes
+LONG = "n" * 300  # a name longer than any file system allows (255 bytes)
+
+
+def _tiny_pretrain(s: Scratch, out: Path, *extra: str) -> list[str]:
+    corpus = s.file("corpus.txt", "".join(f"line {i} of a small corpus with words w{i % 50} and w{i % 7}.\n\n"
+                                          for i in range(400)))
+    return ["pretrain", "--out", str(out), "--corpus", str(corpus), "--steps", "4", "--checkpoints", "0,2,4",
+            "--hidden-size", "32", "--layers", "2", "--heads", "2", "--intermediate-size", "64", "--vocab-size", "300",
+            "--seq-len", "32", "--batch-size", "2", "--precision", "fp32", "--device", "cpu", "-q", *extra]
+
+
+def _hostile_table(s: Scratch, dimension: str, steps: int = 1) -> Path:
+    """A tidy results table (the report's plain-CSV input) whose dimension and revisions are ``dimension``."""
+    rows = [{"step": step, "dimension": dimension, "layer": layer, "metric": metric, "value": value,
+             "revision": f"{dimension}@{step}", "model": dimension}
+            for step in range(steps) for layer in range(3)
+            for metric, value in (("accuracy", 0.6 + 0.1 * layer), ("mi_tx", 5.0 - step), ("mi_ty", 0.1 * step))]
+    return s.csv("hostile.csv", text=pd.DataFrame(rows).to_csv(index=False))
+
+
+def _hostile_trace(s: Scratch, dimension: str) -> Path:
+    """A trace folder whose results hold MI rows over steps of a dimension named ``dimension``."""
+    from trusttrace.tables import RESULT_COLUMNS
+
+    frame = pd.read_csv(_hostile_table(s, dimension, steps=5))
+    for col in RESULT_COLUMNS:
+        if col not in frame:
+            frame[col] = ""
+    s.out.mkdir()
+    frame[RESULT_COLUMNS].to_csv(s.out / "results.csv", index=False)
+    (s.out / "manifest.json").write_text(json.dumps({"settings": {}, "checkpoints": {}}))
+    return s.out
+
+
+def _page_is_escaped(page: Path) -> str | None:
+    if not page.is_file():
+        return f"no {page}"
+    text = page.read_text(encoding="utf-8")
+    raw = [bad for bad in ("<img src=x", "onerror=alert(1)>") if bad in text]
+    return f"{page} holds {raw} unescaped" if raw else None
+
+
+def _victim_kept(s: Scratch, name: str = "victim.txt") -> str | None:
+    victim = s.dir / name
+    return None if victim.read_text() == "mine" else f"{victim} was overwritten"
+
+
+def _link(path: Path, target: Path) -> None:
+    if path.exists() or path.is_symlink():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+
+
+@case("lock-second-writer", "hostile", "trace into a folder another trusttrace process is writing", disk="unchanged")
+def _(s):
+    s.copy_base()
+    s.holder(s.out)
+    return trace_series(s)
+@case("lock-overwrite", "hostile", "--overwrite of a folder another process is writing", disk="unchanged")
+def _(s):
+    s.copy_base()
+    s.holder(s.out)
+    return trace_series(s, "--overwrite")
+@case("lock-inside", "hostile", "steer --out inside a folder another process is writing")
+def _(s):
+    s.holder(s.dir)
+    return steer(s)
+@case("lock-report-while-writing", "hostile", "report on a run another process is still writing", expect="works",
+      check=lambda s, o: None if (s.out / "report" / "index.html").is_file() else "no report")
+def _(s):
+    s.copy_base()
+    s.holder(s.out)
+    return ["report", str(s.out), "--no-png"]
+@case("name-dataset-html", "hostile", "a dataset file named like HTML with a script handler", expect="works",
+      check=lambda s, o: _has_results(s) or _page_is_escaped(s.out / "report" / "index.html"))
+def _(s):
+    first = CliRunner().invoke(_app(), trace_file(s, s.csv(f"d/{HTML_NAME}.csv", planted())), env={"COLUMNS": "300"})
+    assert first.exit_code == 0, first.output
+    return ["report", str(s.out), "--no-png"]
+@case("name-dataset-dots", "hostile", "a dataset file named ...csv (its name is '..')", expect="works",
+      check=lambda s, o: _has_results(s))
+def _(s): return trace_file(s, s.csv("d/...csv", planted()))
+@case("name-dataset-long", "hostile", "a dataset file whose name is 250 characters", expect="works",
+      check=lambda s, o: _has_results(s))
+def _(s): return trace_file(s, s.csv(f"d/{'d' * 250}.csv", planted()))
+@case("name-report-traversal", "hostile", "report on a table whose dimension is ../../x/PWNED and HTML",
+      expect="works", check=lambda s, o: _page_is_escaped(s.out / "index.html"))
+def _(s): return ["report", str(_hostile_table(s, f"../../x/PWNED{HTML_NAME}", steps=3)), "--out", str(s.out),
+                  "--no-png"]
+@case("name-phases-traversal", "hostile", "phases on a run whose dimension is ../../x/PWNED", expect="works",
+      check=lambda s, o: None if any((s.out / "mi").glob("*.html")) else "no figures in mi/")
+def _(s): return ["phases", str(_hostile_trace(s, "../../x/PWNED")), "--smooth", "1"]
+@case("name-revision-collision", "hostile", "checkpoint folders step10:a and step10__a", expect="works",
+      check=lambda s, o: _revisions_are(s, {"step10:a", "step10__a"}))
+def _(s):
+    save_tiny(s.dir / "series" / "step10:a", "llama", seed=1)
+    save_tiny(s.dir / "series" / "step10__a", "llama", seed=2)
+    return trace_model(s, str(s.dir / "series"))
+@case("name-model-html", "hostile", "a model folder and checkpoint named like HTML, then a report", expect="works",
+      check=lambda s, o: _has_results(s) or _page_is_escaped(s.out / "report" / "index.html"))
+def _(s):
+    series = s.dir / f"m{HTML_NAME}"
+    save_tiny(series / f"step1{HTML_NAME}", "llama", seed=1)
+    save_tiny(series / "step2", "llama", seed=2)
+    first = CliRunner().invoke(_app(), trace_model(s, str(series)), env={"COLUMNS": "300"})
+    assert first.exit_code == 0, first.output
+    return ["report", str(s.out), "--no-png"]
+@case("name-case-collision", "hostile", "checkpoint folders Step10 and step10 (one file on macOS)")
+def _(s):
+    save_tiny(s.dir / "series" / "Step10", "llama", seed=1)
+    save_tiny(s.dir / "series" / "step10", "llama", seed=2)
+    return trace_model(s, str(s.dir / "series"))
+@case("link-log", "hostile", "a run folder whose log.txt links to a file of the user's", disk="unchanged",
+      check=lambda s, o: _victim_kept(s))
+def _(s):
+    _link(s.copy_base() / "log.txt", s.file("victim.txt", "mine"))
+    return trace_series(s)
+@case("link-activations", "hostile", "a run folder whose activations/step10 links to a folder of the user's",
+      disk="unchanged", check=lambda s, o: _victim_kept(s, "mine/victim.txt"))
+def _(s):
+    s.file("mine/victim.txt", "mine")
+    _link(s.copy_base() / "activations" / "step10", s.dir / "mine")
+    (s.out / "parts" / "step10.csv").unlink()
+    return trace_series(s)
+@case("link-report-table", "hostile", "a report folder whose tables/results.csv links to a file of the user's",
+      disk="unchanged", check=lambda s, o: _victim_kept(s))
+def _(s):
+    _link(s.copy_base() / "report" / "tables" / "results.csv", s.file("victim.txt", "mine"))
+    return ["report", str(s.out), "--no-png"]
+@case("input-vectors-into-activations", "hostile", "vectors build RUN --out RUN/activations", disk="unchanged")
+def _(s): return ["vectors", "build", str(s.copy_base()), "--dimension", "toxicity", "--out", str(s.out / "activations")]
+@case("input-export-onto-itself", "hostile", "vectors export V --out V", disk="unchanged")
+def _(s):
+    vector = s.file("out", s.ctx.vec32.read_bytes())
+    return ["vectors", "export", str(vector), "--format", "numpy", "--out", str(vector)]
+@case("input-import-onto-itself", "hostile", "vectors import X --out X", disk="unchanged")
+def _(s):
+    vector = s.file("out", noise(300))
+    return ["vectors", "import", str(vector), "--out", str(vector)]
+@case("input-probe-into-activations", "hostile", "probe RUN --out RUN/activations", disk="unchanged")
+def _(s): return ["probe", str(s.copy_base()), "--out", str(s.out / "activations"), "--controls", "none",
+                  "--analyses", "probe", "-q"]
+@case("input-report-into-run", "hostile", "report RUN --out RUN/parts", disk="unchanged")
+def _(s): return ["report", str(s.copy_base()), "--out", str(s.out / "parts"), "--no-png"]
+@case("env-disk-full-trace", "environment", "trace --out on a disk that fills up", disk="resumable")
+def _(s): return trace_series(s, out=s.small_disk("disk", 96) / "run")
+@case("env-disk-full-report", "environment", "report --out on a disk that fills up", disk="resumable")
+def _(s): return ["report", str(s.ctx.base), "--out", str(s.small_disk("disk", 256) / "report"), "--no-png"]
+@case("env-disk-full-pretrain", "environment", "pretrain --out on a disk that fills up", disk="resumable")
+def _(s): return _tiny_pretrain(s, s.small_disk("disk", 256) / "run")
+@case("env-permission-trace", "environment", "a rerun into a run whose parts/ folder this user may not write",
+      prefix=PRIV, disk="resumable")
+def _(s):
+    s.copy_base()
+    (s.out / "parts" / "step10.csv").unlink()  # as a run killed before its last part leaves it
+    (s.out / "parts" / "step10.csv.sha256.json").unlink()
+    (s.out / "parts").chmod(0o555)
+    s.cleanups.append(lambda: (s.out / "parts").chmod(0o755))
+    return trace_series(s)
+@case("env-permission-report", "environment", "report on a run whose results this user may not read", prefix=PRIV,
+      disk="unchanged")
+def _(s):
+    s.copy_base()
+    (s.out / "results.parquet").unlink()
+    (s.out / "results.csv").chmod(0o000)
+    s.cleanups.append(lambda: (s.out / "results.csv").chmod(0o644))
+    return ["report", str(s.out), "--no-png"]
+@case("env-permission-pretrain", "environment", "pretrain --corpus this user may not read", prefix=PRIV)
+def _(s):
+    argv = _tiny_pretrain(s, s.out)
+    (s.dir / "corpus.txt").chmod(0o000)
+    return argv
+@case("env-name-too-long-trace", "environment", "trace --out with a 300-character name")
+def _(s): return trace_series(s, out=s.dir / LONG)
+@case("env-name-too-long-report", "environment", "report --out with a 300-character name")
+def _(s): return ["report", str(s.ctx.base), "--out", str(s.dir / LONG), "--no-png"]
+@case("env-name-too-long-pretrain", "environment", "pretrain --out with a 300-character name")
+def _(s): return _tiny_pretrain(s, s.dir / LONG)
+
+
+def _traced_copy(s: Scratch) -> Path:
+    """A copy of the tiny series, traced into the case's --out (its activations kept aside as before/)."""
+    series = s.dir / "series"
+    shutil.copytree(s.ctx.series, series)
+    first = CliRunner().invoke(_app(), trace_model(s, str(series)), env={"COLUMNS": "300"})
+    assert first.exit_code == 0, first.output
+    shutil.copytree(s.out / "activations", s.dir / "before")
+    return series
+
+
+def _stale_redone(s: Scratch, output: str, name: str) -> str | None:
+    return _changed_step(s, "step10") or (None if f"step10: {name} changed" in output else f"no warning naming {name}")
+
+
+@case("stale-tokenizer", "hostile", "a checkpoint's tokenizer.json changed, then a rerun", expect="works",
+      check=lambda s, o: _stale_redone(s, o, "tokenizer.json"))
+def _(s):
+    tokenizer = _traced_copy(s) / "step10" / "tokenizer.json"
+    tok = json.loads(tokenizer.read_text())
+    vocab = tok["model"]["vocab"]
+    vocab["good"], vocab["bad"] = vocab["bad"], vocab["good"]  # the same statements, other embeddings
+    tokenizer.write_text(json.dumps(tok))
+    return trace_model(s, str(s.dir / "series"))
+@case("stale-config", "hostile", "a checkpoint's config.json changed, then a rerun", expect="works",
+      check=lambda s, o: _stale_redone(s, o, "config.json"))
+def _(s):
+    config = _traced_copy(s) / "step10" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "rms_norm_eps": 0.5}))
+    return trace_model(s, str(s.dir / "series"))
+
+
+def _killed_before_the_last(s: Scratch) -> Path:
+    """A copy of the base run as a kill before step100's part leaves it: no part, no record, not finished."""
+    run = s.copy_base()
+    for path in (run / "parts" / "step100.csv", run / "parts" / "step100.csv.sha256.json"):
+        path.unlink()
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["checkpoints"].pop("step100", None)
+    manifest.pop("finished", None)
+    write_json_atomic(run / "manifest.json", manifest)  # with its record, as the run itself writes it
+    return run
+
+
+@case("verify-unfinished", "damaged", "verify on a run killed before its last checkpoint", disk="unchanged")
+def _(s): return ["verify", str(_killed_before_the_last(s))]
+@case("verify-being-written", "damaged", "verify on a run another trusttrace process is writing", disk="unchanged")
+def _(s):
+    s.copy_base()
+    s.holder(s.out)
+    return ["verify", str(s.out)]
+@case("verify-then-rerun", "damaged", "a rerun of the killed run, as verify advises", expect="works",
+      check=lambda s, o: _same_as_base(s))
+def _(s):
+    _killed_before_the_last(s)
+    return trace_series(s)
+
+
 # ---------------------------------------------------------------- running and classifying
 
 
@@ -709,7 +988,12 @@ def _app() -> Any:
 def snapshot(path: Path) -> dict[str, str] | None:
     """Every file under ``path`` with its sha256 (None when ``path`` does not exist; its text when a file).
 
-    ``log.txt`` is left out: a run folder's log records every attempt, refused ones included."""
+    ``log.txt`` is left out: a run folder's log records every attempt, refused ones included. A path the file
+    system cannot even name (a name too long) reads as None."""
+    try:
+        path.exists()
+    except OSError:
+        return None
     if path.is_file():
         return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
     if not path.exists():
@@ -723,8 +1007,30 @@ class Outcome:
     case: Case
     exit_code: int
     output: str
-    verdict: str  # ok | traceback | silent | corrupt | refused
+    verdict: str  # ok | traceback | silent | corrupt | refused | skipped
     why: str = ""
+
+
+def _outside(s: Scratch, target: Path) -> dict[str, str]:
+    """Every file of the case's folder that is not under its output (``target``), with its sha256."""
+    found = snapshot(s.dir) or {}
+    prefix = target.relative_to(s.dir).as_posix() + "/" if s.dir in target.parents else None
+    mounts = {p.relative_to(s.dir).as_posix() + "/" for p in s.dir.iterdir() if p.is_mount()} if s.dir.is_dir() else set()
+    return {k: v for k, v in found.items() if not (prefix and (k + "/").startswith(prefix))
+            and not any(k.startswith(m) for m in mounts)}
+
+
+def _invoke(c: Case, argv: list[str]) -> tuple[int, str, BaseException | None]:
+    """Run the command: in this process (typer's runner), or as `python -m trusttrace` under the case's prefix."""
+    if not c.process:
+        result = CliRunner().invoke(_app(), argv, env={"COLUMNS": "300"})
+        return result.exit_code, result.output, result.exception
+    import subprocess
+
+    env = {**os.environ, "COLUMNS": "300"}
+    done = subprocess.run([*c.prefix, sys.executable, "-m", "trusttrace", *argv], capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    return done.returncode, done.stdout + done.stderr, None
 
 
 def run_case(c: Case, ctx: Ctx, scratch_root: Path) -> Outcome:
@@ -733,29 +1039,62 @@ def run_case(c: Case, ctx: Ctx, scratch_root: Path) -> Outcome:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     s = Scratch(folder, ctx)
-    argv = c.argv(s)
+    try:
+        return _run(c, s)
+    finally:
+        for cleanup in reversed(s.cleanups):
+            cleanup()
+
+
+def _run(c: Case, s: Scratch) -> Outcome:
+    try:
+        argv = c.argv(s)
+    except Skip as why:
+        return Outcome(c, -1, "", "skipped", str(why))
     target = s.out if "--out" not in argv else Path(argv[argv.index("--out") + 1])
-    before = snapshot(target)
-    result = CliRunner().invoke(_app(), argv, env={"COLUMNS": "300"})
-    output = " ".join(result.output.split())
-    crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
-    if crashed or "Traceback" in result.output or "internal error" in output:
-        why = repr(result.exception) if crashed else output[-300:]
-        return Outcome(c, result.exit_code, output, "traceback", why)
+    before, outside = snapshot(target), _outside(s, target)
+    exit_code, raw, exception = _invoke(c, argv)
+    output = " ".join(raw.split())
+    crashed = exception is not None and not isinstance(exception, SystemExit)
+    if crashed or "Traceback" in raw or "internal error" in output:
+        why = repr(exception) if crashed else output[-300:]
+        return Outcome(c, exit_code, output, "traceback", why)
+    escaped = sorted(set(_outside(s, target).items()) ^ set(outside.items()))
+    if escaped:
+        return Outcome(c, exit_code, output, "corrupt", f"files changed outside {target}: {escaped[:3]}")
     if c.expect == "refuse":
-        if result.exit_code == 0:
+        if exit_code == 0:
             return Outcome(c, 0, output, "silent", "exit 0")
         after = snapshot(target)
-        if after != before:
-            return Outcome(c, result.exit_code, output, "corrupt", f"{target} changed")
-        return Outcome(c, result.exit_code, output, "ok")
-    if result.exit_code != 0:
-        return Outcome(c, result.exit_code, output, "refused", output[-300:])
+        if c.disk != "resumable" and after != before:
+            return Outcome(c, exit_code, output, "corrupt", f"{target} changed")
+        problem = (c.check(s, output) if c.check else None) or (_resumable(target) if c.disk == "resumable" else None)
+        if problem:
+            return Outcome(c, exit_code, output, "corrupt", problem)
+        return Outcome(c, exit_code, output, "ok")
+    if exit_code != 0:
+        return Outcome(c, exit_code, output, "refused", output[-300:])
     problem = c.check(s, output) if c.check else None
     if problem:
         verdict = "corrupt" if c.area == "damaged" else "silent"
         return Outcome(c, 0, output, verdict, problem)
     return Outcome(c, 0, output, "ok")
+
+
+def _resumable(folder: Path) -> str | None:
+    """After a failure the machine caused: nothing half-written under ``folder`` (no temporary file left), and
+    for a run folder, `verify` finds nothing damaged: it lists what a rerun still has to do (exit 3,
+    incomplete) or finds the run complete (exit 0)."""
+    if not folder.exists():
+        return None
+    leftovers = [p.name for p in folder.rglob("*") if ".tmp-" in p.name]
+    if leftovers:
+        return f"temporary files left behind: {leftovers[:3]}"
+    result = CliRunner().invoke(_app(), ["verify", str(folder)], env={"COLUMNS": "300"})
+    said = " ".join(result.output.split())
+    if result.exit_code not in (0, 2, 3) or (result.exit_code == 2 and "is not a run folder" not in said):
+        return f"verify after the failure: exit {result.exit_code}: {said[-300:]}"
+    return None
 
 
 def build_context(root: Path) -> Ctx:
@@ -774,7 +1113,7 @@ def main() -> None:  # pragma: no cover - run by hand for the before/after count
             print(f"{o.verdict:10} {o.case.id:32} exit {o.exit_code}  {o.why[:200]}")
     counts = Counter(o.verdict for o in outcomes)
     print(json.dumps({"inputs": len(outcomes), **{k: counts.get(k, 0) for k in
-                                                   ("ok", "traceback", "silent", "corrupt", "refused")}}))
+                                                   ("ok", "traceback", "silent", "corrupt", "refused", "skipped")}}))
 
 
 if __name__ == "__main__":  # pragma: no cover

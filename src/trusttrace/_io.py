@@ -8,6 +8,12 @@ suffix is chosen so that no glob of a run folder (``parts/*.csv``, ``*/*.safeten
 The record is written *before* the rename that publishes the file, naming the version it replaces, and
 rewritten without that after: whenever a process is killed, the file on disk matches its record (either the
 new version or the one it replaces), so an interruption never looks like damage.
+
+Every file published here gets the mode this user's umask gives a new file (safetensors alone would write
+0600, so a colleague handed a run folder could not read its activations), and no write goes through a
+symbolic link planted in a run folder nor into a run folder that was removed under its run
+(``runlock.guard_write``). A full disk, a missing permission and the like surface as
+``errors.EnvironmentFailure`` naming the file, with nothing half-written left at the final name.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .errors import environment_failure
+from .runlock import guard_write
+
 RECORD_SUFFIX = ".sha256.json"
 RECORD_FORMAT = "trusttrace-record/1"
 _CHUNK = 1 << 20
@@ -29,6 +38,34 @@ _CHUNK = 1 << 20
 def _move(source: Path, target: Path) -> None:
     """Rename ``source`` onto ``target`` atomically: the one place a write is published (tests kill here)."""
     os.replace(source, target)
+
+
+def _umask() -> int:
+    """This process's umask (read without changing it where /proc tells it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def share(path: Path) -> None:
+    """Give ``path`` (and, for a folder, everything under it) the mode a new file or folder gets from this
+    user's umask, whatever the writing library chose."""
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        if item.is_symlink():
+            continue
+        want = (0o777 if item.is_dir() else 0o666) & ~_UMASK
+        if item.stat().st_mode & 0o777 != want:
+            os.chmod(item, want)
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -103,38 +140,62 @@ def _current(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """The entry a record vouches for (without its format and any version it replaced)."""
     if record is None:
         return None
-    return {k: v for k, v in record.items() if k not in ("format", "replaces")}
+    return {k: v for k, v in record.items() if k not in ("format", "replaces", "meta")}
 
 
 @contextmanager
-def atomic_path(path: str | Path, record: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | Path, record: bool = True, meta: dict[str, Any] | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     Readers never see a half-written file: either the old one (or none) or the complete new one. The block
     may also make a folder at the temporary path (a model checkpoint); ``path`` must then not exist yet.
-    With ``record`` (the default) the write is recorded beside it (see the module docstring).
+    With ``record`` (the default) the write is recorded beside it (see the module docstring); ``meta`` is
+    kept in the record too (e.g. the settings a part was made with: ``record_meta`` reads it back).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    guard_write(final)  # a folder removed under its run, or a planted link: refused before anything is made
     tmp = temporary_sibling(final)
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.is_symlink() or tmp.is_file():
+            tmp.unlink()
+    except OSError as err:
+        raise environment_failure(err, str(final.parent)) or err
+    try:
         yield tmp
+        share(tmp)
         if record:
             entry = digest(tmp)
             try:
                 before = _current(read_record(final))
             except ValueError:  # an unreadable old record vouches for nothing
                 before = None
-            _write_record(final, {**entry, **({"replaces": before} if before else {})})
+            extra = {"meta": meta} if meta else {}
+            _write_record(final, {**entry, **extra, **({"replaces": before} if before else {})})
             _move(tmp, final)
-            _write_record(final, entry)
+            _write_record(final, {**entry, **extra})
         else:
             _move(tmp, final)
+    except Exception as err:  # the system's refusal, or a library's wrapper around it (safetensors, pyarrow)
+        found = environment_failure(err, str(final))
+        if found is None:
+            raise
+        raise found from err
     finally:
-        if tmp.is_dir():
+        if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp)
-        elif tmp.exists():
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
+
+
+def record_meta(path: str | Path) -> dict[str, Any]:
+    """What the write of ``path`` kept in its record as ``meta`` ({} when none, or no readable record)."""
+    try:
+        record = read_record(path)
+    except ValueError:
+        return {}
+    meta = (record or {}).get("meta")
+    return meta if isinstance(meta, dict) else {}
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -148,9 +209,9 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
-    """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
-    with atomic_path(path) as tmp:
+def write_with(path: str | Path, writer: Callable[[Path], None], meta: dict[str, Any] | None = None) -> None:
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically (``meta``: kept in its record)."""
+    with atomic_path(path, meta=meta) as tmp:
         writer(tmp)
 
 

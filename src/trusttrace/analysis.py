@@ -26,8 +26,9 @@ from .errors import DataFileError, OutputError, RunFolderError, RunFolderNotFoun
 from .layout import TraceLayout
 from .mutual_info import MIConfig, mi_rows
 from .names import ANALYSES, CONTROLS
-from .outputs import check_output
+from .outputs import check_output, refuse_overlap
 from .probes import ProbeConfig, probe_layers, training_split, transfer_layers
+from .runlock import hold
 from .store import StoredActivations, load_activations
 from .tables import RESULT_COLUMNS
 
@@ -215,6 +216,13 @@ def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
     if out.root.resolve() == source.root.resolve():
         raise OutputError(f"--out {config.out!r} is the run folder itself, whose results.csv the trace wrote. Give "
                           f"another folder, e.g. {config.run}-probe.")
+    refuse_overlap(out.root, source.root, "probe")  # e.g. --out RUN/activations
+    with hold(out.root, "probe"):  # one writer at a time
+        return _probe(config, source, out)
+
+
+def _probe(config: ProbeRunConfig, source: TraceLayout, out: TraceLayout) -> ProbeRunResult:
+    """``run_probe`` once its output folder is held."""
     files = source.activation_files()
     if not files:
         raise RunFolderError(f"{source.root} has no stored activations (activations/<revision>/<dataset>"

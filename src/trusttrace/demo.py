@@ -39,6 +39,7 @@ from .phases import PhasesConfig, run_phases
 from .pretrain import PretrainConfig, run_pretrain
 from .progress import Progress
 from .report import ReportConfig, run_report
+from .runlock import hold
 from .sweep import SteerConfig, run_steer
 from .tables import HEADLINE, steering_wide
 
@@ -157,6 +158,12 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     """Run (or resume) every stage; return the summary (also written to ``OUT/summary.json``)."""
     progress = progress or Progress()
     check_output(config.out)  # before anything loads or is written
+    with hold(config.out, "demo"):  # one writer at a time (each stage holds its own folder too)
+        return _demo(config, progress)
+
+
+def _demo(config: DemoConfig, progress: Progress) -> DemoResult:
+    """``run_demo`` once its folder is held."""
     layout = DemoLayout(Path(config.out))
     layout.root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

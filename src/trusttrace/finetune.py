@@ -43,6 +43,7 @@ from .layout import FinetuneLayout, read_json, refuse_other_settings, settings_d
 from .models import choose_device
 from .outputs import check_output
 from .progress import Progress
+from .runlock import hold
 from .training import batch_indices, lr_at, make_optimizer, train_step, use_bf16
 
 log = logging.getLogger(__name__)
@@ -186,10 +187,16 @@ class FinetuneResult:
 
 def run_finetune(config: FinetuneConfig, progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune ``config.model``; write the model folder ``config.out`` (atomically) and return it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     progress = progress or Progress()
     check_output(config.out)  # before the model loads or anything is written
+    with hold(config.out, "finetune", beside=True):  # one writer at a time; the folder appears whole
+        return _finetune(config, progress)
+
+
+def _finetune(config: FinetuneConfig, progress: Progress) -> FinetuneResult:
+    """``run_finetune`` once its folder is held."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     layout = FinetuneLayout(Path(config.out))
     if layout.is_finished():
         record = read_json(layout.record)

@@ -8,8 +8,11 @@ are the checks on them:
   *missing*.
 - ``usable(path, redo)`` is what a resuming stage asks before it skips work: only an intact file is used; a
   damaged or unrecorded one is reported by name (a logged warning saying what the rerun does instead).
-- ``weights_fingerprint(ref)`` is the sha256 over a local checkpoint's weight files, recorded in a trace
-  manifest so that weights regenerated under the same name are traced again.
+- ``weights_fingerprint(ref)`` is the sha256 over a local checkpoint's weight files, and ``model_files(ref)``
+  the sha256 of each of its config and tokenizer files (``MODEL_FILES``): a trace manifest records both, so
+  that a checkpoint whose weights, config or tokenizer changed under the same name is traced again.
+  ``weights_stat`` and ``model_files_stat`` are their cheap stand-ins (names, sizes, mtimes): a file is
+  read in full only when its stat moved.
 - ``verify.verify_run(path)`` checks a whole run folder of any kind with these (``trusttrace verify``).
 
 Folders written before records existed hold only *unrecorded* files. Nothing in them can be told intact,
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._io import read_record, record_path, sha256_file
-from .errors import DamagedFileError
+from .errors import DamagedFileError, RunFailure, environment_failure
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +121,12 @@ def require_readable(path: str | Path, fix: str) -> None:
         raise DamagedFileError(f"{describe(found)}: it is not used. {fix[:1].upper()}{fix[1:]}", str(path))
 
 
-def damaged(path: str | Path, err: Exception, fix: str) -> DamagedFileError:
-    """The error for a file whose parser failed (a truncated or garbage file that has no record)."""
+def damaged(path: str | Path, err: Exception, fix: str) -> RunFailure:
+    """The error for a file whose parser failed (a truncated or garbage file that has no record); when the
+    machine refused the read (no permission, an I/O error), that refusal instead (``EnvironmentFailure``)."""
+    refused = environment_failure(err, str(path))
+    if refused is not None:
+        return refused
     return DamagedFileError(f"{path} cannot be read ({type(err).__name__}: {err}): it is damaged or not "
                             f"what trusttrace wrote. {fix}", str(path))
 
@@ -149,6 +156,12 @@ def _cached_sha(path: Path) -> str:
     return _FILE_SHAS[key]
 
 
+# The files besides the weights that a checkpoint's activations depend on: its config and its tokenizer
+# (generation_config.json and chat templates do not change what a statement's activations are).
+MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "vocab.txt")
+
+
 def _weight_files(ref: str | Path) -> list[Path]:
     path = Path(ref).expanduser()
     if path.is_file():
@@ -156,6 +169,22 @@ def _weight_files(ref: str | Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
     return []
+
+
+def _model_files(ref: str | Path) -> list[Path] | None:
+    """The config and tokenizer files of a checkpoint folder (none for a single-file checkpoint, a GGUF: its
+    tokenizer is inside its weights); None for what is not a local file or folder."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return []
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.name in MODEL_FILES)
+    return None
+
+
+def _stat(files: list[Path]) -> str:
+    stats = "".join(f"{f.name}\0{f.stat().st_size}\0{f.stat().st_mtime_ns}\n" for f in files)
+    return hashlib.sha256(stats.encode()).hexdigest()
 
 
 def weights_stat(ref: str | Path) -> str | None:
@@ -166,10 +195,7 @@ def weights_stat(ref: str | Path) -> str | None:
     computed, so that a copy or a ``touch`` that leaves the bytes alone does not trace a checkpoint again.
     """
     files = _weight_files(ref)
-    if not files:
-        return None
-    stats = "".join(f"{f.name}\0{f.stat().st_size}\0{f.stat().st_mtime_ns}\n" for f in files)
-    return hashlib.sha256(stats.encode()).hexdigest()
+    return _stat(files) if files else None
 
 
 def weights_fingerprint(ref: str | Path) -> str | None:
@@ -179,13 +205,38 @@ def weights_fingerprint(ref: str | Path) -> str | None:
     trace of a checkpoint hash its weights once. Weights regenerated under the same folder name change it.
     """
     files = _weight_files(ref)
-    if not files:
-        return None
+    return files_digest({file.name: _cached_sha(file) for file in files}) if files else None
+
+
+def model_files_stat(ref: str | Path) -> str | None:
+    """``weights_stat`` of a checkpoint's config and tokenizer files (``MODEL_FILES``), None for what is not
+    local. A folder without any has a stat too, so that one appearing in it moves the stat."""
+    files = _model_files(ref)
+    return None if files is None else _stat(files)
+
+
+def model_files(ref: str | Path) -> dict[str, str] | None:
+    """The sha256 of each config and tokenizer file of a local checkpoint (name → sha256), None for what is
+    not local. Cached like the weights' hashes: a file is read again only when its size, mtime or inode moved."""
+    files = _model_files(ref)
+    return None if files is None else {file.name: _cached_sha(file) for file in files}
+
+
+def files_digest(shas: dict[str, str]) -> str:
+    """One sha256 over files' names and sha256 (``model_files`` or the weights' files), in name order."""
     combined = hashlib.sha256()
-    for file in files:
-        combined.update(f"{file.name}\0{_cached_sha(file)}\n".encode())
+    for name, sha in sorted(shas.items()):
+        combined.update(f"{name}\0{sha}\n".encode())
     return combined.hexdigest()
 
 
-__all__ = ["Check", "check", "damaged", "describe", "remove", "require_readable", "usable", "weights_fingerprint",
-           "weights_stat"]
+def changed_files(before: dict[str, str], now: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
+    """The files whose sha256 differs between two ``model_files`` maps: name → (before, now), None where a
+    file is absent (it appeared or disappeared)."""
+    return {name: (before.get(name), now.get(name)) for name in sorted({*before, *now})
+            if before.get(name) != now.get(name)}
+
+
+__all__ = ["MODEL_FILES", "WEIGHT_SUFFIXES", "Check", "changed_files", "check", "damaged", "describe",
+           "files_digest", "model_files", "model_files_stat", "remove", "require_readable", "usable",
+           "weights_fingerprint", "weights_stat"]

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ._io import write_with
-from .errors import OptionError, VectorError
+from .errors import OptionError, VectorError, environment_failure
 from .models import BLOCK_PATHS
 from .steering import SteeringVector, checked_directions
 
@@ -157,6 +157,9 @@ def import_vector(path: str | Path) -> SteeringVector:
     except VectorError:
         raise
     except _PARSE_ERRORS as err:
+        refused = environment_failure(err, str(path)) if isinstance(err, OSError) else None
+        if refused is not None:  # no permission, an I/O error: the machine, not the file
+            raise refused from err
         raise VectorError(f"{path} is not a readable {suffix} steering vector ({_first_line(err)}); it may "
                           f"be truncated or of another kind. {IMPORTABLE}") from err
     if not layers:
@@ -174,6 +177,9 @@ def _read_gguf(path: Path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
     try:
         reader = _gguf().GGUFReader(str(path))
     except _PARSE_ERRORS as err:  # gguf's errors for an empty, truncated or foreign file
+        refused = environment_failure(err, str(path)) if isinstance(err, OSError) else None
+        if refused is not None:
+            raise refused from err
         raise VectorError(f"{path} is not a readable GGUF file ({_first_line(err)}). {IMPORTABLE}") from err
     fields = {name: _field_value(field) for name, field in reader.fields.items()}
     if fields.get("general.architecture") != GGUF_ARCH:

@@ -21,10 +21,11 @@ One class per kind of run folder, and ``RunLayout`` to say what a folder holds::
                summary.md, summary.json, report/, log.txt
     report     index.html, figures/<name>.png, tables/<name>.csv
 
-Names that hold a ``/`` or ``:`` (hub revisions such as ``org/branch``, a sweep's ``proxy:<source>`` rows)
-are stored with ``__`` in its place (``safe_name``). Every file is written atomically (temporary name, then rename) with a record of its size and
-sha256 beside it, ``<name>.sha256.json`` (``_io``, ``integrity``); a resuming run uses only files that match
-their records, and the results table is always rebuilt from the intact parts.
+Every name taken from data (revisions such as ``org/branch``, a sweep's ``proxy:<source>`` rows, dataset and
+dimension names) is stored through ``safe_name``: one file name, never a path, never the same for two names.
+Every file is written atomically (temporary name, then rename) with a record of its size and sha256 beside
+it, ``<name>.sha256.json`` (``_io``, ``integrity``); a resuming run uses only files that match their records,
+and the results table is always rebuilt from the intact parts.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import pandas as pd
 
 from ._io import write_json_atomic, write_with
 from .errors import DamagedFileError, RunFolderNotFoundError
+from .filenames import check_distinct, safe_name  # noqa: F401 (re-exported: every path comes from here)
 from .integrity import check, damaged, describe
 from .settings import (  # noqa: F401 (read_csv and the settings helpers are imported from here too)
     describe_diff,
@@ -50,12 +52,6 @@ from .settings import (  # noqa: F401 (read_csv and the settings helpers are imp
 from .tables import order_results
 
 Kind = Literal["trace", "probe", "steer", "pretrain", "demo", "empty"]
-
-
-def safe_name(name: str) -> str:
-    """A revision or source name as a file or folder name: ``/`` and ``:`` (``org/branch``, a steering
-    sweep's ``proxy:<source>`` rows), which some file systems refuse, become ``__``."""
-    return name.replace("/", "__").replace(":", "__")
 
 
 class At:
@@ -98,7 +94,7 @@ class VectorsLayout:
     root: Path
 
     def vector(self, revision: str, dimension: str) -> Path:
-        return self.root / safe_name(revision) / f"{dimension}.safetensors"
+        return self.root / safe_name(revision) / f"{safe_name(dimension)}.safetensors"
 
     def files(self) -> list[Path]:
         return sorted(self.root.glob("*/*.safetensors"))
@@ -128,11 +124,11 @@ class TraceLayout:
         return self.activations_dir / safe_name(revision)
 
     def activation(self, revision: str, dataset: str) -> Path:
-        return self.activations(revision) / f"{dataset}.safetensors"
+        return self.activations(revision) / f"{safe_name(dataset)}.safetensors"
 
     def control_activation(self, dataset: str) -> Path:
         """The random-init control's activations of ``dataset`` (one per run, whatever the checkpoints)."""
-        return self.root / "controls" / "activations" / f"{dataset}.safetensors"
+        return self.root / "controls" / "activations" / f"{safe_name(dataset)}.safetensors"
 
     def activation_files(self) -> list[Path]:
         return sorted(self.activations_dir.glob("*/*.safetensors"))
@@ -176,8 +172,10 @@ class TraceLayout:
         write_with(self.results_parquet, lambda tmp: frame.to_parquet(tmp, index=False))
         return frame
 
-    def write_part(self, revision: str, frame: pd.DataFrame) -> None:
-        write_with(self.part(revision), lambda tmp: frame.to_csv(tmp, index=False))
+    def write_part(self, revision: str, frame: pd.DataFrame, key: str | None = None) -> None:
+        """A finished checkpoint's rows; ``key`` (the run's settings' sha256) is kept in the part's record."""
+        write_with(self.part(revision), lambda tmp: frame.to_csv(tmp, index=False),
+                   meta={"settings_sha256": key} if key else None)
 
     def read_results(self) -> pd.DataFrame:
         """The results table (parquet, else CSV), after checking it against its record."""
@@ -312,7 +310,7 @@ class DemoLayout:
     chat = Sub(FinetuneLayout, "chat")
 
     def steer(self, dimension: str) -> SteerLayout:
-        return SteerLayout(self.root / f"steer-{dimension}")
+        return SteerLayout(self.root / f"steer-{safe_name(dimension)}")
 
     summary_md = At("summary.md")
     summary_json = At("summary.json")

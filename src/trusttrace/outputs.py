@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OptionError, OutputError, UsageError
+from .errors import OptionError, OutputError, OutputOverlapsInputError, UsageError
+from .runlock import LOCK_NAME, holds, made_here, refuse_if_held
 
 # Every name a trusttrace run folder holds at its top level (see ``layout``'s module docstring), by kind.
 KNOWN_FILES: dict[str, frozenset[str]] = {
@@ -107,7 +108,7 @@ def _foreign(folder: Path, kind: str) -> list[str]:
     """The entries of ``folder`` that a trusttrace folder of ``kind`` never holds."""
     # an atomic write's leftover temporary, and a file's size-and-sha256 record (``_io.RECORD_SUFFIX``)
     names = [p.name.removesuffix(".sha256.json") for p in folder.iterdir()
-             if not (p.name.startswith(".") and ".tmp-" in p.name)]
+             if not (p.name.startswith(".") and ".tmp-" in p.name) and p.name != LOCK_NAME]
     if kind == "finetune":
         return [n for n in names if not (n == "loss.csv" or n.endswith(_MODEL_FILE_SUFFIXES))]
     known = KNOWN_FILES.get(kind, frozenset())
@@ -136,6 +137,7 @@ def start_over(path: str | Path, overwrite: bool, kinds: tuple[str, ...], option
         return folder
     if not folder.is_dir():
         return folder
+    refuse_if_held(folder, kinds[0])  # never a folder another process is writing
     if folder.is_symlink() or folder.resolve() in (Path.home().resolve(), Path.cwd().resolve(), Path("/")):
         raise OutputError(f"{option} {str(path)!r} --overwrite: {folder} is a link, your home folder or the "
                           "current folder; trusttrace removes only a run folder it wrote. Give the run folder "
@@ -145,7 +147,7 @@ def start_over(path: str | Path, overwrite: bool, kinds: tuple[str, ...], option
         if source == folder.resolve() or folder.resolve() in source.parents:
             raise OutputError(f"{option} {str(path)!r} --overwrite: {folder} holds {given}, which this command "
                               "reads, so it is left as it is. Give another output folder.")
-    entries = list(folder.iterdir())
+    entries = [p for p in folder.iterdir() if p.name != LOCK_NAME]
     if not entries:
         return folder
     kind = run_kind(folder)
@@ -159,8 +161,55 @@ def start_over(path: str | Path, overwrite: bool, kinds: tuple[str, ...], option
                           f"a {' or '.join(kinds)} folder, so it is left as it is. Give the folder this command "
                           "wrote, or a new one.")
     if remove:
-        shutil.rmtree(folder)
+        if holds(folder):  # the run goes on holding it: everything but its lock goes
+            empty_folder(folder)
+        else:
+            shutil.rmtree(folder)
     return folder
+
+
+def empty_folder(folder: Path) -> None:
+    """Remove everything in ``folder`` but its lock (the run that holds it goes on holding it)."""
+    for entry in folder.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def refuse_overlap(out: str | Path, run: str | Path, command: str, allowed: Sequence[str] = (),
+                   option: str = "--out") -> None:
+    """Refuse an output that would overwrite what ``command`` reads from the run folder ``run``: the folder
+    itself, or a folder inside it that the run's kind holds (activations, controls, parts, …), except those
+    named in ``allowed`` (``vectors build`` writes ``RUN/vectors``). A new folder inside the run (a report in
+    ``RUN/report``) is fine. Raises ``OutputOverlapsInputError`` before anything is written."""
+    target, source = Path(os.path.abspath(Path(out).expanduser())), Path(os.path.abspath(Path(run).expanduser()))
+    if target.exists() and source.exists() and target.resolve() == source.resolve() or target == source:
+        raise OutputOverlapsInputError(f"{option} {str(out)!r} is {run}, the run folder `trusttrace {command}` reads: "
+                                       "its files would be overwritten. Give another folder, e.g. "
+                                       f"{source.name}-{command.split()[-1]}.")
+    real_target, real_source = Path(os.path.realpath(target)), Path(os.path.realpath(source))
+    if real_source not in real_target.parents:
+        return
+    first = real_target.relative_to(real_source).parts[0]
+    owned = {name for names in KNOWN_FILES.values() for name in names} - set(allowed) - {"report", "report-compare"}
+    if first in owned:
+        raise OutputOverlapsInputError(
+            f"{option} {str(out)!r} is or lies in {source / first}, which `trusttrace {command}` reads (or the run's own "
+            f"{first}): writing there would overwrite or mix with the run's files. Give a folder outside the run, "
+            f"or a new one inside it (e.g. {source / (command.split()[-1] + '-out')}).")
+
+
+def refuse_same_file(out: str | Path, source: str | Path, command: str, option: str = "--out") -> None:
+    """Refuse an output file that is the input file itself (``vectors export V --out V``)."""
+    a, b = Path(out).expanduser(), Path(source).expanduser()
+    same = a.exists() and b.exists() and os.path.samefile(a, b)
+    if same or os.path.abspath(a) == os.path.abspath(b):
+        raise OutputOverlapsInputError(f"{option} {str(out)!r} is the file `trusttrace {command}` reads ({source}): "
+                                       "it would be replaced by its own output. Give another file name, e.g. "
+                                       f"{b.with_name(b.stem + '-out' + b.suffix)}.")
 
 
 def _refuse_foreign(folder: Path, kinds: tuple[str, ...], option: str) -> None:
@@ -185,12 +234,12 @@ def removed_on_usage_error(folder: Path, finished: Callable[[], bool]) -> Iterat
     Most inputs are checked before a folder is made; this covers what only the model shows (its blocks, its
     weights' shape). A runtime failure (a network, a killed process) keeps the folder, so the rerun resumes.
     """
-    made = not folder.exists()
+    made = not folder.exists() or made_here(folder)
     try:
         yield
     except UsageError:
         if made and folder.is_dir() and not finished():
-            shutil.rmtree(folder)
+            empty_folder(folder)  # the hold that made it removes the folder itself as it lets go
         raise
 
 

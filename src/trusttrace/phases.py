@@ -28,6 +28,7 @@ from scipy.stats import spearmanr
 from ._io import write_with
 from .errors import RunFolderError
 from .layout import TraceLayout
+from .runlock import hold
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def run_phases(config: PhasesConfig) -> PhasesResult:
     layout = TraceLayout(Path(config.run))
     phases = detect_phases(layout.read_results(), config.rule)
     summary, lines = summarise(phases)
-    write_with(layout.phases_csv, lambda tmp: phases.to_csv(tmp, index=False))
-    write_with(layout.phases_summary_csv, lambda tmp: summary.to_csv(tmp, index=False))
+    with hold(layout.mi, "phases"):  # one writer at a time
+        write_with(layout.phases_csv, lambda tmp: phases.to_csv(tmp, index=False))
+        write_with(layout.phases_summary_csv, lambda tmp: summary.to_csv(tmp, index=False))
     return PhasesResult(phases, summary, lines, [layout.phases_csv, layout.phases_summary_csv])

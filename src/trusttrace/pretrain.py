@@ -47,6 +47,7 @@ from .layout import PretrainLayout, record_settings
 from .models import choose_device
 from .outputs import check_output, finite_settings, removed_on_usage_error
 from .progress import Progress
+from .runlock import hold
 from .training import (
     batch_indices,
     load_state,
@@ -327,6 +328,13 @@ def run_pretrain(config: PretrainConfig, progress: Progress | None = None,
     """
     progress = progress or Progress()
     check_output(config.out)  # before the corpus loads or anything is written
+    with hold(config.out, "pretrain"):  # one writer at a time
+        return _pretrain(config, progress, on_checkpoint, stop_after)
+
+
+def _pretrain(config: PretrainConfig, progress: Progress, on_checkpoint: Callable[[Path, int], None] | None,
+              stop_after: int | None) -> PretrainResult:
+    """``run_pretrain`` once its folder is held."""
     started = time.perf_counter()
     layout = PretrainLayout(Path(config.out))
     with removed_on_usage_error(layout.root, lambda: any(layout.checkpoints())):  # e.g. a corpus that is no text

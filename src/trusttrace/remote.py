@@ -18,6 +18,7 @@ from pathlib import Path
 from ._io import RECORD_SUFFIX, record_path
 from .errors import OptionError, OutputError
 from .hub import default_cache_dir
+from .runlock import LOCK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,17 @@ class RunFolder:
         self.local = local or default_cache_dir() / "remote-runs" / digest
 
     def reset(self) -> None:
-        """Empty the local mirror, so that only what the URL holds counts as done."""
-        shutil.rmtree(self.local, ignore_errors=True)
+        """Empty the local mirror, so that only what the URL holds counts as done (its lock stays: the run
+        that resets it holds it)."""
+        if not self.local.is_dir():
+            return
+        for entry in self.local.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
     def _remote(self, relative: str) -> str:
         return f"{self.root.rstrip('/')}/{relative}"

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import text_sha256
-from .errors import DataFileError, DataFileNotFoundError
+from .errors import DataFileError, DataFileNotFoundError, environment_failure
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def _decoded(path: Path) -> str:
     except FileNotFoundError as err:
         raise DataFileNotFoundError(f"Dataset file {str(path)!r} does not exist. Check the path.") from err
     except OSError as err:
-        raise DataFileError(f"{path} cannot be read ({err.strerror or err}). Check its permissions.") from err
+        raise environment_failure(err, str(path)) or DataFileError(f"{path} cannot be read ({err.strerror or err})."
+                                                                   " Check its permissions.") from err
     encoding = "utf-16" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
     try:
         text = raw.decode(encoding)

@@ -43,7 +43,7 @@ from torch import nn
 
 from ._io import write_with
 from .batching import untuple
-from .errors import OptionError, VectorError
+from .errors import OptionError, VectorError, environment_failure
 from .models import LoadedModel, vocab_sha256
 from .names import STEER_POSITIONS, VECTOR_METHODS, VECTOR_SPLITS
 
@@ -140,7 +140,8 @@ class SteeringVector:
             raise VectorError(f"{path} is not a readable safetensors file ({err}); it may be truncated or of "
                               f"another kind. {WHAT_A_VECTOR_IS}") from err
         except OSError as err:
-            raise VectorError(f"{path} cannot be read ({err}). {WHAT_A_VECTOR_IS}") from err
+            raise environment_failure(err, str(path)) or VectorError(f"{path} cannot be read ({err}). "
+                                                                     f"{WHAT_A_VECTOR_IS}") from err
         if not layers:
             raise VectorError(f"{path} holds no layer_<N> tensors (it has {names[:5] or 'none'}), so it is not a "
                               f"steering vector. {WHAT_A_VECTOR_IS}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._io import write_json_atomic, write_with
+from ._io import record_meta, write_json_atomic, write_with
 from .analysis import AnalysisConfig
 from .checkpoints import CheckpointSeries
 from .correlation import probe_vs_effect
@@ -46,6 +46,8 @@ from .proxy_sweep import (
     proxy_model,
     proxy_settings,
 )
+from .resume import settings_key
+from .runlock import hold
 from .stats import mcnemar_exact
 from .steering import METHODS, POSITIONS, SteeringVector, check_fit, check_layers, hidden_size_mismatch
 from .tables import HEADLINE, STEERING_COLUMNS, best_alphas
@@ -215,7 +217,8 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
     """Run one job (or read it back from ``parts/``) and write its rows there."""
     layout = SteerLayout(Path(config.out))
     path, items = layout.part(job.name, job.layer, job.alpha), layout.items(job.name, job.layer, job.alpha)
-    done = _finished_part(path, items, job.label)
+    key = settings_key(config.settings())
+    done = _finished_part(path, items, job.label, key)
     if done is not None:
         return done
     target, judges = _target_and_judges(config)
@@ -228,25 +231,31 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
                                                         config.allow_mismatch)
     suite = run_suite(target, eval_config, steering, judges)
     rows = suite.table
-    write_with(items, lambda tmp: suite.items.to_csv(tmp, index=False))  # before the part: it marks the job done
+    meta = {"settings_sha256": key}  # what the outcomes were made with: a resume never mixes two settings
+    write_with(items, lambda tmp: suite.items.to_csv(tmp, index=False), meta)  # before the part: it marks the job done
     if job.vector is not None:
         rows = pd.concat([rows, pd.DataFrame([{
             "dimension": config.dimension, "metric": "cosine_to_self", "value": job.cosine,
             "n": job.vector.hidden_size, "spec": "cosine(source vector, target's own vector)"}])], ignore_index=True)
     rows = rows.assign(source_revision=job.name, layer=job.layer, alpha=job.alpha)
-    write_with(path, lambda tmp: rows.to_csv(tmp, index=False))
+    write_with(path, lambda tmp: rows.to_csv(tmp, index=False), meta)
     return rows
 
 
 ITEM_COLUMNS = ("dimension", "metric", "item", "outcome")
 
 
-def _finished_part(path: Path, items: Path, label: str) -> pd.DataFrame | None:
-    """A job's rows when its part and outcomes are both intact (they match their records) and hold the columns
-    the sweep reads; else None, and the job is evaluated again. A damaged or unrecorded file is reported by
-    name; a part from before outcomes were kept (no items file) is done again too."""
+def _finished_part(path: Path, items: Path, label: str, key: str) -> pd.DataFrame | None:
+    """A job's rows when its part and outcomes are both intact (they match their records), were made with
+    these settings (``key``) and hold the columns the sweep reads; else None, and the job is evaluated again.
+    A damaged or unrecorded file is reported by name; a part from before outcomes were kept (no items file)
+    is done again too."""
     redo = f"evaluation {label} is run again."
     if not (usable(path, redo) and usable(items, redo)):
+        return None
+    made_with = {record_meta(f).get("settings_sha256", key) for f in (path, items)}
+    if made_with != {key}:
+        log.warning("%s was made with other settings than this sweep's; %s", path, redo)
         return None
     rows, outcomes = read_csv(path), read_csv(items)
     for frame, file, needed in ((rows, path, STEERING_COLUMNS), (outcomes, items, ITEM_COLUMNS)):
@@ -324,6 +333,12 @@ def run_steer(config: SteerConfig, progress: Progress | None = None) -> SteerRes
     """
     progress = progress or Progress()
     check_output(config.out)  # before any model loads or anything is written
+    with hold(config.out, "steer"):  # one writer at a time
+        return _steer(config, progress)
+
+
+def _steer(config: SteerConfig, progress: Progress) -> SteerResult:
+    """``run_steer`` once its folder is held."""
     _check_shapes(config)  # a source of another width, or layers the target lacks: refused before any tracing
     if config.proxy_tuned is not None and config.proxy_base is not None:
         check_proxy_models(config.proxy_tuned, config.proxy_base)  # their vocabularies, before any tracing

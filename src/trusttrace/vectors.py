@@ -14,7 +14,9 @@ from pathlib import Path
 from ._version import __version__
 from .data import SPECS
 from .errors import OptionError, RunFolderNotFoundError, UnknownNameError
-from .layout import TraceLayout, VectorsLayout
+from .layout import TraceLayout, VectorsLayout, safe_name
+from .outputs import refuse_overlap
+from .runlock import hold
 from .steering import METHODS, SteeringVector, build_vector
 from .store import load_activations, read_metadata
 
@@ -75,7 +77,7 @@ def stored_revisions(run: str | Path, dimension: str) -> list[str]:
     """The revisions a trace folder stored activations of ``dimension`` for, in file order."""
     layout = TraceLayout(Path(run))
     return [read_metadata(p).get("revision", p.parent.name) for p in layout.activation_files()
-            if p.stem == dimension]
+            if p.stem == safe_name(dimension)]
 
 
 def run_vectors(config: VectorsConfig) -> VectorsResult:
@@ -97,10 +99,12 @@ def run_vectors(config: VectorsConfig) -> VectorsResult:
     if missing:
         raise UnknownNameError(f"{config.run} has no {config.dimension} activations for {missing}; it has {available}.")
     folder = config.folder
+    refuse_overlap(folder.root, config.run, "vectors build", allowed=("vectors",))  # e.g. --out RUN/activations
     vectors, files = {}, {}
-    for revision in revisions:
-        vector = vector_from_run(config.run, revision, config.dimension, config.method, config.split)
-        path = folder.vector(revision, config.dimension)
-        vector.save(path)
-        vectors[revision], files[revision] = vector, path
+    with hold(folder.root, "vectors build"):  # one writer at a time
+        for revision in revisions:
+            vector = vector_from_run(config.run, revision, config.dimension, config.method, config.split)
+            path = folder.vector(revision, config.dimension)
+            vector.save(path)
+            vectors[revision], files[revision] = vector, path
     return VectorsResult(folder.root, vectors, files)

@@ -6,20 +6,28 @@ without one are listed as *unrecorded*, leftover temporary files of killed write
 finding says what a rerun with the same settings does about it (recompute a checkpoint from stored
 activations, trace it again, rebuild a table, restart training from step 0, or stop and say what to delete).
 A folder written before records were kept lists every file as unrecorded: a rerun recomputes all of them.
+
+It also tells the folder's whole state (``unfinished``): what its settings ask for that it does not hold yet
+(checkpoints still to trace, evaluations still to run, training steps still to take), and whether another
+trusttrace process is writing it right now (its lock, ``runlock``; lock files are never findings). Its status
+is *intact* (every file intact, nothing left to do), *incomplete* (every file intact but work left, or being
+written) or *damaged* (a finding a rerun recomputes).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ._io import RECORD_SUFFIX, is_record, record_as_is, record_path
 from .errors import DamagedFileError, RunFolderError, RunFolderNotFoundError
 from .integrity import check
 from .layout import RunLayout, TraceLayout
+from .runlock import is_lock_file
+from .unfinished import left_to_do, writer, writer_text
 
 IGNORED_NAMES = ("log.txt",)  # appended as the run goes, never resumed from
 REPORT_FOLDERS = ("report", "report-compare")  # drawn afresh by `trusttrace report`
@@ -36,19 +44,46 @@ class Finding:
     redo: str
 
 
+Status = Literal["intact", "incomplete", "damaged"]
+
+
 @dataclass(frozen=True)
 class VerifyReport:
-    """What ``verify_run`` found: the folder's kind, how many files it checked, and every finding."""
+    """What ``verify_run`` found: the folder's kind, how many files it checked, every finding, what a rerun
+    still has to do (``todo``, one line each, a sub-run's prefixed with its folder), and the other process
+    writing the folder (``writer``: its lock's pid, command, host, started, and ``folder``, the one held)."""
 
     root: Path
     kind: str
     checked: int
     findings: tuple[Finding, ...]
+    todo: tuple[str, ...] = ()
+    writer: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> Status:
+        """``incomplete`` while another process writes the folder (its findings may be work in progress) or
+        when every file is intact but work is left; else ``damaged`` when a rerun recomputes something
+        (leftover temporary files are harmless), else ``intact``."""
+        if self.writer is not None:
+            return "incomplete"
+        if any(f.status != "leftover" for f in self.findings):
+            return "damaged"
+        return "incomplete" if self.todo else "intact"
 
     @property
     def intact(self) -> bool:
-        """True when a rerun would redo nothing (leftover temporary files are harmless)."""
-        return all(f.status == "leftover" for f in self.findings)
+        """True when the run is finished and a rerun would redo nothing."""
+        return self.status == "intact"
+
+    @property
+    def writing(self) -> str | None:
+        """The sentence saying who writes the folder (or which sub-folder), None when nobody else does."""
+        if self.writer is None:
+            return None
+        folder = self.writer.get("folder", "")
+        where = f"{folder}/ (inside {self.root})" if folder else str(self.root)
+        return f"{where} is {writer_text(self.writer)}: findings may be work in progress"
 
 
 def _trace_redo(rel: str, status: str, root: Path) -> str:
@@ -135,17 +170,31 @@ def _sub_runs(root: Path, kind: str) -> dict[str, str]:
     return {}
 
 
-def _walk(root: Path, kind: str, prefix: str) -> tuple[int, list[Finding]]:
-    """Check every file under ``root`` (sub-runs with their own kind's rules); return (checked, findings)."""
+@dataclass
+class _Found:
+    """What ``_walk`` gathers over a folder and its sub-runs."""
+
+    checked: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    todo: list[str] = field(default_factory=list)
+    writer: dict[str, Any] | None = None
+
+
+def _walk(root: Path, kind: str, prefix: str, found: _Found) -> None:
+    """Check every file under ``root`` (sub-runs with their own kind's rules), say what is left to do there and
+    who writes it; add all of it to ``found``."""
+    held = writer(root)
+    if held is not None and found.writer is None:
+        found.writer = {**held, "folder": prefix.rstrip("/")}
     subs = _sub_runs(root, kind)
     redo = _REDO.get(kind, _plain_redo)
-    findings: list[Finding] = []
+    findings = found.findings
     checked = 0
     covered: set[Path] = set()  # files inside a recorded folder
     files: list[Path] = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if rel.parts[0] in subs or rel.parts[0] in REPORT_FOLDERS or path.is_symlink():
+        if rel.parts[0] in subs or rel.parts[0] in REPORT_FOLDERS or path.is_symlink() or is_lock_file(path.name):
             continue
         if _TMP.match(path.name):
             findings.append(Finding(prefix + rel.as_posix(), "leftover", "a temporary file of an interrupted write",
@@ -154,13 +203,13 @@ def _walk(root: Path, kind: str, prefix: str) -> tuple[int, list[Finding]]:
         if is_record(path):
             target = path.with_name(path.name[: -len(RECORD_SUFFIX)])
             checked += 1
-            found = check(target)
+            result = check(target)
             if target.is_dir():
                 covered.update(p for p in target.rglob("*"))
-            if not found.ok:
+            if not result.ok:
                 trel = target.relative_to(root).as_posix()
-                findings.append(Finding(prefix + trel, found.status if found.status != "intact" else "damaged",
-                                        found.reason, redo(trel, found.status, root)))
+                findings.append(Finding(prefix + trel, result.status if result.status != "intact" else "damaged",
+                                        result.reason, redo(trel, result.status, root)))
         elif path.is_file():
             files.append(path)
     for path in files:
@@ -171,11 +220,10 @@ def _walk(root: Path, kind: str, prefix: str) -> tuple[int, list[Finding]]:
                                 redo(rel_text, "unrecorded", root)))
     if kind == "trace":
         findings += _unfinished_parts(root, prefix)
+    found.checked += checked
+    found.todo += [f"in {prefix}: {line}" if prefix else line for line in left_to_do(root, kind)]
     for name, sub_kind in subs.items():
-        n, found_sub = _walk(root / name, sub_kind, f"{prefix}{name}/")
-        checked += n
-        findings += found_sub
-    return checked, findings
+        _walk(root / name, sub_kind, f"{prefix}{name}/", found)
 
 
 def _unfinished_parts(root: Path, prefix: str) -> list[Finding]:
@@ -193,7 +241,8 @@ def _unfinished_parts(root: Path, prefix: str) -> list[Finding]:
 
 def verify_run(path: str | Path) -> VerifyReport:
     """Check every file of the run folder ``path`` (any kind: trace, probe, steer, pretrain, demo with its
-    sub-folders) against its record; say what is damaged, unrecorded or missing and what a rerun redoes.
+    sub-folders) against its record; say what is damaged, unrecorded or missing and what a rerun redoes,
+    what the run has not done yet, and whether another process is writing it (``VerifyReport.status``).
 
     Raises ``RunFolderNotFoundError`` for a path that does not exist and ``RunFolderError`` for a folder
     that is not a run folder. Each file is read once (sha256); a run of many checkpoints takes as long as
@@ -208,8 +257,9 @@ def verify_run(path: str | Path) -> VerifyReport:
         raise RunFolderError(f"{root} is not a run folder: it holds none of the files trace, probe, steer, "
                              "pretrain or demo write (manifest.json, steer_config.json, pretrain_config.json, "
                              "demo_config.json, results.csv). Give the --out folder of one of them.")
-    checked, findings = _walk(root, kind, "")
-    return VerifyReport(root, kind, checked, tuple(findings))
+    found = _Found()
+    _walk(root, kind, "", found)
+    return VerifyReport(root, kind, found.checked, tuple(found.findings), tuple(found.todo), found.writer)
 
 
 ADOPTABLE_KINDS = ("trace", "probe", "steer")
@@ -264,4 +314,4 @@ def _unreadable(path: Path) -> str | None:
     return None
 
 
-__all__ = ["ADOPTABLE_KINDS", "Finding", "VerifyReport", "adopt", "verify_run"]
+__all__ = ["ADOPTABLE_KINDS", "Finding", "Status", "VerifyReport", "adopt", "verify_run"]

@@ -14,9 +14,32 @@ __all__ = ["app", "main"]
 _COMMANDS = (analysis_cmds, model_cmds, train_cmds, vector_cmds, verify_cmds)  # imported for their @app.command registrations
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app(prog_name="trusttrace")
+def main() -> None:
+    """The console entry point: the app, and an output the system refuses (a full device, a closed pipe)
+    said in one line on standard error, exit 1, instead of a traceback."""
+    import os
+    import sys
 
+    from ..errors import environment_failure
 
-if __name__ == "__main__":
-    main()
+    try:
+        app(prog_name="trusttrace")
+    except OSError as err:
+        failure = environment_failure(err)
+        if failure is None:
+            raise
+        if getattr(err, "filename", None) is None:  # the command's own output stream
+            message = (f"standard output refused the command's output ({os.strerror(failure.errno or 0)}): send "
+                       "it to a file or device with room, or to a reader that reads to the end. The files the "
+                       "command writes are not affected.")
+        else:
+            message = str(failure)
+        try:  # nothing more reaches the refused stream, not even the interpreter's last flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        try:
+            print(f"error: {message}", file=sys.stderr)
+        except OSError:
+            pass
+        sys.exit(failure.exit_code)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bars
 from rich.table import Table
@@ -25,6 +24,7 @@ from .._version import __version__
 from ..errors import OptionError
 from ..names import CONTROLS, DIMENSIONS
 from ..progress import Progress
+from ._logging import console, setup_logging  # noqa: F401 (every command takes them from here)
 from .choices import Dtype, Executor, MiEstimator, PerplexitySource, Positions, Protocol, check_device
 
 if TYPE_CHECKING:
@@ -35,11 +35,9 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True,
                   help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.\n\n"
                        "Exit codes: 0 done; 1 a runtime failure (network, failed checkpoints or evaluations, a "
-                       "partial sweep: rerun to retry); 2 a usage error (a bad option, name, path or file).")
-console = Console(stderr=True)
+                       "partial sweep, a full disk: rerun to retry); 2 a usage error (a bad option, name, path or file, an "
+                       "output folder another trusttrace process is writing); verify: 3 unfinished.")
 log = logging.getLogger("trusttrace")
-NOISY_LOGGERS = ("transformers", "huggingface_hub", "accelerate", "urllib3", "filelock", "choreographer", "kaleido",
-                 "logistro", "ray")
 
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -90,10 +88,11 @@ def fail(err: Exception) -> NoReturn:
     """
     import click
 
-    from ..errors import TrustTraceError
+    from ..errors import TrustTraceError, environment_failure
 
     if isinstance(err, (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort)):
         raise err
+    err = environment_failure(err) or err  # a full disk, a permission, a name too long: not a bug
     if _DEBUG["on"]:
         console.print_exception(show_locals=False)
     if isinstance(err, TrustTraceError) or exit_code(err) == EXIT_USAGE:
@@ -107,38 +106,20 @@ def fail(err: Exception) -> NoReturn:
     raise typer.Exit(code=exit_code(err))
 
 
-class RunLog(logging.FileHandler):
-    """A run folder's log. Records wait in memory until the stage has made its folder (after validating its
-    inputs), then go to the file: a command refused before that leaves nothing on disk, not even a log."""
+@contextmanager
+def writing(folder: Path | str | None, command: str, wait: bool, beside: bool = False) -> Iterator[None]:
+    """The command's output folder held for it while the block runs (``runlock.hold``: one writer at a time;
+    ``wait``: queue behind another). A URL's local mirror is held by the job itself; no folder, no hold."""
+    from ..outputs import check_output
+    from ..runlock import hold, waiting
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, encoding="utf-8", delay=True)
-        self.waiting: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if not Path(self.baseFilename).parent.is_dir():
-            self.waiting.append(record)
-            return
-        for early in self.waiting:
-            super().emit(early)
-        self.waiting.clear()
-        super().emit(record)
-
-
-def setup_logging(quiet: bool, log_file: Path | None = None) -> None:
-    """Log to the console (warnings only when ``quiet``) and to the run's ``log.txt``."""
-    root = logging.getLogger()
-    root.handlers.clear()
-    root.setLevel(logging.INFO)
-    console_handler = RichHandler(console=console, show_path=False, show_time=False)
-    console_handler.setLevel(logging.WARNING if quiet else logging.INFO)
-    root.addHandler(console_handler)
-    if log_file is not None:
-        file_handler = RunLog(log_file)
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(file_handler)
-    for noisy in NOISY_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    with waiting(wait):
+        if folder is None or "://" in str(folder):
+            yield
+        else:
+            check_output(folder)  # a file where the folder should be, an unwritable parent: refused first
+            with hold(folder, command, beside=beside):
+                yield
 
 
 def quiet_transformers() -> None:
@@ -307,6 +288,9 @@ ProxyBaseOpt = Annotated[str | None, typer.Option(help="The model --proxy-tuned 
                                                        "LLM360/Amber@ckpt_359.")]
 RevisionOpt = Annotated[str | None, typer.Option(help="The model's revision (branch, tag or commit); MODEL@REV "
                                                       "says the same.")]
+WaitOpt = Annotated[bool, typer.Option(help="When another trusttrace process is writing the output folder, "
+                                             "wait for it to finish instead of stopping (also "
+                                             "TRUSTTRACE_WAIT=1).")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Start the output folder over: remove it first (only a folder "
                                                  "trusttrace wrote, or an empty one; anything else is refused).")]
 

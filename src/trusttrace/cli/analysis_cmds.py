@@ -33,6 +33,7 @@ from ._shared import (
     SeedOpt,
     SeedsOpt,
     TransferOpt,
+    WaitOpt,
     app,
     console,
     dimensions,
@@ -51,6 +52,7 @@ from ._shared import (
     split,
     transfer_pairs,
     user_errors,
+    writing,
 )
 from .choices import Batching, Dtype, Executor, MiEstimator, Protocol
 
@@ -108,6 +110,7 @@ def trace(
                                                "is computed once (the same activations, to float rounding); "
                                                "padded: one statement per row.")] = Batching.prefix_tree,
     overwrite: OverwriteOpt = False,
+    wait: WaitOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
@@ -142,7 +145,7 @@ def trace(
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
             transfer=transfer_pairs(transfer), overwrite=overwrite)
         start_over(out, overwrite, ("trace", "probe"), remove=False)  # run_trace removes it once the data passes
-        with progress_bars(quiet) as progress:
+        with writing(out, "trace", wait), progress_bars(quiet) as progress:
             result = run_trace(config, progress)
     except user_errors() as err:
         fail(err)
@@ -170,6 +173,7 @@ def probe(
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
     overwrite: OverwriteOpt = False,
+    wait: WaitOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Re-run probes and MI on a run's stored activations, with other settings (no model needed)."""
@@ -178,15 +182,17 @@ def probe(
     setup_logging(quiet, TraceLayout(out).log)
     try:
         from ..analysis import AnalysisConfig, ProbeRunConfig, run_probe
-        from ..outputs import start_over
+        from ..outputs import refuse_overlap, start_over
         from ..tables import trace_summary
 
         analysis = AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                         sigma(mi_sigma), mi_max_samples=mi_max_samples,
                                         controls=parse_controls(controls), seeds=seeds)
         analysis = replace(analysis, transfer=transfer_pairs(transfer))
-        start_over(out, overwrite, ("probe", "trace"), inputs=(run,))
-        result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
+        refuse_overlap(out, run, "probe")  # e.g. --out RUN/activations: before anything is written
+        with writing(out, "probe", wait):
+            start_over(out, overwrite, ("probe", "trace"), inputs=(run,))
+            result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
     except user_errors() as err:
         fail(err)
     print_table(trace_summary(result.results), SUMMARY_TITLE, SUMMARY_HEADERS)
@@ -199,20 +205,23 @@ def phases(
     smooth: Annotated[int, typer.Option(help="Checkpoints in the moving average.")] = 3,
     min_drop: Annotated[float, typer.Option(help="Relative fall after the peak that counts as compression.")] = 0.10,
     plots: Annotated[bool, typer.Option(help="Write the figures (HTML, and PNG where kaleido can).")] = True,
+    wait: WaitOpt = False,
 ) -> None:
     """Where I(T;X) peaks per dimension and layer, whether compression follows, and whether I(T;Y) rises."""
     setup_logging(quiet=True)
     try:
+        from ..layout import TraceLayout
         from ..phases import PhaseRule, PhasesConfig, run_phases
 
-        result = run_phases(PhasesConfig(str(run), PhaseRule(smooth=smooth, min_drop=min_drop)))
-        outputs: list[Path] = list(result.outputs)
-        notes: list[str] = []
-        if plots:
-            from ..report import write_mi_figures
+        with writing(TraceLayout(run).mi if run.is_dir() else None, "phases", wait):
+            result = run_phases(PhasesConfig(str(run), PhaseRule(smooth=smooth, min_drop=min_drop)))
+            outputs: list[Path] = list(result.outputs)
+            notes: list[str] = []
+            if plots:
+                from ..report import write_mi_figures
 
-            figures, notes = write_mi_figures(run)
-            outputs += figures
+                figures, notes = write_mi_figures(run)
+                outputs += figures
     except user_errors() as err:
         fail(err)
     print_table(result.summary, "fitting → compression per dimension (layer counts)")

@@ -30,6 +30,7 @@ from ._shared import (
     RetriesOpt,
     RevisionOpt,
     TruthJudgeOpt,
+    WaitOpt,
     app,
     console,
     dimensions,
@@ -45,6 +46,7 @@ from ._shared import (
     setup_logging,
     split,
     user_errors,
+    writing,
 )
 from .choices import (
     BinaryMode,
@@ -97,6 +99,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Write evaluate.csv, .parquet, manifest.json and log.txt here.")]
     = None,
     overwrite: OverwriteOpt = False,
+    wait: WaitOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector or
@@ -122,9 +125,10 @@ def evaluate(
             positions=positions.value, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
             dtype=dtype.value, device=device, out=path_or_none(out), proxy_tuned=proxy_tuned,
             proxy_base=proxy_base, beta=1.0 if beta is None else beta)
-        if out is not None:
-            start_over(out, overwrite, ("evaluate",))  # before the model loads
-        result = run_evaluate(config)
+        with writing(out, "evaluate", wait):
+            if out is not None:
+                start_over(out, overwrite, ("evaluate",))  # before the model loads
+            result = run_evaluate(config)
     except user_errors() as err:
         fail(err)
     title = f"{model}" + (f" + {alpha:g}·{vector.name} at layer {layer} ({positions.value})" if vector else "")
@@ -181,6 +185,7 @@ def steer(
     cpus_per_task: CpusOpt = 1.0,
     max_retries: RetriesOpt = 2,
     overwrite: OverwriteOpt = False,
+    wait: WaitOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Build steering vectors from source checkpoints and sweep layer × α on a target model (optionally beside
@@ -211,7 +216,7 @@ def steer(
             raise OptionError(f"--proxy-betas {proxy_betas} without --proxy-tuned and --proxy-base: the strengths "
                               "are for proxy-tuning; give both models, or drop --proxy-betas.")
         start_over(out, overwrite, ("steer",), remove=False)  # run_steer removes it once its inputs pass
-        with progress_bars(quiet) as progress:
+        with writing(out, "steer", wait), progress_bars(quiet) as progress:
             result = run_steer(config, progress)
     except user_errors() as err:
         fail(err)

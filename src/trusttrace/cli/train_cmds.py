@@ -17,6 +17,7 @@ from ._shared import (
     QuietOpt,
     RevisionOpt,
     TrainSeedOpt,
+    WaitOpt,
     app,
     console,
     dimensions,
@@ -28,6 +29,7 @@ from ._shared import (
     quiet_transformers,
     setup_logging,
     user_errors,
+    writing,
 )
 from .choices import Precision
 
@@ -67,6 +69,7 @@ def pretrain(
     trace_limit: Annotated[int | None, typer.Option(help="Statements per traced dimension.")] = 600,
     data_dir: DataDirOpt = None,
     overwrite: OverwriteOpt = False,
+    wait: WaitOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Pre-train a small Llama model from scratch, saving (and optionally tracing) a checkpoint series."""
@@ -86,8 +89,8 @@ def pretrain(
                                 device=device)
         trace_dir = PretrainLayout(out).trace.root
         traced = dimensions(trace, "--trace") if trace else None
-        start_over(out, overwrite, ("pretrain",))
-        with progress_bars(quiet) as progress:
+        with writing(out, "pretrain", wait), progress_bars(quiet) as progress:
+            start_over(out, overwrite, ("pretrain",))
             hook = _live_tracing(progress, tracer(trace_dir, traced, limit=trace_limit,
                                                   data_dir=path_or_none(data_dir), seed=seed)) if traced else None
             result = run_pretrain(config, progress, hook)
@@ -114,6 +117,7 @@ def finetune(
     device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
     overwrite: OverwriteOpt = False,
+    wait: WaitOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Instruction-tune a checkpoint into a small chat model (the steering target)."""
@@ -127,8 +131,8 @@ def finetune(
         config = FinetuneConfig(model=name, revision=rev, out=str(out), data=data, steps=steps, batch_size=batch_size,
                                 lr=lr, seed=seed, data_dir=path_or_none(data_dir), precision=precision.value,
                                 device=device)
-        start_over(out, overwrite, ("finetune",))
-        with progress_bars(quiet) as progress:
+        with writing(out, "finetune", wait, beside=True), progress_bars(quiet) as progress:
+            start_over(out, overwrite, ("finetune",))
             result = run_finetune(config, progress)
     except user_errors() as err:
         fail(err)
@@ -151,6 +155,7 @@ def demo(
     data_dir: DataDirOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of everything: weights, batches, folds, vectors' statements.")] = 0,
     overwrite: OverwriteOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints: offline."""
     from ..layout import DemoLayout
@@ -175,8 +180,8 @@ def demo(
                             budget_s=budget_s, steps=default.steps if steps is None else steps,
                             trace_limit=default.trace_limit if trace_limit is None else trace_limit,
                             steer_limit=default.steer_limit if steer_limit is None else steer_limit)
-        start_over(out, overwrite, ("demo",))
-        with progress_bars(False) as progress:
+        with writing(out, "demo", wait), progress_bars(False) as progress:
+            start_over(out, overwrite, ("demo",))
             result = run_demo(config, progress)
     except user_errors() as err:
         fail(err)
@@ -193,13 +198,15 @@ def report(
     png: Annotated[bool, typer.Option(help="Also write a PNG of each figure (needs kaleido and Chromium).")] = True,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
     overwrite: OverwriteOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Draw one offline HTML page (and PNGs) of a run's dynamics from its tables."""
     setup_logging(quiet=True)
     try:
         from ..report import ReportConfig, run_report
 
-        result = run_report(ReportConfig(tuple(str(r) for r in runs), path_or_none(out), png, overwrite))
+        with writing(None, "report", wait):  # run_report holds its folder once it knows where it goes
+            result = run_report(ReportConfig(tuple(str(r) for r in runs), path_or_none(out), png, overwrite))
     except user_errors() as err:
         fail(err)
     for note in result.notes:

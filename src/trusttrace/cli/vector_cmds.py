@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._shared import (
+    WaitOpt,
     app,
     console,
     fail,
@@ -17,6 +18,7 @@ from ._shared import (
     setup_logging,
     split,
     user_errors,
+    writing,
 )
 from .choices import VectorFormat, VectorMethod
 
@@ -37,14 +39,16 @@ def build(
                                                                     "(default: all for reliability, else first-half).")]
     = None,
     revisions: Annotated[str | None, typer.Option(help="Comma-separated revisions (default: all stored).")] = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Build steering vectors from a trace folder's stored activations (no model needed)."""
     setup_logging(quiet=True)
     try:
         from ..vectors import VectorsConfig, run_vectors
 
-        result = run_vectors(VectorsConfig(str(run), dimension, path_or_none(out), method.value, vector_split,
-                                           split(revisions)))
+        with writing(None, "vectors build", wait):  # run_vectors holds its folder
+            result = run_vectors(VectorsConfig(str(run), dimension, path_or_none(out), method.value, vector_split,
+                                               split(revisions)))
     except user_errors() as err:
         fail(err)
     console.print(f"{len(result.files)} vectors ({dimension}, {method.value})")
@@ -68,9 +72,11 @@ def export(
     setup_logging(quiet=True)
     try:
         from ..interop import FORMATS, export_vector
+        from ..outputs import refuse_same_file
         from ..steering import SteeringVector
 
         target = out or vector.with_suffix(FORMATS[fmt.value])
+        refuse_same_file(target, vector, "vectors export")
         written = export_vector(SteeringVector.load(vector), target, fmt.value,
                                 layers=numbers(layers, "--layers", int) if layers else None,
                                 coefficient=coefficient, architecture=architecture)
@@ -88,7 +94,9 @@ def import_(
     setup_logging(quiet=True)
     try:
         from ..interop import import_vector
+        from ..outputs import refuse_same_file
 
+        refuse_same_file(out, source, "vectors import")
         vector = import_vector(source)
         vector.save(out)
     except user_errors() as err:

@@ -1,13 +1,20 @@
-"""``trusttrace verify RUN``: check every file of a run folder against its record (``trusttrace.integrity``)."""
+"""``trusttrace verify RUN``: check every file of a run folder against its record (``trusttrace.integrity``)
+and say what the run has not done yet (``trusttrace.unfinished``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._shared import EXIT_FAILURE, app, console, fail, setup_logging, user_errors
+from ._shared import EXIT_FAILURE, EXIT_OK, WaitOpt, app, console, fail, setup_logging, user_errors, writing
+
+if TYPE_CHECKING:
+    from ..verify import VerifyReport
+
+EXIT_INCOMPLETE = 3  # every file intact, but work left (or another process writing the folder)
+EXIT_CODES = {"intact": EXIT_OK, "damaged": EXIT_FAILURE, "incomplete": EXIT_INCOMPLETE}
 
 
 @app.command()
@@ -17,11 +24,16 @@ def verify(
                                              "read back whole (a run made before records were kept), so that a "
                                              "rerun reuses them. Only for a folder you trust: overwritten bytes "
                                              "cannot be told from intact ones without a record.")] = False,
+    wait: WaitOpt = False,
 ) -> None:
-    """Check a run folder's files against their recorded size and sha256; say what a rerun would redo.
+    """Check a run folder's files against their recorded size and sha256; say what a rerun would redo and what
+    the run has not done yet (checkpoints to trace, evaluations to run, training steps to take).
 
-    Exit 0 when every file is intact (a rerun redoes nothing), 1 when something is damaged, missing or
-    unrecorded (the table says what the rerun does about each), 2 when RUN is not a run folder.
+    Exit codes: 0 intact (every file intact, the run finished: a rerun redoes nothing); 1 damaged (something
+    is damaged, missing or unrecorded: each finding says what the rerun does about it); 3 incomplete (every
+    file intact but work is left, listed as `todo` lines: a rerun of the same command with the same settings
+    does it; or another trusttrace process is writing the folder now, so its files may be work in progress);
+    2 RUN is not a run folder.
     """
     setup_logging(quiet=True)
     try:
@@ -30,16 +42,34 @@ def verify(
 
         report = verify_run(run)
         if adopt:
-            adopted, skipped = adopt_files(report)
+            with writing(run, "verify --adopt", wait):
+                adopted, skipped = adopt_files(verify_run(run))
             console.print(f"adopted {len(adopted)} unrecorded files (each read back whole)"
                           + (f"; left unrecorded: {', '.join(skipped)}" if skipped else ""), highlight=False)
             report = verify_run(run)
     except user_errors() as err:
         fail(err)
-    for f in report.findings:  # one line each, so that a narrow terminal or a log keeps every word
+    # one line each (typer.echo, not rich), so that a narrow terminal or a log keeps every word
+    if report.writing is not None:
+        typer.echo(f"{'writing':<10} {report.writing}")
+    for f in report.findings:
         typer.echo(f"{f.status:<10} {f.path}" + (f" ({f.detail})" if f.detail else "") + f"\n{'':<10} a rerun: {f.redo}")
-    verdict = "intact" if report.intact else "NOT intact"
+    for line in report.todo:
+        typer.echo(f"{'todo':<10} {line}")
     console.print(f"{report.kind} folder {report.root}: {report.checked} recorded files checked, "
-                  f"{len(report.findings)} findings; {verdict}.", highlight=False)
-    if not report.intact:
-        raise typer.Exit(code=EXIT_FAILURE)
+                  f"{len(report.findings)} findings; {_verdict(report)}.", highlight=False, soft_wrap=True)
+    if report.status != "intact":
+        raise typer.Exit(code=EXIT_CODES[report.status])
+
+
+def _verdict(report: VerifyReport) -> str:
+    """The last line's verdict: intact, NOT intact, or incomplete and why."""
+    n = len(report.todo)
+    left = f"{n} {'thing' if n == 1 else 'things'} left to do"
+    if report.status == "damaged":
+        return "NOT intact" + (f"; {left} as well" if n else "")
+    if report.status == "incomplete":
+        if report.writer is not None:
+            return "incomplete: being written by another process; verify again once it ends"
+        return f"incomplete: {left}; a rerun of the same command with the same settings does {'it' if n == 1 else 'them'}"
+    return "intact"

@@ -17,6 +17,7 @@ from ..hub import split_revision
 from ..layout import EvaluateLayout
 from ..models import LoadedModel, load_model, peek_model
 from ..outputs import check_output
+from ..runlock import hold
 from ..steering import SteeringVector, check_compatible, check_fit
 from .judges import judges_for
 from .proxy import check_same_vocab, proxy_tuned
@@ -93,8 +94,15 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     Example:
         >>> run_evaluate(EvaluateConfig("smollm2-135m-instruct", EvalConfig(limit=100)))  # doctest: +SKIP
     """
-    if config.out is not None:
-        check_output(config.out)  # before the vector, the model or the judges load
+    if config.out is None:
+        return _evaluate(config)
+    check_output(config.out)  # before the vector, the model or the judges load
+    with hold(config.out, "evaluate"):  # one writer at a time
+        return _evaluate(config)
+
+
+def _evaluate(config: EvaluateConfig) -> EvaluateResult:
+    """``run_evaluate`` once its folder (if any) is held."""
     steering = None
     if config.vector is not None and config.layer is not None:
         steering = Steering(SteeringVector.load(config.vector), config.layer, config.alpha, config.positions,

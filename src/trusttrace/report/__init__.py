@@ -10,6 +10,10 @@ The page inlines plotly.js, so it opens without a network. PNGs are written with
 Chromium/Chrome are installed; otherwise the page says so and carries the interactive figures only.
 Colour scales are cividis/viridis (colour-blind safe); "layer l" is the output of decoder block l.
 
+Names, labels and values in the tables are data (a dimension is a dataset's file name): the page escapes them
+for where they go, figures and files are named by ``style.figure_id`` and ``layout.safe_name``, and nothing
+is written outside the report folder (``export.inside``).
+
 Modules: ``load`` (a run's tables), ``style`` (what figures share), ``probe_figures``, ``mi_figures``,
 ``steer_figures`` (one implementation of each figure), ``export`` (PNG, HTML), ``page`` (the HTML page).
 """
@@ -24,14 +28,15 @@ from pathlib import Path
 from .._io import write_text_atomic
 from ..errors import OptionError, RunFolderError, RunFolderNotFoundError
 from ..layout import ReportLayout, report_for
-from ..outputs import check_output, start_over
+from ..outputs import check_output, refuse_overlap, start_over
+from ..runlock import hold
 from .export import write_pngs
 from .load import ACCEPTED, Run, load_run
 from .mi_figures import information_plane, mi_curves, write_mi_figures
-from .page import Section, copy_tables, page, table_html
+from .page import Html, Section, copy_tables, page, table_html
 from .probe_figures import by_layer, probe_curves, probe_heatmap
 from .steer_figures import correlation_figure, loss_figure, steering_figure
-from .style import Figure
+from .style import Figure, distinct
 
 __all__ = ["ReportConfig", "ReportResult", "Run", "load_run", "run_report", "write_mi_figures"]
 
@@ -86,8 +91,8 @@ def _steering_section(runs: Sequence[Run]) -> Section:
             if (fig := steering_figure(label, sweep)) is not None:
                 items.append(fig)
             if sweep.best is not None:
-                items.append(f"<h4>{html.escape(label)}: best α per source (perplexity ≤ {sweep.ppl_budget:g}× "
-                             f"unsteered)</h4>" + table_html(sweep.best))
+                items.append(Html(f"<h4>{html.escape(label)}: best α per source (perplexity ≤ "
+                                  f"{sweep.ppl_budget:g}× unsteered)</h4>" + table_html(sweep.best)))
             if (fig := correlation_figure(label, sweep)) is not None:
                 items.append(fig)
     return "Steering", items or ["No steering sweep in this run (`trusttrace steer`)."]
@@ -114,12 +119,22 @@ def run_report(config: ReportConfig) -> ReportResult:
     if empty:
         raise RunFolderError(f"Nothing to report in {', '.join(empty)}: no results, steering sweep or loss curve "
                              f"(an empty folder, or not one trusttrace wrote). Give {ACCEPTED}.")
-    start_over(out.root, config.overwrite, ("report",), inputs=config.runs)
+    for given in config.runs:  # never into what the report reads (--out RUN, --out RUN/activations)
+        if Path(given).is_dir():
+            refuse_overlap(out.root, given, "report")
+    with hold(out.root, "report", nested_ok=True):  # one writer at a time; a run being written may be drawn
+        start_over(out.root, config.overwrite, ("report",), inputs=config.runs)
+        return _draw(config, runs, out)
+
+
+def _draw(config: ReportConfig, runs: list[Run], out: ReportLayout) -> ReportResult:
+    """``run_report`` once its inputs are read and its folder is held."""
     dims = sorted({d for r in runs if r.results is not None for d in r.results.dimension.unique()})
     sections = [_probe_section(runs, dims), _mi_section(runs, dims), _steering_section(runs), _training_section(runs)]
     figures = [item for _, items in sections for item in items if isinstance(item, Figure)]
+    distinct(figures)  # one name, one PNG and one element id per figure
     notes: list[str] = []
-    pngs = write_pngs(figures, [out.figures / f"{f.name}.png" for f in figures], notes) if config.png else []
+    pngs = write_pngs(figures, out.figures, notes) if config.png else []
     tables = copy_tables(runs, out.tables)
     write_text_atomic(out.page, page(runs, sections, tables, pngs, notes))
     return ReportResult(out.page, [f.name for f in figures], pngs, notes)

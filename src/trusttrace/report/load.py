@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from ..errors import RunFolderError, RunFolderNotFoundError
+from ..errors import RunFolderError, RunFolderNotFoundError, environment_failure
 from ..layout import RunLayout, SteerLayout, TraceLayout, read_csv, read_json
 from ..tables import HEADLINE, steered_dimension
 
@@ -65,6 +65,10 @@ def _read(path: Path, reader: Callable[[Path], T]) -> T:
     try:
         return reader(path)
     except (ValueError, UnicodeDecodeError, OSError, RecursionError) as err:  # parser, JSON and Arrow errors
+        named = getattr(err, "filename", None)  # the file the system refused, else the one being read
+        refused = environment_failure(err, None if named else str(path))  # no permission, an I/O error
+        if refused is not None:
+            raise refused from err
         raise RunFolderError(f"{path} cannot be read ({type(err).__name__}: {str(err)[:200]}); it was not written "
                              "by trusttrace, or was damaged. Restore it, or run the command that writes it again."
                              ) from err

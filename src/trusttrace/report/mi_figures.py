@@ -15,11 +15,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..errors import RunFolderError
-from ..layout import TraceLayout
+from ..layout import TraceLayout, safe_name
+from ..runlock import hold
 from ..tables import mi_wide, select_layers
-from .export import write_html, write_pngs
+from .export import inside, write_html, write_pngs
 from .load import Run, load_run, steps_of
-from .style import DASHES, Figure, colours, legend_name, log_steps, step_axis, styled
+from .style import DASHES, Figure, colours, figure_id, legend_name, log_steps, step_axis, styled
 
 
 def _series_mi(run: Run, dim: str) -> pd.DataFrame | None:
@@ -63,7 +64,7 @@ def mi_curves(runs: Sequence[Run], dim: str) -> Figure | None:
         step_axis(fig, log_axis, row=1, col=col)
     fig.update_yaxes(title="HSIC estimate (the estimator's units)", row=1, col=1)
     title = f"{dim}: mutual information over training (dotted: I(T;X) peak followed by compression)"
-    return Figure(f"{dim}-mi-vs-step", title, styled(fig, title))
+    return Figure(figure_id(dim, kind="mi-vs-step"), title, styled(fig, title))
 
 
 def information_plane(runs: Sequence[Run], dim: str) -> Figure | None:
@@ -96,7 +97,7 @@ def information_plane(runs: Sequence[Run], dim: str) -> Figure | None:
     title = f"{dim}: information plane (colour: training step)"
     fig = styled(fig, title)
     fig.update_layout(legend={"x": 1.12, "font": {"size": 10}})  # clear of the colour bar
-    return Figure(f"{dim}-information-plane", title, fig)
+    return Figure(figure_id(dim, kind="information-plane"), title, fig)
 
 
 def write_mi_figures(run_dir: str | Path, png: bool = True) -> tuple[list[Path], list[str]]:
@@ -108,16 +109,17 @@ def write_mi_figures(run_dir: str | Path, png: bool = True) -> tuple[list[Path],
     out = TraceLayout(Path(run_dir)).mi
     figures, stems = [], []
     for dim in sorted(run.results[run.results.metric == "mi_tx"].dimension.unique()):
-        for stem, fig in ((f"{dim}_mi_vs_step", mi_curves([run], dim)),
-                          (f"{dim}_information_plane", information_plane([run], dim))):
+        for stem, fig in ((f"{safe_name(dim)}_mi_vs_step", mi_curves([run], dim)),
+                          (f"{safe_name(dim)}_information_plane", information_plane([run], dim))):
             if fig is not None:
                 figures.append(fig)
                 stems.append(stem)
     written: list[Path] = []
-    for fig, stem in zip(figures, stems):
-        write_html(fig, out / f"{stem}.html")
-        written.append(out / f"{stem}.html")
     notes: list[str] = []
-    if png:
-        written += write_pngs(figures, [out / f"{stem}.png" for stem in stems], notes)
+    with hold(out, "phases"):  # one writer at a time
+        for fig, stem in zip(figures, stems):
+            write_html(fig, inside(out, f"{stem}.html"))
+            written.append(out / f"{stem}.html")
+        if png:
+            written += write_pngs(figures, out, notes, stems)
     return written, notes

@@ -1,5 +1,11 @@
 """The report page: a header per run, the sections' figures and tables, the download links, all in one
-self-contained HTML file (plotly.js inlined, so it opens offline)."""
+self-contained HTML file (plotly.js inlined, so it opens offline).
+
+Everything from the runs' tables, names and folders is data: it is HTML-escaped where it is text or an
+attribute, URL-quoted in a link, and never part of an id or a script: figures carry ``figure_id`` names, the
+only thing besides plotly's JSON (which escapes ``<``, ``>`` and U+2028/U+2029) that reaches a ``<script>``,
+and ``figure_html`` checks that each figure's script stays one script.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,47 @@ import json
 import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
+from .._io import write_with
 from .._version import __version__
+from ..layout import safe_name
+from .export import inside
 from .load import Run
-from .style import Figure, slug
+from .style import Figure, id_part, slug
 
-Section = tuple[str, list[Figure | str]]  # title, figures and notes (a note starting with "<" is HTML)
+
+class Html(str):
+    """A piece of the page that the report wrote itself, as HTML (data in it escaped where it was built);
+    any other ``str`` in a section is a note, and is escaped."""
+
+
+Section = tuple[str, list[Figure | str]]  # title, figures and notes (``Html``, or plain text)
+
+
+def figure_html(item: Figure) -> str:
+    """A figure's ``<div>`` and the ``<script>`` that draws it (plotly.js not included).
+
+    Raises ``ValueError`` where data could end that script early or open a comment in it (plotly's JSON
+    escapes ``<``, so this would be a plotly change, caught before the page is written).
+    """
+    import plotly.io as pio
+
+    div: str = pio.to_html(item.figure, full_html=False, include_plotlyjs=False, div_id=f"fig-{item.name}",
+                           config={"displaylogo": False, "responsive": True})
+    lowered = div.lower()
+    if lowered.count("<script") != 1 or lowered.count("</script") != 1 or "<!--" in div:
+        raise ValueError(f"figure {item.name}: its script would not stay one <script> element")
+    return div
+
+
+def link(folder: str, name: str) -> str:
+    """A relative link to ``folder/name`` as an attribute value: URL-quoted, then HTML-escaped."""
+    return html.escape(f"{folder}/{quote(name, safe='')}", quote=True)
 
 
 def header(runs: Sequence[Run]) -> str:
@@ -51,19 +89,23 @@ def table_html(frame: pd.DataFrame) -> str:
     def number(v: float) -> str:
         return f"{v:g}" if float(v).is_integer() else f"{v:.4f}"
 
-    return frame.to_html(index=False, na_rep="–", float_format=number, classes="data", border=0)
+    return frame.to_html(index=False, na_rep="–", float_format=number, classes="data", border=0, escape=True)
 
 
 def copy_tables(runs: Sequence[Run], folder: Path) -> list[Path]:
-    """Every table the runs hold, copied beside the page for download."""
-    folder.mkdir(parents=True, exist_ok=True)
-    copied = []
+    """Every table the runs hold, copied beside the page for download (atomically, never through a link),
+    each under a ``safe_name`` of its own."""
+    copied: list[Path] = []
     for run in runs:
         for name, source in run.tables.items():
             if not source.is_file():
                 continue
-            target = folder / (f"{slug(run.label)}_{name}" if len(runs) > 1 else name)
-            shutil.copyfile(source, target)
+            target = inside(folder, safe_name(f"{id_part(run.label)}_{name}" if len(runs) > 1 else name))
+            n = 1
+            while target in copied:  # ``id_part`` keeps labels apart; this keeps any two tables apart too
+                n += 1
+                target = inside(folder, safe_name(f"{n}_{target.name}"))
+            write_with(target, partial(shutil.copyfile, source))
             copied.append(target)
     return copied
 
@@ -83,28 +125,31 @@ nav a{margin-right:14px}
 def page(runs: Sequence[Run], sections: Sequence[Section], tables: Sequence[Path], pngs: Sequence[Path],
          notes: Sequence[str]) -> str:
     """The whole page as HTML."""
-    import plotly.io as pio
     from plotly.offline import get_plotlyjs
 
     png_names = {p.stem for p in pngs}
     body = []
     for title, items in sections:
-        anchor = slug(title)
-        parts = [f"<section id='{anchor}'><h2>{html.escape(title)}</h2>"]
+        parts = [f"<section id='{html.escape(slug(title))}'><h2>{html.escape(title)}</h2>"]
         for item in items:
-            if isinstance(item, str):
-                parts.append(item if item.startswith("<") else f"<p class='note'>{html.escape(item)}</p>")
+            if isinstance(item, Html):
+                parts.append(item)
                 continue
-            div = pio.to_html(item.figure, full_html=False, include_plotlyjs=False, div_id=f"fig-{item.name}",
-                              config={"displaylogo": False, "responsive": True})
-            link = f" <a href='figures/{item.name}.png'>PNG</a>" if item.name in png_names else ""
-            caption = f"<figcaption>{html.escape(item.caption)}{link}</figcaption>" if item.caption or link else ""
-            parts.append(f"<figure data-figure='{item.name}'>{div}{caption}</figure>")
+            if isinstance(item, str):
+                parts.append(f"<p class='note'>{html.escape(item)}</p>")
+                continue
+            name = item.name  # a figure_id: [a-z0-9-] only (``Figure`` refuses any other), escaped all the same
+            png = f" <a href='{link('figures', f'{name}.png')}'>PNG</a>" if name in png_names else ""
+            caption = f"<figcaption>{html.escape(item.caption)}{png}</figcaption>" if item.caption or png else ""
+            parts.append(f"<figure data-figure='{html.escape(name, quote=True)}'>{figure_html(item)}{caption}"
+                         "</figure>")
         parts.append("</section>")
         body.append("".join(parts))
-    links = "".join(f"<li><a href='tables/{p.name}' download>{html.escape(p.name)}</a></li>" for p in tables)
+    links = "".join(f"<li><a href='{link('tables', p.name)}' download>{html.escape(p.name)}</a></li>"
+                    for p in tables)
     note_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
-    nav = "".join(f"<a href='#{slug(t)}'>{html.escape(t)}</a>" for t, _ in sections) + "<a href='#tables'>Tables</a>"
+    nav = "".join(f"<a href='#{html.escape(slug(t))}'>{html.escape(t)}</a>" for t, _ in sections) + \
+        "<a href='#tables'>Tables</a>"
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     title = "trusttrace report: " + " vs ".join(r.label for r in runs)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

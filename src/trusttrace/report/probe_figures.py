@@ -1,6 +1,8 @@
 """Probe figures: accuracy by checkpoint and layer, accuracy over training, and a single checkpoint by layer.
 
 "Layer l" is the output of decoder block l; accuracies are fractions of held-out statements answered right.
+Data values reach plotly only through ``style.plot_text`` (and ``legend_name``), names only through
+``figure_id``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from .style import (
     DASHES,
     Figure,
     colours,
+    figure_id,
     legend_name,
     log_steps,
-    slug,
+    plot_text,
     step_axis,
     styled,
     with_alpha,
@@ -46,8 +49,9 @@ def probe_heatmap(results: pd.DataFrame, dim: str, run: str, metric: str = "accu
     grid = acc.pivot_table(index="revision", columns="layer", values="value").reindex(order)
     part, scale, bounds = HEATMAPS[metric]
     limits = {"zmin": bounds[0], "zmax": bounds[1]} if bounds else {"zmid": 0.0}
-    fig = go.Figure(go.Heatmap(
-        z=grid.to_numpy(), x=[int(c) for c in grid.columns], y=order, colorscale=scale, colorbar={"title": metric},
+    fig = go.Figure(go.Heatmap(  # revisions are tick labels and hover text: plotly text
+        z=grid.to_numpy(), x=[int(c) for c in grid.columns], y=[plot_text(r) for r in order], colorscale=scale,
+        colorbar={"title": metric},
         hovertemplate="checkpoint %{y}<br>layer %{x}<br>" + metric + " %{z:.4f}<extra></extra>", **limits))
     fig.update_xaxes(title="layer (block output)")
     fig.update_yaxes(title="checkpoint (training order)", type="category")
@@ -59,7 +63,8 @@ def probe_heatmap(results: pd.DataFrame, dim: str, run: str, metric: str = "accu
         what = f"selectivity by checkpoint and layer ({run}; accuracy − the stronger of the bag-of-words and " \
                "random-init controls)"
     title = f"{dim}: {what}"
-    return Figure(f"{slug(run)}-{dim}-{part}-heatmap", title, styled(fig, title, max(300, 120 + 22 * len(order))))
+    return Figure(figure_id(run, dim, kind=f"{part}-heatmap"), title,
+                  styled(fig, title, max(300, 120 + 22 * len(order))))
 
 
 def _band(g: pd.DataFrame, res: pd.DataFrame, layer: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -105,7 +110,8 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
                                          hoverinfo="skip", showlegend=False, legendgroup=name))
             fig.add_trace(go.Scatter(
                 x=g.step + shift, y=g.value, mode="lines+markers", name=name, legendgroup=name,
-                line={"color": colour, "dash": DASHES[r_i % len(DASHES)]}, customdata=np.c_[g.revision, g.step],
+                line={"color": colour, "dash": DASHES[r_i % len(DASHES)]},
+                customdata=np.c_[[plot_text(r) for r in g.revision], g.step],
                 hovertemplate="step %{customdata[1]}<br>%{customdata[0]}<br>accuracy %{y:.4f}<extra>" + name +
                               "</extra>"))
             random = res[(res.metric == "control_random_init") & (res.layer == layer)].value
@@ -127,7 +133,7 @@ def probe_curves(runs: Sequence[Run], dim: str) -> Figure | None:
     fig.update_yaxes(title="probe accuracy (fraction correct)")
     title = (f"{dim}: probe accuracy over training (bands: 95 % interval; dotted: the random-init control of "
              "each layer; dashed: bag of words, majority)")
-    return Figure(f"{dim}-probe-vs-step", title, styled(fig, title))
+    return Figure(figure_id(dim, kind="probe-vs-step"), title, styled(fig, title))
 
 
 def _accuracy_panel(fig: go.Figure, wide: pd.DataFrame, label: str, dash: str) -> None:
@@ -188,4 +194,4 @@ def by_layer(runs: Sequence[Run], dim: str) -> Figure | None:
     fig.update_yaxes(title="accuracy − strongest control", row=1, col=2)
     fig.update_yaxes(title="HSIC estimate (the estimator's units)", type="log", row=1, col=3)
     title = f"{dim}: by layer at a single checkpoint (error bars: 95 % interval)"
-    return Figure(f"{dim}-by-layer", title, styled(fig, title, 460))
+    return Figure(figure_id(dim, kind="by-layer"), title, styled(fig, title, 460))

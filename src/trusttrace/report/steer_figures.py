@@ -1,5 +1,6 @@
 """Steering and training figures: the headline metric and perplexity against α, probe accuracy against the
-steering effect, and the pre-training loss."""
+steering effect, and the pre-training loss. Sweep names, run labels and source revisions are data: they reach
+plotly only through ``style.plot_text``, and names only through ``figure_id``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from ..tables import HEADLINE, steered_dimension, steering_wide
 from .load import Run, Sweep
-from .style import Figure, colours, slug, styled
+from .style import Figure, colours, figure_id, plot_text, styled
 
 SIGNIFICANT = 0.05  # a steered result is marked when McNemar's p against unsteered is below this
 
@@ -24,12 +25,12 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
         return None
     wide = steering_wide(table)
     base = wide[wide.source_revision == "unsteered"]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{metric}", "perplexity"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(plot_text(metric), "perplexity"))
     steered = wide[wide.source_revision != "unsteered"]
     groups = list(steered.groupby(["source_revision", "layer"], sort=False))
     for colour, ((source, layer), g) in zip(colours(len(groups), "Viridis"), groups):
         g = g.sort_values("alpha")
-        label = f"{source} · layer {int(layer)}" if layer >= 0 else f"{source} (x: proxy-tuning β)"
+        label = plot_text(f"{source} · layer {int(layer)}" if layer >= 0 else f"{source} (x: proxy-tuning β)")
         p = g[f"{metric}_p_mcnemar"] if f"{metric}_p_mcnemar" in g else pd.Series(np.nan, index=g.index)
         significant = (p < SIGNIFICANT).to_numpy()
         error = ({"type": "data", "symmetric": False, "array": g[f"{metric}_ci_high"] - g[metric],
@@ -38,8 +39,8 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
             x=g.alpha, y=g[metric], mode="lines+markers", name=label, legendgroup=label, line={"color": colour},
             error_y=error, customdata=p, marker={"symbol": np.where(significant, "star", "circle"),
                                                  "size": np.where(significant, 13, 7)},
-            hovertemplate="α %{x:+g}<br>" + metric + " %{y:.4f}<br>McNemar p %{customdata:.3g}<extra>" + label +
-                          "</extra>"), row=1, col=1)
+            hovertemplate="α %{x:+g}<br>" + plot_text(metric) + " %{y:.4f}<br>McNemar p %{customdata:.3g}<extra>" +
+                          label + "</extra>"), row=1, col=1)
         fig.add_trace(go.Scatter(x=g.alpha, y=g.perplexity, mode="lines+markers", name=label, legendgroup=label,
                                  showlegend=False, line={"color": colour},
                                  hovertemplate="α %{x:+g}<br>perplexity %{y:.4f}<extra>" + label + "</extra>"),
@@ -53,10 +54,10 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
         fig.add_hline(y=float(base.perplexity.iloc[0]), line={"color": "#444", "dash": "dot"}, row=1, col=2)
     for col in (1, 2):
         fig.update_xaxes(title="steering strength α (× projection std)", row=1, col=col)
-    fig.update_yaxes(title=f"{metric} (fraction)", row=1, col=1)
+    fig.update_yaxes(title=plot_text(f"{metric} (fraction)"), row=1, col=1)
     fig.update_yaxes(title="perplexity (per token)", type="log", row=1, col=2)
     title = f"{name}: {dim} under steering ({metric} and perplexity against α)"
-    return Figure(f"{slug(name)}-steering", title, styled(fig, title),
+    return Figure(figure_id(name, kind="steering"), title, styled(fig, title),
                   f"Error bars: 95 % Wilson intervals. Stars: α whose {metric} differs from the unsteered model's "
                   f"on the same items (McNemar's exact test, p < {SIGNIFICANT}).")
 
@@ -78,15 +79,16 @@ def correlation_figure(name: str, sweep: Sweep) -> Figure | None:
         effect = wide[(wide.layer == layer) & (wide.alpha == alpha) & ~wide.source_revision.isin(["unsteered", "self"])]
         x = acc[acc.layer == layer].set_index("revision").value.reindex(effect.source_revision)
         fig.add_trace(go.Scatter(
-            x=x.to_numpy(), y=effect[metric].to_numpy() - base, mode="markers+text", text=effect.source_revision,
+            x=x.to_numpy(), y=effect[metric].to_numpy() - base, mode="markers+text",
+            text=[plot_text(r) for r in effect.source_revision],
             textposition="top center", name=f"layer {layer}, α {alpha:+g}", marker={"color": colour, "size": 10},
             hovertemplate="%{text}<br>probe accuracy %{x:.4f}<br>effect %{y:+.4f}<extra></extra>"))
         notes.append(f"layer {layer}, α {alpha:+g}: Pearson r {row.pearson_r:+.2f} [{row.pearson_lo:+.2f}, "
                      f"{row.pearson_hi:+.2f}], Spearman {row.spearman_r:+.2f} (n = {int(row.n_sources)})")
     fig.update_xaxes(title="probe accuracy of the source checkpoint at the steering layer (fraction)")
-    fig.update_yaxes(title=f"steering effect: Δ{metric} vs unsteered")
+    fig.update_yaxes(title=plot_text(f"steering effect: Δ{metric} vs unsteered"))
     title = f"{name}: probe accuracy against steering effect"
-    return Figure(f"{slug(name)}-probe-vs-effect", title, styled(fig, title),
+    return Figure(figure_id(name, kind="probe-vs-effect"), title, styled(fig, title),
                   "95 % bootstrap intervals: " + "; ".join(notes))
 
 
@@ -107,4 +109,4 @@ def loss_figure(run: Run) -> Figure | None:
     fig.update_xaxes(title="optimizer step")
     fig.update_yaxes(title="cross-entropy (nats per token)")
     title = f"{run.label}: pre-training loss (diamonds: saved checkpoints)"
-    return Figure(f"{slug(run.label)}-loss", title, styled(fig, title))
+    return Figure(figure_id(run.label, kind="loss"), title, styled(fig, title))
