@@ -31,7 +31,15 @@ def test_tiny_demo_runs_every_stage_and_resumes(tmp_path, sft_data):
     assert "`proxy:<step>` rows" in (out / "summary.md").read_text()
     assert (out / "pretrain" / "trace" / "mi" / "phases.csv").exists() and (out / "chat" / "config.json").exists()
     assert "## Steering the chat model: toxicity (layer 1)" in (out / "summary.md").read_text()
-    assert "## Selectivity" in (out / "summary.md").read_text()
+    md = (out / "summary.md").read_text()
+    assert "## Selectivity" in md and "## When each dimension emerges" in md
+    assert "## Mutual information: the phases of I(T;X)" in md and md.count("**Verdict:**") >= 2
+    phases = pd.read_csv(out / "pretrain" / "trace" / "mi" / "phases.csv")
+    assert {"pattern", "trough_step", "peak_step", "robust", "unresolved", "mi_tx_random_init"} <= set(phases.columns)
+    # a fall from the untrained network (step 0) is never read as compression
+    assert not (phases.compression & phases.peak_step.isna()).any()
+    for dim, m in summary["mi"].items():
+        assert m["text"].startswith(dim) and m["text"] in md
     assert {"first_selectivity", "last_selectivity"} <= set(summary["probes"]["fairness"])
     assert 'data-figure="steer-toxicity-steering"' in (out / "report" / "index.html").read_text().replace("'", '"')
     stamp = (out / "steer-toxicity" / "steering.csv").stat().st_mtime_ns

@@ -163,3 +163,40 @@ def test_a_single_checkpoint_is_drawn_by_layer(tmp_path):
     assert "smol-toxicity-probe-heatmap" not in result.figures  # a one-row grid says nothing the lines do not
     assert "toxicity-probe-vs-step" not in result.figures and "drawn by layer above" in result.page.read_text()
     assert (single / "report" / "tables" / "results.csv").is_file()
+
+
+def test_heatmap_has_whole_layer_ticks_and_marks_where_each_layer_emerges():
+    """Issue 24: a 4-layer axis read −0.5, 0, 0.5, …; the selectivity heatmap stars each layer's emergence step."""
+    from trusttrace.report.probe_figures import probe_heatmap
+
+    rows = []
+    for step in (0, 10, 100, 1000):
+        for layer in range(4):
+            low = 0.05 if (layer == 2 and step >= 100) or (layer == 3 and step == 1000) else -0.02
+            rows += [("toxicity", f"step{step}", step, layer, "selectivity", low + 0.04),
+                     ("toxicity", f"step{step}", step, layer, "selectivity_ci_low", low),
+                     ("toxicity", f"step{step}", step, layer, "accuracy", 0.8)]
+    results = pd.DataFrame(rows, columns=["dimension", "revision", "step", "layer", "metric", "value"])
+    fig = probe_heatmap(results, "toxicity", "run", "selectivity").figure
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 0
+    stars = [t for t in fig.data if t.type == "scatter"]
+    assert len(stars) == 1 and list(stars[0].x) == [2, 3] and list(stars[0].y) == ["step100", "step1000"]
+    never = results.assign(value=np.where(results.metric == "selectivity_ci_low", -0.1, results.value))
+    assert [t.type for t in probe_heatmap(never, "toxicity", "run", "selectivity").figure.data] == ["heatmap"]
+
+
+def test_emergence_summary_names_the_first_step_or_never():
+    from trusttrace.tables import NEVER, emergence_summary
+
+    rows = []
+    for step in (0, 10, 100):
+        for layer in range(3):
+            low = 0.02 if (layer == 1 and step >= 10) else -0.01  # toxicity layer 1 from step 10 on; step 0 dips
+            rows += [("toxicity", f"s{step}", step, layer, "selectivity_ci_low", low),
+                     ("privacy", f"s{step}", step, layer, "selectivity_ci_low", 0.05 if step == 10 else -0.05)]
+    results = pd.DataFrame(rows, columns=["dimension", "revision", "step", "layer", "metric", "value"])
+    table = emergence_summary(results).set_index("dimension")
+    assert table.loc["toxicity", "emerges"] == "step 10" and table.loc["toxicity", "layer"] == 1
+    assert table.loc["toxicity", "layers_emerged"] == 1 and table.loc["toxicity", "layers"] == 3
+    assert table.loc["privacy", "emerges"] == NEVER  # above zero at step 10 only: it does not stay
+    assert emergence_summary(results[results.step == 100]).empty  # one checkpoint: nothing to say

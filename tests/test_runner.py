@@ -23,13 +23,23 @@ def config(series, data_dir, out, analysis=None, **kw):
                        load=LoadConfig(dtype="float32"), analysis=analysis or AnalysisConfig(), **kw)
 
 
+# The rows per checkpoint × dimension × layer: accuracy, its std and interval, majority, three controls (the
+# untrained network's with its interval), selectivity and its interval; I(T;X), I(T;Y) with intervals, I(T;Y)'s
+# null, the untrained network's values, and the two check estimators with intervals.
+_PROBE_METRICS = ["accuracy", "accuracy_std", "accuracy_ci_low", "accuracy_ci_high", "majority_baseline",
+                  "control_shuffled", "control_lexical", "control_random_init", "control_random_init_ci_low",
+                  "control_random_init_ci_high", "selectivity", "selectivity_ci_low", "selectivity_ci_high"]
+_MI_METRICS = [f"{p}_{a}{s}" for p in ("mi", "nhsic", "cka") for a in ("tx", "ty") for s in ("", "_ci_low", "_ci_high")]
+PER_LAYER_METRICS = [*_PROBE_METRICS, *_MI_METRICS, "mi_ty_null_q95", "mi_ty_p", "mi_tx_random_init",
+                     "mi_ty_random_init"]
+
+
 def test_trace_writes_tidy_results_and_manifest(tiny_series, data_dir, tmp_path):
     result = run_trace(config(tiny_series, data_dir, tmp_path / "run"))
     df = pd.read_csv(tmp_path / "run" / "results.csv")
     assert list(df.columns) == RESULT_COLUMNS
-    # checkpoints × dims × layers × metrics: accuracy, its std and interval, majority, three controls,
-    # selectivity, and two MI
-    assert len(df) == 3 * len(DIMS) * 3 * 11
+    assert sorted(df.metric.unique()) == sorted(PER_LAYER_METRICS)
+    assert len(df) == 3 * len(DIMS) * 3 * len(PER_LAYER_METRICS)
     mi = df[df.metric.isin(["mi_tx", "mi_ty"])]
     assert (mi.n_train == 96).all() and (mi.value >= 0).all()  # the first cv fold's training rows
     assert list(dict.fromkeys(df.revision)) == ["step0", "step10", "step100"]
@@ -73,7 +83,7 @@ def test_rerun_resumes_after_interruption(tiny_series, data_dir, tmp_path, monke
     calls.clear()
     run_trace(config(tiny_series, data_dir, out))
     assert len(calls) == 1 + 2  # step10's missing dataset, then step100's two
-    assert len(pd.read_csv(out / "results.csv")) == 3 * len(DIMS) * 3 * 11
+    assert len(pd.read_csv(out / "results.csv")) == 3 * len(DIMS) * 3 * len(PER_LAYER_METRICS)
     calls.clear()
     run_trace(config(tiny_series, data_dir, out))
     assert calls == []
@@ -90,9 +100,7 @@ def test_paper_code_protocol_and_selection(tiny_series, data_dir, tmp_path):
     result = run_trace(config(tiny_series, data_dir, tmp_path / "r", AnalysisConfig.build(protocol="paper-code"),
                               select="last:1"))
     assert set(result.results.revision) == {"step100"}
-    assert set(result.results.metric) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "majority_baseline",
-                                          "control_shuffled", "control_lexical", "control_random_init",
-                                          "selectivity", "mi_tx", "mi_ty"}
+    assert set(result.results.metric) == set(PER_LAYER_METRICS) - {"accuracy_std"}  # one split: no std
     probe_rows = result.results[result.results.metric.isin(["accuracy", "majority_baseline"])]
     assert (probe_rows.n_test == 24).all()
     assert (result.results[result.results.metric == "mi_tx"].n_train == 96).all()  # first 80 %
@@ -101,9 +109,7 @@ def test_paper_code_protocol_and_selection(tiny_series, data_dir, tmp_path):
 def test_analyses_can_leave_out_mi(tiny_series, data_dir, tmp_path):
     result = run_trace(config(tiny_series, data_dir, tmp_path / "r", AnalysisConfig(analyses=("probe",)),
                               select="first:1"))
-    assert set(result.results.metric) == {"accuracy", "accuracy_std", "accuracy_ci_low", "accuracy_ci_high",
-                                          "majority_baseline", "control_shuffled", "control_lexical",
-                                          "control_random_init", "selectivity"}
+    assert set(result.results.metric) == set(_PROBE_METRICS)
 
 
 def test_bad_settings():
@@ -165,9 +171,7 @@ def test_probe_refits_stored_activations_under_another_protocol(tiny_series, dat
     assert res.exit_code == 0, res.output
     df = pd.read_csv(tmp_path / "pc" / "results.csv")
     assert set(df.protocol) == {"paper-code"}
-    assert set(df.metric) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "majority_baseline",
-                              "control_shuffled", "control_lexical", "control_random_init", "selectivity",
-                              "mi_tx", "mi_ty"}
+    assert set(df.metric) == set(PER_LAYER_METRICS) - {"accuracy_std"}
     assert list(dict.fromkeys(df.revision)) == ["step0", "step10", "step100"] and list(df.step.unique()) == [0, 10, 100]
     assert len(df[df.metric == "accuracy"]) == len(first.results[first.results.metric == "accuracy"])
     res = cli.invoke(app, ["probe", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])

@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "ExtractConfig": "extract", "extract_last_token": "extract",
     "load_activations": "store", "save_activations": "store",
     "BatchedLogisticRegression": "logreg", "ProbeConfig": "probes", "probe_layers": "probes",
-    "MIConfig": "mutual_info", "estimate_mi": "mutual_info", "mi_rows": "mutual_info",
+    "MIConfig": "mutual_info", "estimate_mi": "mutual_info", "mi_rows": "mi_stats",
     "SteeringVector": "steering", "build_vector": "steering", "steer": "steering",
     "AnalysisConfig": "analysis", "ProbeRunConfig": "analysis", "ProbeRunResult": "analysis", "run_probe": "analysis",
     "VectorsConfig": "vectors", "VectorsResult": "vectors", "run_vectors": "vectors", "vector_from_run": "vectors",

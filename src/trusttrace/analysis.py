@@ -24,10 +24,11 @@ from .controls import check_controls, lexical_accuracy, with_selectivity
 from .data import SPECS, TrustDataset, load_dataset
 from .errors import DataFileError, OutputError, RunFolderError, RunFolderNotFoundError, UnknownNameError
 from .layout import TraceLayout
-from .mutual_info import MIConfig, mi_rows
-from .names import ANALYSES, CONTROLS
+from .mi_stats import mi_rows, random_init_mi_rows
+from .mutual_info import DEFAULT_BOOTSTRAP, DEFAULT_PERMUTATIONS, MIConfig
+from .names import ANALYSES, CONTROLS, MI_CHECKS
 from .outputs import check_output, refuse_overlap
-from .probes import ProbeConfig, probe_layers, training_split, transfer_layers
+from .probes import ProbeConfig, probe_layers, training_rows, training_split, transfer_layers
 from .runlock import hold
 from .store import StoredActivations, load_activations
 from .tables import RESULT_COLUMNS
@@ -54,12 +55,14 @@ class AnalysisConfig:
     def build(cls, analyses: tuple[str, ...] = ANALYSES, protocol: str = "group-cv", folds: int = 5, seed: int = 0,
               mi_estimator: str = "paper-code", mi_sigma: float | None = 50.0, mi_eps: float = 1e-5,
               mi_max_samples: int | None = None, controls: tuple[str, ...] = CONTROLS,
-              seeds: int = 1) -> AnalysisConfig:
+              seeds: int = 1, mi_bootstrap: int = DEFAULT_BOOTSTRAP, mi_permutations: int = DEFAULT_PERMUTATIONS,
+              mi_checks: tuple[str, ...] = MI_CHECKS) -> AnalysisConfig:
         """The settings from flat options (as the CLI takes them); one seed for the folds and MI subsamples."""
         return cls(analyses, ProbeConfig(protocol=protocol, folds=folds, seed=seed, seeds=seeds,
                                          control_shuffled="shuffled" in controls),
                    MIConfig(estimator=mi_estimator, sigma=mi_sigma, eps=mi_eps, max_samples=mi_max_samples,
-                            seed=seed), controls)
+                            seed=seed, bootstrap=mi_bootstrap, permutations=mi_permutations,
+                            checks=tuple(mi_checks)), controls)
 
     @property
     def seed(self) -> int:
@@ -79,7 +82,9 @@ class AnalysisConfig:
         return {"analyses": list(self.analyses), "protocol": self.probe.protocol, "folds": self.probe.folds,
                 "seed": self.probe.seed, "seeds": self.probe.seeds, "controls": list(self.controls),
                 "mi_estimator": self.mi.estimator, "mi_sigma": self.mi.sigma, "mi_eps": self.mi.eps,
-                "mi_max_samples": self.mi.max_samples, "transfer": [list(pair) for pair in self.transfer]}
+                "mi_max_samples": self.mi.max_samples, "mi_bootstrap": self.mi.bootstrap,
+                "mi_permutations": self.mi.permutations, "mi_checks": list(self.mi.checks),
+                "transfer": [list(pair) for pair in self.transfer]}
 
 
 def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig, groups: np.ndarray | None = None,
@@ -101,7 +106,8 @@ def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig, gr
         frames.append(rows)
     if "mi" in config.analyses:
         train, y = training_split(layers, labels, config.probe, groups)
-        frames.append(mi_rows(train[0], train, y, config.mi))
+        kept = None if groups is None else np.asarray(groups)[training_rows(labels, config.probe, groups)]
+        frames.append(mi_rows(train[0], train, y, config.mi, kept))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -132,10 +138,18 @@ def resolve_transfer(given: Sequence[tuple[str, str]], datasets: dict[str, Trust
 
 def random_init_rows(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig,
                      groups: np.ndarray | None) -> pd.DataFrame:
-    """``control_random_init`` per layer: the probe's accuracy on a freshly initialised network's activations."""
+    """The random-init control per layer: ``control_random_init`` (the probe's accuracy on a freshly
+    initialised network's activations, with ``control_random_init_ci_low``/``_ci_high``) and, with the MI
+    analysis, ``mi_tx_random_init``/``mi_ty_random_init`` (``mi_stats.random_init_mi_rows``)."""
     probe = replace(config.probe, control_shuffled=False)
     rows = probe_layers(layers, labels, probe, groups)
-    return rows[rows.metric == "accuracy"].assign(metric="control_random_init")
+    names = {"accuracy": "control_random_init", "accuracy_ci_low": "control_random_init_ci_low",
+             "accuracy_ci_high": "control_random_init_ci_high"}
+    frames = [rows[rows.metric.isin(list(names))].assign(metric=lambda f: f.metric.map(names))]
+    if "mi" in config.analyses:
+        train, y = training_split(layers, labels, config.probe, groups)
+        frames.append(random_init_mi_rows(train[0], train, y, config.mi))
+    return pd.concat(frames, ignore_index=True)
 
 
 def with_controls(rows: pd.DataFrame, random_init: pd.DataFrame | None) -> pd.DataFrame:

@@ -54,13 +54,34 @@ def lexical_accuracy(statements: Sequence[str], labels: np.ndarray, fold_sets: S
 
 
 def with_selectivity(rows: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` (one dataset's per-layer metrics) with ``selectivity`` rows added where a control allows."""
+    """``rows`` (one dataset's per-layer metrics) with ``selectivity`` rows added where a control allows, and
+    ``selectivity_ci_low``/``_ci_high`` where the accuracy has its interval.
+
+    The interval combines the accuracy's 95 % Wilson interval with the stronger control's (Newcombe's hybrid
+    score method for a difference): low = d − √((acc − acc_low)² + (ctrl_high − ctrl)²), and the mirror for
+    high. The lexical control has no interval of its own here and counts as exact.
+    """
     present = [m for m in SELECTIVITY_OF if (rows.metric == m).any()]
     acc = rows[rows.metric == "accuracy"]
     if not present or acc.empty:
         return rows
-    controls = rows[rows.metric.isin(present)].pivot_table(index="layer", columns="metric", values="value")
-    strongest = controls.max(axis=1)
-    selectivity = acc.assign(metric="selectivity",
-                             value=acc.value.to_numpy() - strongest.reindex(acc.layer).to_numpy())
-    return pd.concat([rows, selectivity], ignore_index=True)
+    wide = rows.pivot_table(index="layer", columns="metric", values="value")
+    controls = wide[present]
+    strongest, which = controls.max(axis=1), controls.idxmax(axis=1)
+    layers = acc.layer.to_numpy()
+    value = acc.value.to_numpy() - strongest.reindex(layers).to_numpy()
+    frames = [rows, acc.assign(metric="selectivity", value=value)]
+    if {"accuracy_ci_low", "accuracy_ci_high"} <= set(wide.columns):
+        ctrl = strongest.reindex(layers).to_numpy()
+        ctrl_low, ctrl_high = ctrl.copy(), ctrl.copy()
+        if {"control_random_init_ci_low", "control_random_init_ci_high"} <= set(wide.columns):
+            random = (which.reindex(layers) == "control_random_init").to_numpy()
+            ctrl_low[random] = wide.control_random_init_ci_low.reindex(layers).to_numpy()[random]
+            ctrl_high[random] = wide.control_random_init_ci_high.reindex(layers).to_numpy()[random]
+        a = acc.value.to_numpy()
+        a_low = wide.accuracy_ci_low.reindex(layers).to_numpy()
+        a_high = wide.accuracy_ci_high.reindex(layers).to_numpy()
+        low = value - np.sqrt((a - a_low) ** 2 + (ctrl_high - ctrl) ** 2)
+        high = value + np.sqrt((a_high - a) ** 2 + (ctrl - ctrl_low) ** 2)
+        frames += [acc.assign(metric="selectivity_ci_low", value=low), acc.assign(metric="selectivity_ci_high", value=high)]
+    return pd.concat(frames, ignore_index=True)

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -36,12 +35,13 @@ from .layout import DemoLayout, read_json
 from .live import tracer
 from .outputs import check_output, finite_settings
 from .phases import PhasesConfig, run_phases
+from .phases import summarise as summarise_phases
 from .pretrain import PretrainConfig, run_pretrain
 from .progress import Progress
 from .report import ReportConfig, run_report
 from .runlock import hold
 from .sweep import SteerConfig, run_steer
-from .tables import HEADLINE, steering_wide
+from .tables import HEADLINE, first_emergence, steering_wide
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
     """The numbers the demo reports: probe accuracy first vs last, MI peaks, steering effects."""
     acc = results[results.metric == "accuracy"]
     first, last = acc.step.min(), acc.step.max()
-    probes = {}
+    probes: dict[str, dict[str, Any]] = {}
     for dim, g in acc.groupby("dimension"):
         best = {s: g[g.step == s].loc[g[g.step == s].value.idxmax()] for s in (first, last)}
         base = results[(results.dimension == dim) & (results.metric == "majority_baseline")].value.iloc[0]
@@ -249,10 +249,16 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
             if len(at):  # the most selective layer: what it reads beyond bag of words and an untrained network
                 top = at.loc[at.value.idxmax()]
                 probes[dim] |= {f"{when}_selectivity": float(top.value), f"{when}_selectivity_layer": int(top.layer)}
+    for dim, found in first_emergence(results).items():  # when the layer comes to encode it, with its interval
+        if dim in probes:
+            probes[dim] |= {"emergence_step": None if found is None else found[0],
+                            "emergence_layer": None if found is None else found[1]}
     mi = {}
-    for dim, g in phases.groupby("dimension"):
-        mi[dim] = {"median_peak_step": float(np.median(g.peak_step)), "layers": len(g),
-                   "layers_with_compression": int(g.compression.sum()), "layers_with_fitting": int(g.fitting.sum())}
+    if len(phases):
+        table, lines = summarise_phases(phases)
+        for (_, row), line in zip(table.iterrows(), lines):
+            mi[str(row.dimension)] = {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
+                                      for k, v in row.items() if k != "dimension"} | {"text": line}
     steering = {}
     for dim, table in steer_tables.items():
         metric = HEADLINE[dim]
@@ -262,6 +268,19 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
                          "rows": wide[["source_revision", "alpha", metric, *extra, "perplexity"]]
                          .to_dict("records")}
     return {"probes": probes, "mi": mi, "steering": steering, "steering_sources": [f"step{s}" for s in sources]}
+
+
+def mi_verdict(mi: dict[str, dict[str, Any]]) -> str:
+    """The MI section's closing line: which phase verdicts clear their intervals under every estimator."""
+    found = {dim: m["pattern"] for dim, m in mi.items() if m.get("robust_layers") and m["pattern"] != "flat"}
+    compress = [d for d, p in found.items() if "compress" in p]
+    if not found:
+        return ("**Verdict:** no I(T;X) phase clears its 95 % intervals under every estimator in this run; the "
+                "curves above are not findings at this sample size.")
+    return (f"**Verdict:** phases that clear their intervals under every estimator: "
+            f"{', '.join(f'{d} ({p})' for d, p in found.items())}. A fall from step 0 is the untrained network's "
+            "decay, not compression; compression " + (f"appears on {', '.join(compress)}." if compress else
+                                                        "appears on no dimension within this run."))
 
 
 def summary_markdown(summary: dict[str, Any], out: Path) -> str:
@@ -283,11 +302,22 @@ def summary_markdown(summary: dict[str, Any], out: Path) -> str:
             if "last_selectivity" in p:
                 lines.append(f"| {dim} | {p['first_selectivity']:+.3f} (L{p['first_selectivity_layer']}) | "
                              f"{p['last_selectivity']:+.3f} (L{p['last_selectivity_layer']}) |")
-    lines += ["", "## I(T;X) peak and compression", "",
-              "| dimension | median peak step | layers with fitting | layers with compression |", "|---|---|---|---|"]
-    for dim, m in summary["mi"].items():
-        lines.append(f"| {dim} | {m['median_peak_step']:.0f} | {m['layers_with_fitting']}/{m['layers']} | "
-                     f"{m['layers_with_compression']}/{m['layers']} |")
+    if any("emergence_step" in p for p in summary["probes"].values()):
+        lines += ["", "## When each dimension emerges", "",
+                  ("The first checkpoint from which selectivity's 95 % interval stays above zero at every later "
+                   "checkpoint, earliest over layers:"), ""]
+        for dim, p in summary["probes"].items():
+            if "emergence_step" in p:
+                when = ("never within this run" if p["emergence_step"] is None else
+                        f"step {p['emergence_step']} (layer {p['emergence_layer']})")
+                lines.append(f"- {dim}: {when}")
+        emerged = [d for d, p in summary["probes"].items() if p.get("emergence_step") is not None]
+        lines += ["", f"**Verdict:** selectivity clears both controls to the end of the run on "
+                      f"{len(emerged)} of {len(summary['probes'])} dimensions"
+                      + (f" ({', '.join(emerged)})." if emerged else ".")]
+    lines += ["", "## Mutual information: the phases of I(T;X), and I(T;Y) against its null", ""]
+    lines += [f"- {m['text']}" for m in summary["mi"].values()] or ["- no MI rows (the mi analysis was off)."]
+    lines += ["", mi_verdict(summary["mi"])]
     for dim, s in summary["steering"].items():
         cols = [s["metric"], *s["extra"], "perplexity"]
         lines += ["", f"## Steering the chat model: {dim} (layer {s['layer']})", "",

@@ -17,6 +17,14 @@ same rows. Three estimators (m rows, H = I − 11ᵀ/m, Gaussian kernels):
 
     nHSIC(A, B) = HSIC(A, B) / √(HSIC(A, A)·HSIC(B, B))
 
+``linear-cka`` (linear CKA, Kornblith et al. 2019: nHSIC with linear kernels, so no bandwidth at all)::
+
+    CKA(A, B) = ‖A_cᵀ·B_c‖²_F / (‖A_cᵀ·A_c‖_F·‖B_cᵀ·B_c‖_F)      A_c, B_c: column-centred
+
+The estimators take several label columns at once (``estimate_mi_columns``): the permutation null of
+``trusttrace.mi_stats`` is one more column of labels, which costs a triangular solve's column (paper-code)
+or a matrix-vector product (hsic, nhsic, linear-cka) per layer, not a new estimate.
+
 How it is fast. Because H is a projection that commutes with S = H·K·H, one-sided centring gives the
 same trace as two-sided: tr(R_A·R_B) = tr(R̃_A·R̃_B) with R̃ = S·(S + cI)⁻¹, c = εm, symmetric. So
 
@@ -39,15 +47,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ._alloc import keep_freed_memory
 from .errors import OptionError, UnknownNameError
-from .names import MI_ESTIMATORS
+from .names import DEFAULT_MI_BOOTSTRAP, DEFAULT_MI_PERMUTATIONS, MI_CHECKS, MI_ESTIMATORS
 
 ESTIMATORS = MI_ESTIMATORS
 MIN_SAMPLES = 10
+DEFAULT_BOOTSTRAP = DEFAULT_MI_BOOTSTRAP  # chosen from benchmarks/mi_stats.py (see the README)
+DEFAULT_PERMUTATIONS = DEFAULT_MI_PERMUTATIONS
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,25 @@ class MIConfig:
     tail: float = 1e-8
     device: str = "cpu"
     chunk_bytes: int = 64 << 20  # one batch of layers' m×m matrices; small batches stay in cache
+    # What trusttrace.mi_stats adds to each estimate (mi_rows): half-sample draws for the 95 % intervals,
+    # label permutations for I(T;Y)'s null, and the estimators every verdict is checked under.
+    bootstrap: int = DEFAULT_BOOTSTRAP
+    permutations: int = DEFAULT_PERMUTATIONS
+    checks: tuple[str, ...] = MI_CHECKS
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise UnknownNameError(f"mi_estimator {self.estimator!r} is not one of {', '.join(ESTIMATORS)}.")
+        bad = [c for c in self.checks if c not in MI_CHECKS]
+        if bad:
+            raise UnknownNameError(f"--mi-checks {','.join(bad)}: choose from {', '.join(MI_CHECKS)}, or none.")
+        if self.bootstrap == 1 or self.bootstrap < 0:
+            raise OptionError(f"--mi-bootstrap {self.bootstrap}: an interval needs at least 2 half-sample draws; "
+                              f"give 0 (no intervals) or 2 or more (default {DEFAULT_BOOTSTRAP}).")
+        if 0 < self.permutations < 19 or self.permutations < 0:
+            raise OptionError(f"--mi-permutations {self.permutations}: with K draws the smallest p-value is "
+                              "1/(K+1), so fewer than 19 can never reach p < 0.05; give 0 (no null) or 19 or "
+                              f"more (default {DEFAULT_PERMUTATIONS}).")
         if self.estimator == "paper-code" and self.sigma is None:
             raise OptionError("The paper-code estimator uses a fixed sigma (the released code's 50); the median "
                               "heuristic (--mi-sigma median) is for the hsic and nhsic estimators.")
@@ -86,6 +110,8 @@ def _check(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig) ->
     m = x.shape[0]
     if t.shape[1] != m or len(y) != m:
         raise ValueError(f"Row counts differ: x has {m}, t has {t.shape[1]}, y has {len(y)}. They must match.")
+    if y.ndim not in (1, 2):
+        raise ValueError(f"Labels must be [m] or [m, columns]; got shape {y.shape}.")
     if m < MIN_SAMPLES:
         raise OptionError(f"{m} rows: mutual information needs at least {MIN_SAMPLES}. Use more statements.")
     values = set(np.unique(y).tolist())
@@ -128,8 +154,9 @@ def _bandwidth(a: torch.Tensor, config: MIConfig) -> torch.Tensor | float:
 
 
 def _label_gram_factor(y: torch.Tensor, config: MIConfig) -> tuple[torch.Tensor, float]:
-    """H·K_Y·H = scale·u·uᵀ with u = H·y for 0/1 labels (the label kernel takes two values)."""
-    u = y - y.mean()
+    """H·K_Y·H = scale·u·uᵀ with u = H·y for 0/1 labels (the label kernel takes two values); ``y`` is
+    ``[m, k]`` label columns, ``u`` the ``[m, k]`` centred columns."""
+    u = y - y.mean(0, keepdim=True)
     # Labels are 0/1 and one-dimensional (so the paper code's d_Y = 1); the median heuristic degenerates
     # on them, so σ_Y = 1 stands in when sigma is None.
     sigma = 1.0 if config.sigma is None else config.sigma
@@ -143,58 +170,79 @@ def _layer_chunks(n_layers: int, m: int, config: MIConfig, dtype: torch.dtype) -
     return [slice(i, min(n_layers, i + step)) for i in range(0, n_layers, step)]
 
 
-def _x_factor(x: torch.Tensor, config: MIConfig, c: float) -> tuple[float, torch.Tensor]:
-    """Σw and G with R̃_X = G·Gᵀ (float64), dropping the lightest directions within ``config.tail``."""
-    lam, q = torch.linalg.eigh(centred_gram(x, _bandwidth(x, config)))
+def x_factor(s_x: torch.Tensor, c: float, tail: float) -> tuple[float, torch.Tensor]:
+    """Σw and G with R̃_X = G·Gᵀ from X's centred kernel (float64), dropping the lightest directions whose
+    weights sum to at most ``tail``·Σw."""
+    lam, q = torch.linalg.eigh(s_x)
     lam = lam.clamp_min(0)
     w = lam / (lam + c)
     order = torch.argsort(w, descending=True)
     tail_mass = torch.cumsum(w[order].flip(0), 0).flip(0)  # weight of each direction and all lighter ones
-    keep = order[tail_mass > config.tail * w.sum()]
+    keep = order[tail_mass > tail * w.sum()]
     return float(w[keep].sum()), q[:, keep] * w[keep].sqrt()
 
 
 def _paper_code(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: MIConfig, dtype: torch.dtype
                 ) -> tuple[np.ndarray, np.ndarray]:
-    m = x.shape[0]
+    m, k = x.shape[0], y.shape[1]
     c = config.eps * m
-    w_sum, g = _x_factor(x, config, c)
+    w_sum, g = x_factor(centred_gram(x, _bandwidth(x, config)), c, config.tail)
     u, scale_y = _label_gram_factor(y, config)
-    uu = float(u @ u)
+    uu = (u * u).sum(0)  # [k]; equal for permuted columns (same label counts)
     w_y = scale_y * uu / (scale_y * uu + c)
-    rhs = torch.cat([g, u[:, None]], dim=1).to(dtype)
+    rhs = torch.cat([g, u], dim=1).to(dtype)
     eye = c * torch.eye(m, dtype=dtype, device=x.device)
-    tx, ty = np.zeros(t.shape[0]), np.zeros(t.shape[0])
+    tx, ty = np.zeros(t.shape[0]), np.zeros((t.shape[0], k))
+    live = (uu > 0).cpu().numpy()  # labels all equal: Y carries nothing
     for sl in _layer_chunks(t.shape[0], m, config, dtype):
         s_t = centred_gram(t[sl].to(dtype), _bandwidth(t[sl], config)).add_(eye)
         chol = torch.linalg.cholesky(s_t)
         z = torch.linalg.solve_triangular(chol, rhs.expand(chol.shape[0], -1, -1), upper=False).double()
-        tx[sl] = (w_sum - c * z[..., :-1].square().sum((-1, -2))).cpu().numpy()
-        if uu > 0:  # labels all equal: Y carries nothing
-            ty[sl] = (w_y * (uu - c * z[..., -1].square().sum(-1)) / uu).cpu().numpy()
+        tx[sl] = (w_sum - c * z[..., :-k].square().sum((-1, -2))).cpu().numpy()
+        safe = uu.clamp_min(1e-300)
+        ty[sl] = np.where(live, (w_y * (uu - c * z[..., -k:].square().sum(-2)) / safe).cpu().numpy(), 0.0)
     # Both are traces of products of PSD matrices, so ≥ 0; float32 round-off can dip a hair below.
     return np.maximum(tx, 0.0), np.maximum(ty, 0.0)
 
 
 def _hsic(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: MIConfig, dtype: torch.dtype
           ) -> tuple[np.ndarray, np.ndarray]:
-    m = x.shape[0]
+    m, k = x.shape[0], y.shape[1]
     norm = (m - 1) ** 2
     s_x = centred_gram(x.to(dtype), _bandwidth(x, config))
     u, scale_y = _label_gram_factor(y.to(dtype), config)
-    uu = float(u @ u)
+    uu = (u * u).sum(0)
     hsic_xx = float((s_x * s_x).sum()) / norm
-    hsic_yy = scale_y**2 * uu**2 / norm
-    tx, ty = np.empty(t.shape[0]), np.empty(t.shape[0])
+    hsic_yy = scale_y**2 * uu**2 / norm  # [k]
+    tx, ty = np.empty(t.shape[0]), np.empty((t.shape[0], k))
     for sl in _layer_chunks(t.shape[0], m, config, dtype):
         s_t = centred_gram(t[sl].to(dtype), _bandwidth(t[sl], config))
         hsic_tx = (s_t * s_x).sum((-1, -2)) / norm
-        hsic_ty = scale_y * torch.einsum("i,lij,j->l", u, s_t, u) / norm
+        hsic_ty = scale_y * ((s_t @ u) * u).sum(-2) / norm  # [layers, k]
         if config.estimator == "nhsic":
             hsic_tt = (s_t * s_t).sum((-1, -2)) / norm
             hsic_tx = hsic_tx / (hsic_tt * hsic_xx).sqrt().clamp_min(1e-300)
-            hsic_ty = hsic_ty / (hsic_tt * hsic_yy).sqrt().clamp_min(1e-300)
+            hsic_ty = hsic_ty / (hsic_tt[:, None] * hsic_yy[None]).sqrt().clamp_min(1e-300)
         tx[sl], ty[sl] = hsic_tx.double().cpu().numpy(), hsic_ty.double().cpu().numpy()
+    return tx, ty
+
+
+def _linear_cka(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: MIConfig, dtype: torch.dtype
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Linear CKA in feature space: d×d products, cheaper than m×m Gram matrices when d < m."""
+    xc = (x - x.mean(0, keepdim=True)).to(dtype)
+    xx = torch.linalg.matrix_norm(xc.T @ xc)
+    u = (y - y.mean(0, keepdim=True)).to(dtype)
+    uu = (u * u).sum(0)
+    tx, ty = np.empty(t.shape[0]), np.empty((t.shape[0], y.shape[1]))
+    for sl in _layer_chunks(t.shape[0], x.shape[0], config, dtype):
+        tc = t[sl].to(dtype)
+        tc = tc - tc.mean(-2, keepdim=True)
+        tct = tc.transpose(-1, -2)
+        tt = torch.linalg.matrix_norm(tct @ tc)  # [layers]
+        cross = torch.linalg.matrix_norm(tct @ xc).square()
+        tx[sl] = (cross / (tt * xx).clamp_min(1e-300)).double().cpu().numpy()
+        ty[sl] = ((tct @ u).square().sum(-2) / (tt[:, None] * uu[None]).clamp_min(1e-300)).double().cpu().numpy()
     return tx, ty
 
 
@@ -204,40 +252,24 @@ def estimate_mi(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfi
 
     Inputs are used as given (z-score them first to follow the released code). Constant inputs give 0.
     """
+    tx, ty = estimate_mi_columns(x, t, np.asarray(y)[:, None], config)
+    return tx, ty[:, 0]
+
+
+def estimate_mi_columns(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig = MIConfig()
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``estimate_mi`` for several label columns at once (``y`` is ``[m, k]``): I(T;X) ``[layers]`` and
+    I(T;Y) ``[layers, k]``, one column per label column (e.g. the labels, then permutations of them)."""
     y = np.asarray(y)
     _check(x, t, y, config)
     if config.device == "cpu":
         keep_freed_memory()
     dev = torch.device(config.device)
     dtype = config.dtype or (torch.float32 if config.estimator == "paper-code" else torch.float64)
-    xd, yd = x.to(dev, torch.float64), torch.as_tensor(y, dtype=torch.float64, device=dev)
+    xd, yd = x.to(dev, torch.float64), torch.as_tensor(y.reshape(len(y), -1), dtype=torch.float64, device=dev)
     td = t.to(dev)
     if config.estimator == "paper-code":
         return _paper_code(xd, td, yd, config, dtype)
+    if config.estimator == "linear-cka":
+        return _linear_cka(xd, td, yd, config, dtype)
     return _hsic(xd, td, yd, config, dtype)
-
-
-def mi_rows(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig = MIConfig()) -> pd.DataFrame:
-    """Tidy rows (layer, metric ``mi_tx``/``mi_ty`` [and ``*_std`` when subsampled], value, n_train).
-
-    With ``max_samples`` below the row count, the estimates are the mean over ``n_subsamples`` seeded
-    subsamples, and ``mi_tx_std``/``mi_ty_std`` report their spread.
-    """
-    m = x.shape[0]
-    layers = np.arange(t.shape[0])
-    if config.max_samples is None or m <= config.max_samples:
-        tx, ty = estimate_mi(x, t, y, config)
-        metrics = {"mi_tx": tx, "mi_ty": ty}
-        n = m
-    else:
-        rng = np.random.default_rng(config.seed)
-        runs = []
-        for _ in range(config.n_subsamples):
-            idx = np.sort(rng.choice(m, size=config.max_samples, replace=False))
-            runs.append(estimate_mi(x[idx], t[:, idx], np.asarray(y)[idx], config))
-        tx_all, ty_all = np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs])
-        metrics = {"mi_tx": tx_all.mean(0), "mi_ty": ty_all.mean(0),
-                   "mi_tx_std": tx_all.std(0, ddof=1), "mi_ty_std": ty_all.std(0, ddof=1)}
-        n = config.max_samples
-    frames = [pd.DataFrame({"layer": layers, "metric": name, "value": vals}) for name, vals in metrics.items()]
-    return pd.concat(frames, ignore_index=True).assign(n_train=n, n_test=0)

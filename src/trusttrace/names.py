@@ -7,7 +7,11 @@ DIMENSIONS: tuple[str, ...] = ("reliability", "toxicity", "privacy", "fairness",
 PROTOCOLS: tuple[str, ...] = ("group-cv", "cv", "paper-code")  # see trusttrace.splits
 CONTROLS: tuple[str, ...] = ("shuffled", "lexical", "random-init")  # see trusttrace.controls
 ANALYSES: tuple[str, ...] = ("probe", "mi")  # what trace computes per activation file
-MI_ESTIMATORS: tuple[str, ...] = ("paper-code", "hsic", "nhsic")  # see trusttrace.mutual_info
+MI_ESTIMATORS: tuple[str, ...] = ("paper-code", "hsic", "nhsic", "linear-cka")  # see trusttrace.mutual_info
+MI_CHECKS: tuple[str, ...] = ("nhsic", "linear-cka")  # every MI verdict is checked under these (trusttrace.mi_stats)
+# MI intervals and null (trusttrace.mi_stats): defaults chosen from benchmarks/mi_stats.py (see the README)
+DEFAULT_MI_BOOTSTRAP = 8
+DEFAULT_MI_PERMUTATIONS = 199
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 VECTOR_METHODS: tuple[str, ...] = ("paper-code", "mean-diff")  # see trusttrace.steering
 VECTOR_SPLITS: tuple[str, ...] = ("first-half", "all")  # rows a vector's mean difference uses

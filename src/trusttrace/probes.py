@@ -156,6 +156,11 @@ def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig = P
     return frame.assign(n_train=n_tr, n_test=n_te)
 
 
+def training_rows(labels: np.ndarray, config: ProbeConfig, groups: np.ndarray | None = None) -> np.ndarray:
+    """The rows ``training_split`` keeps: the first fold's training rows (of the first fold seed)."""
+    return np.asarray(config.fold_sets(np.asarray(labels).astype(np.int64), groups)[0][0][0])
+
+
 def training_split(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig,
                    groups: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """The probe's training rows, z-scored as the protocol does, for analyses that follow the probe (MI).
@@ -165,7 +170,7 @@ def training_split(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig,
     """
     labels = np.asarray(labels).astype(np.int64)
     _check_acts(acts, labels)
-    train, _ = config.fold_sets(labels, groups)[0][0]
+    train = training_rows(labels, config, groups)
     X = acts.to(torch.float64)
     if config.protocol == "paper-code":
         return _zscore(X)[0][:, train], labels[train]

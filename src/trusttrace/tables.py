@@ -39,9 +39,14 @@ def select_layers(n_layers: int) -> list[int]:
     return sorted({min(n_layers - 1, round(layer * scale)) for layer in PAPER_LAYERS})
 
 
+MI_FIGURE_METRICS = ("mi_tx", "mi_ty", "mi_tx_ci_low", "mi_tx_ci_high", "mi_ty_ci_low", "mi_ty_ci_high",
+                     "mi_ty_null_q95")
+
+
 def mi_wide(results: pd.DataFrame, dimension: str) -> pd.DataFrame:
-    """A dimension's ``mi_tx``/``mi_ty`` rows as one row per (layer, step), sorted (rows without a step drop)."""
-    mi = results[(results.dimension == dimension) & results.metric.isin(["mi_tx", "mi_ty"])]
+    """A dimension's MI rows (the estimates, their intervals and I(T;Y)'s null quantile, where present) as one
+    row per (layer, step), sorted (rows without a step drop)."""
+    mi = results[(results.dimension == dimension) & results.metric.isin(MI_FIGURE_METRICS)]
     wide = mi.pivot_table(index=["layer", "step"], columns="metric", values="value").reset_index()
     return wide.sort_values(["layer", "step"])
 
@@ -103,4 +108,54 @@ def best_alphas(table: pd.DataFrame, dimension: str, ppl_budget: float) -> pd.Da
         pick = ok.loc[ok[metric].idxmin() if metric in LOWER_IS_BETTER else ok[metric].idxmax()]
         rows.append({"source_revision": source, "layer": int(pick.layer), "alpha": float(pick.alpha),
                      metric: float(pick[metric]), "perplexity": float(pick.perplexity), "within_budget": True})
+    return pd.DataFrame(rows)
+
+
+def emergence(results: pd.DataFrame) -> pd.DataFrame:
+    """Per dimension × layer: the *emergence step*, the first checkpoint from which selectivity's 95 % interval
+    stays above zero at every later checkpoint (NA: never within this run, or no interval rows)."""
+    rows = results[results.metric == "selectivity_ci_low"]
+    if "test_dataset" in rows:
+        rows = rows[rows.test_dataset.fillna("").astype(str) == ""]
+    out = []
+    for (dim, layer), g in rows.dropna(subset=["step"]).groupby(["dimension", "layer"], sort=True):
+        g = g.sort_values("step")
+        above = (g.value > 0).to_numpy()
+        tail = above[::-1].cumprod()[::-1].astype(bool)  # True from the last False on
+        step = g.step.to_numpy()[tail.argmax()] if tail.any() else None
+        out.append({"dimension": dim, "layer": int(layer), "emergence_step": None if step is None else int(step)})
+    return pd.DataFrame(out, columns=["dimension", "layer", "emergence_step"])
+
+
+def first_emergence(results: pd.DataFrame) -> dict[str, tuple[int, int] | None]:
+    """Per dimension, the earliest emergence step over layers and its layer (None: never within this run)."""
+    table = emergence(results)
+    found: dict[str, tuple[int, int] | None] = {}
+    for dim, g in table.groupby("dimension", sort=True):
+        g = g.dropna(subset=["emergence_step"])
+        found[str(dim)] = None if g.empty else (int(g.emergence_step.min()),
+                                                int(g.loc[g.emergence_step.idxmin(), "layer"]))
+    return found
+
+
+NEVER = "never within this run"
+
+
+def emergence_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per dimension, when the model comes to encode it: the earliest emergence step over layers, its layer,
+    how many layers have emerged by the last checkpoint, and the steps traced. Empty for a run of fewer than
+    two checkpoints or one without selectivity intervals (``--controls none``)."""
+    table = emergence(results)
+    steps = sorted(results.step.dropna().unique().tolist()) if "step" in results else []
+    if table.empty or len(steps) < 2:
+        return pd.DataFrame(columns=["dimension", "emerges", "layer", "layers_emerged", "layers", "steps"])
+    rows = []
+    for dim, g in table.groupby("dimension", sort=True):
+        found = g.dropna(subset=["emergence_step"])
+        first = None if found.empty else found.loc[found.emergence_step.idxmin()]
+        rows.append({"dimension": dim,
+                     "emerges": NEVER if first is None else f"step {int(first.emergence_step)}",
+                     "layer": None if first is None else int(first.layer),
+                     "layers_emerged": len(found), "layers": len(g),
+                     "steps": f"{int(steps[0])}–{int(steps[-1])} ({len(steps)} checkpoints)"})
     return pd.DataFrame(rows)

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from .._version import __version__
 from ..errors import OptionError
-from ..names import CONTROLS, DIMENSIONS
+from ..names import CONTROLS, DIMENSIONS, MI_CHECKS
 from ..progress import Progress
 from ._logging import console, setup_logging  # noqa: F401 (every command takes them from here)
 from .choices import Dtype, Executor, MiEstimator, PerplexitySource, Positions, Protocol, check_device
@@ -252,6 +252,11 @@ def print_table(frame: pd.DataFrame, title: str, headers: dict[str, str] | None 
     Console().print(table)
 
 
+def parse_checks(text: str) -> tuple[str, ...]:
+    """--mi-checks: ``none`` or a comma-separated list (checked by ``MIConfig``)."""
+    return () if text.strip().lower() == "none" else tuple(split(text) or ())
+
+
 # ---------------------------------------------------------------- options shared by several commands
 
 ProtocolOpt = Annotated[Protocol, typer.Option(help="Probe protocol (group-cv: no question, context or sentence pair "
@@ -271,6 +276,18 @@ AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]
 MiEstimatorOpt = Annotated[MiEstimator, typer.Option(help="MI estimator (see trusttrace.mutual_info).")]
 MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
 MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded subsamples of this many rows.")]
+MiBootstrapOpt = Annotated[int, typer.Option(help=(
+    "Half-sample draws for the 95 % intervals of every MI row (mi_*_ci_low/high; 0: none). Measured on the "
+    "demo's trace (benchmarks/mi_stats.py): with 8, the null and the check estimators the MI stage costs 4.6x "
+    "the bare estimate (8 draws alone 2.7x), the whole trace 1.03x; the 2x goal for the MI stage is not met "
+    "(README: 'What the intervals and nulls cost'). Fewer draws widen the intervals (t critical value 3.18 at "
+    "4, 2.36 at 8)."))]
+MiPermutationsOpt = Annotated[int, typer.Option(help=(
+    "Label permutations (within the probe's groups) for I(T;Y)'s null: mi_ty_null_q95 and mi_ty_p "
+    "(0: none; at least 19)."))]
+MiChecksOpt = Annotated[str, typer.Option(help=(
+    f"none, or comma-separated: {', '.join(MI_CHECKS)}. Estimators every MI phase is recomputed under "
+    "(nHSIC at the median width, linear CKA); a phase is 'robust' when all agree."))]
 DataDirOpt = Annotated[Path | None, typer.Option(help="Folder with the published CSVs (default $TRUSTTRACE_DATA_DIR, "
                                                       "else download).")]
 DtypeOpt = Annotated[Dtype, typer.Option(help="Weights' dtype (auto: bf16 where the hardware runs it fast).")]

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ..errors import OptionError
-from ..names import DIMENSIONS, SELECTOR_HELP
+from ..names import DEFAULT_MI_BOOTSTRAP as DEFAULT_BOOTSTRAP
+from ..names import DEFAULT_MI_PERMUTATIONS as DEFAULT_PERMUTATIONS
+from ..names import DIMENSIONS, MI_CHECKS, SELECTOR_HELP
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 from ._shared import (
     AnalysesOpt,
     ControlsOpt,
@@ -22,8 +28,11 @@ from ._shared import (
     ExecutorOpt,
     FoldsOpt,
     GpusOpt,
+    MiBootstrapOpt,
+    MiChecksOpt,
     MiEstimatorOpt,
     MiMaxSamplesOpt,
+    MiPermutationsOpt,
     MiSigmaOpt,
     OverwriteOpt,
     ProtocolOpt,
@@ -41,6 +50,7 @@ from ._shared import (
     fail,
     gigabytes,
     model_at,
+    parse_checks,
     parse_controls,
     path_or_none,
     print_outputs,
@@ -56,10 +66,23 @@ from ._shared import (
 )
 from .choices import Batching, Dtype, Executor, MiEstimator, Protocol
 
+DEFAULT_CHECKS = ",".join(MI_CHECKS)
 SUMMARY_HEADERS = {"best_accuracy": "accuracy", "ci": "95 % CI", "layer0_accuracy": "layer 0",
                    "majority_baseline": "majority", "control_lexical": "lexical", "control_random_init": "random init",
                    "best_selectivity": "selectivity", "selectivity_layer": "at layer"}
 SUMMARY_TITLE = "probe accuracy: best layer per checkpoint and dimension (layer l = block l's output)"
+EMERGENCE_TITLE = ("when each dimension emerges: the first checkpoint from which selectivity's 95 % interval stays "
+                   "above zero")
+
+
+def print_summaries(results: pd.DataFrame) -> None:
+    """The best-layer table and, over a series, the step each dimension emerges."""
+    from ..tables import emergence_summary, trace_summary
+
+    print_table(trace_summary(results), SUMMARY_TITLE, SUMMARY_HEADERS)
+    emerged = emergence_summary(results)
+    if not emerged.empty:
+        print_table(emerged, EMERGENCE_TITLE)
 
 
 @app.command()
@@ -95,6 +118,9 @@ def trace(
     mi_estimator: MiEstimatorOpt = MiEstimator.paper_code,
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
+    mi_bootstrap: MiBootstrapOpt = DEFAULT_BOOTSTRAP,
+    mi_permutations: MiPermutationsOpt = DEFAULT_PERMUTATIONS,
+    mi_checks: MiChecksOpt = DEFAULT_CHECKS,
     prefetch: Annotated[int, typer.Option(help="Hub checkpoints downloaded ahead of the one computing.")] = 1,
     cache_budget: Annotated[str | None, typer.Option(help="Downloaded, not yet deleted checkpoints at most, e.g. "
                                                           "50GB or 800MB (limits --prefetch).")] = None,
@@ -124,7 +150,6 @@ def trace(
         from ..fetcher import FetchConfig
         from ..models import LoadConfig
         from ..outputs import start_over
-        from ..tables import trace_summary
         from ..trace import TraceConfig, run_trace
 
         quiet_transformers()
@@ -139,7 +164,8 @@ def trace(
             extract=ExtractConfig(max_statement_tokens=max_tokens, compile=compile_blocks, batching=batching.value),
             analysis=AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                           sigma(mi_sigma), mi_max_samples=mi_max_samples,
-                                          controls=parse_controls(controls), seeds=seeds),
+                                          controls=parse_controls(controls), seeds=seeds, mi_bootstrap=mi_bootstrap,
+                                          mi_permutations=mi_permutations, mi_checks=parse_checks(mi_checks)),
             fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=gigabytes(cache_budget) if cache_budget else None,
                               keep_checkpoints=keep_checkpoints),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
@@ -149,7 +175,7 @@ def trace(
             result = run_trace(config, progress)
     except user_errors() as err:
         fail(err)
-    print_table(trace_summary(result.results), SUMMARY_TITLE, SUMMARY_HEADERS)
+    print_summaries(result.results)
     print_outputs(result.outputs)
     if result.failed:
         for name, error in result.failed.items():
@@ -172,6 +198,9 @@ def probe(
     mi_estimator: MiEstimatorOpt = MiEstimator.paper_code,
     mi_sigma: MiSigmaOpt = "50",
     mi_max_samples: MiMaxSamplesOpt = None,
+    mi_bootstrap: MiBootstrapOpt = DEFAULT_BOOTSTRAP,
+    mi_permutations: MiPermutationsOpt = DEFAULT_PERMUTATIONS,
+    mi_checks: MiChecksOpt = DEFAULT_CHECKS,
     overwrite: OverwriteOpt = False,
     wait: WaitOpt = False,
     quiet: QuietOpt = False,
@@ -183,11 +212,11 @@ def probe(
     try:
         from ..analysis import AnalysisConfig, ProbeRunConfig, run_probe
         from ..outputs import refuse_overlap, start_over
-        from ..tables import trace_summary
 
         analysis = AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                         sigma(mi_sigma), mi_max_samples=mi_max_samples,
-                                        controls=parse_controls(controls), seeds=seeds)
+                                        controls=parse_controls(controls), seeds=seeds, mi_bootstrap=mi_bootstrap,
+                                        mi_permutations=mi_permutations, mi_checks=parse_checks(mi_checks))
         analysis = replace(analysis, transfer=transfer_pairs(transfer))
         refuse_overlap(out, run, "probe")  # e.g. --out RUN/activations: before anything is written
         with writing(out, "probe", wait):
@@ -195,7 +224,7 @@ def probe(
             result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
     except user_errors() as err:
         fail(err)
-    print_table(trace_summary(result.results), SUMMARY_TITLE, SUMMARY_HEADERS)
+    print_summaries(result.results)
     print_outputs(result.outputs)
 
 

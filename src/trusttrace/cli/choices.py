@@ -20,6 +20,7 @@ class MiEstimator(str, Enum):
     paper_code = "paper-code"
     hsic = "hsic"
     nhsic = "nhsic"
+    linear_cka = "linear-cka"
 
 
 class Executor(str, Enum):

@@ -20,7 +20,7 @@ from ..runlock import hold
 from ..tables import mi_wide, select_layers
 from .export import inside, write_html, write_pngs
 from .load import Run, load_run, steps_of
-from .style import DASHES, Figure, colours, figure_id, legend_name, log_steps, step_axis, styled
+from .style import DASHES, Figure, colours, figure_id, legend_name, log_steps, step_axis, styled, with_alpha
 
 
 def _series_mi(run: Run, dim: str) -> pd.DataFrame | None:
@@ -31,8 +31,37 @@ def _series_mi(run: Run, dim: str) -> pd.DataFrame | None:
     return None if wide.empty else wide
 
 
+def _band(fig: go.Figure, g: pd.DataFrame, metric: str, x: pd.Series, colour: str, name: str, col: int) -> None:
+    """The 95 % interval of ``metric`` over steps as a shaded band (nothing when the rows have none)."""
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if low not in g or high not in g or g[low].isna().all():
+        return
+    fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[g[high], g[low][::-1]], fill="toself",
+                             fillcolor=with_alpha(colour, 0.15), line={"width": 0}, hoverinfo="skip",
+                             showlegend=False, legendgroup=name), row=1, col=col)
+
+
+def _phase_marks(fig: go.Figure, g: pd.DataFrame, phases: pd.Series, colour: str, name: str, shift: int) -> None:
+    """The trough (▼) and peak (▲) the phase rule found on I(T;X), and a dotted line at a resolved compression's
+    peak."""
+    for what, symbol in (("trough", "triangle-down"), ("peak", "triangle-up")):
+        step = phases.get(f"{what}_step")
+        if step is None or pd.isna(step) or not (g.step == step).any():
+            continue
+        y = float(g.loc[g.step == step, "mi_tx"].iloc[0])
+        fig.add_trace(go.Scatter(x=[float(step) + shift], y=[y], mode="markers", legendgroup=name, showlegend=False,
+                                 marker={"symbol": symbol, "size": 12, "color": colour,
+                                         "line": {"color": "black", "width": 1}},
+                                 hovertemplate=f"{what} at step {int(step)}<extra>{name}</extra>"), row=1, col=1)
+    if bool(phases.get("compression", False)):
+        fig.add_vline(x=float(phases["peak_step"]) + shift,  # data coordinates, log axis too
+                      line={"color": colour, "dash": "dot", "width": 1}, row=1, col=1)
+
+
 def mi_curves(runs: Sequence[Run], dim: str) -> Figure | None:
-    """I(T;X) and I(T;Y) against step; dotted lines at the I(T;X) peak where compression follows."""
+    """I(T;X) and I(T;Y) against step with their 95 % intervals as bands, I(T;Y)'s permutation null (95th
+    percentile) as a thin dashed line, and the phase rule's trough (▼) and peak (▲) on I(T;X); a dotted line at
+    the peak where a resolved compression follows."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("I(T;X): layer l vs layer 0", "I(T;Y): layer l vs label"))
     drew = False
     log_axis = log_steps(steps_of(runs, dim))
@@ -49,21 +78,27 @@ def mi_curves(runs: Sequence[Run], dim: str) -> Figure | None:
             for col, metric in enumerate(("mi_tx", "mi_ty"), start=1):
                 if metric not in g:
                     continue
+                _band(fig, g, metric, g.step + shift, colour, name, col)
                 fig.add_trace(go.Scatter(x=g.step + shift, y=g[metric], mode="lines+markers", name=name,
                                          legendgroup=name, showlegend=col == 1, customdata=g.step,
                                          line={"color": colour, "dash": DASHES[r_i % len(DASHES)]},
                                          hovertemplate="step %{customdata}<br>%{y:.4f}<extra>" + name + "</extra>"),
                               row=1, col=col)
                 drew = True
-            if peaks is not None and layer in peaks.index and bool(peaks.loc[layer, "compression"]):
-                fig.add_vline(x=float(peaks.loc[layer, "peak_step"]) + shift,  # data coordinates, log axis too
-                              line={"color": colour, "dash": "dot", "width": 1}, row=1, col=1)
+            if "mi_ty_null_q95" in g and g.mi_ty_null_q95.notna().any():
+                fig.add_trace(go.Scatter(x=g.step + shift, y=g.mi_ty_null_q95, mode="lines", legendgroup=name,
+                                         showlegend=False, line={"color": colour, "dash": "dash", "width": 1},
+                                         customdata=g.step, hovertemplate="step %{customdata}<br>null 95th "
+                                         "percentile %{y:.4f}<extra>" + name + "</extra>"), row=1, col=2)
+            if peaks is not None and layer in peaks.index and "mi_tx" in g:
+                _phase_marks(fig, g, peaks.loc[layer], colour, name, shift)
     if not drew:
         return None
     for col in (1, 2):
         step_axis(fig, log_axis, row=1, col=col)
     fig.update_yaxes(title="HSIC estimate (the estimator's units)", row=1, col=1)
-    title = f"{dim}: mutual information over training (dotted: I(T;X) peak followed by compression)"
+    title = (f"{dim}: MI over training (bands: 95 % CI; dashed: I(T;Y)'s null, 95th pct; ▼ trough, ▲ peak; "
+             "dotted: compression)")
     return Figure(figure_id(dim, kind="mi-vs-step"), title, styled(fig, title))
 
 

@@ -7,6 +7,7 @@ Data values reach plotly only through ``style.plot_text`` (and ``legend_name``),
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..tables import select_layers
+from ..tables import emergence, select_layers
 from .load import Run, steps_of
 from .style import (
     CIVIDIS,
@@ -53,8 +54,10 @@ def probe_heatmap(results: pd.DataFrame, dim: str, run: str, metric: str = "accu
         z=grid.to_numpy(), x=[int(c) for c in grid.columns], y=[plot_text(r) for r in order], colorscale=scale,
         colorbar={"title": metric},
         hovertemplate="checkpoint %{y}<br>layer %{x}<br>" + metric + " %{z:.4f}<extra></extra>", **limits))
-    fig.update_xaxes(title="layer (block output)")
+    n_layers = len(grid.columns)
+    fig.update_xaxes(title="layer (block output)", tick0=0, dtick=max(1, math.ceil(n_layers / 16)))  # whole numbers
     fig.update_yaxes(title="checkpoint (training order)", type="category")
+    _emergence_marks(fig, results, dim, order)
     if metric == "accuracy":
         base = results[(results.dimension == dim) & (results.metric == "majority_baseline")].value
         what = f"probe accuracy by checkpoint and layer ({run}; majority baseline {float(base.iloc[0]):.3f})" \
@@ -65,6 +68,27 @@ def probe_heatmap(results: pd.DataFrame, dim: str, run: str, metric: str = "accu
     title = f"{dim}: {what}"
     return Figure(figure_id(run, dim, kind=f"{part}-heatmap"), title,
                   styled(fig, title, max(300, 120 + 22 * len(order))))
+
+
+def _emergence_marks(fig: go.Figure, results: pd.DataFrame, dim: str, order: list[str]) -> None:
+    """A star on each layer's emergence step (``tables.emergence``: selectivity's 95 % interval above zero from
+    that checkpoint on); nothing when no layer emerges or the run has no selectivity intervals."""
+    table = emergence(results)
+    table = table[(table.dimension == dim)].dropna(subset=["emergence_step"])
+    if table.empty:
+        return
+    steps = results[results.dimension == dim].drop_duplicates("revision").set_index("revision").step
+    first_rev = {int(s): r for r, s in steps.dropna().items() if r in order}
+    marks = [(int(row.layer), first_rev[int(row.emergence_step)]) for row in table.itertuples()
+             if int(row.emergence_step) in first_rev]
+    if not marks:
+        return
+    fig.add_trace(go.Scatter(x=[m[0] for m in marks], y=[plot_text(m[1]) for m in marks], mode="markers",
+                             name="emerges: selectivity's 95 % CI above 0 from here on",
+                             marker={"symbol": "star", "size": 13, "color": "white", "line": {"color": "black",
+                                                                                             "width": 1.5}},
+                             hovertemplate="layer %{x} emerges at checkpoint %{y}<extra></extra>"))
+    fig.update_layout(legend={"orientation": "h", "y": -0.25})
 
 
 def _band(g: pd.DataFrame, res: pd.DataFrame, layer: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -1,0 +1,214 @@
+"""Every MI estimator and every half-sample of one activation set, in one pass over the layers.
+
+``trusttrace.mi_stats`` asks, per activation set, for the chosen estimator, the check estimators, K label
+permutations and B half-samples. Computed one by one, the intervals and checks cost several times the bare
+estimate. Here they share its work:
+
+- **One Gram matrix per layer.** T·Tᵀ is the m²·d product every kernel starts from. The squared distances of
+  the Gaussian kernels (paper-code's fixed width, nHSIC's median width) and the linear kernel of CKA are all
+  built from it.
+- **Half-samples are sub-matrices.** A half-sample's kernel is the full kernel restricted to its rows, so a
+  draw costs a centring and (paper-code) an (m/2)³ factorisation, never another m²·d product. All B draws
+  have the same size and run as one batch. nHSIC's median width is the full sample's, held fixed in the
+  draws, so their spread leaves out the width's own variation.
+- **Permutations are label columns** (``mutual_info.estimate_mi_columns``).
+
+The results equal ``mutual_info.estimate_mi`` per estimator (``tests/test_mi_stats.py``). They are computed
+in the chosen estimator's work dtype: float32 for paper-code, so the check estimators are in float32 there
+too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .mutual_info import MIConfig, x_factor
+
+# The half-samples' X factor drops the lightest directions whose weights sum to at most this share of Σw
+# (the full sample keeps MIConfig.tail, 1e-8): each draw's I(T;X) moves by at most HALF_TAIL·Σw, far below
+# the spread of the draws it exists to measure, and the triangular solve per draw shrinks several-fold.
+HALF_TAIL = 1e-4
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """One estimator's results on one row set: full-sample values and each half-sample's."""
+
+    tx: np.ndarray  # [layers]
+    ty: np.ndarray  # [layers, label columns]
+    tx_half: np.ndarray  # [draws, layers]
+    ty_half: np.ndarray  # [draws, layers]
+
+
+def _centre(k: torch.Tensor) -> torch.Tensor:
+    """H·K·H in place, over the last two dimensions."""
+    row, col = k.mean(-1, keepdim=True), k.mean(-2, keepdim=True)
+    return k.sub_(row).sub_(col).add_(row.mean(-2, keepdim=True))
+
+
+def _sqdist(gram: torch.Tensor) -> torch.Tensor:
+    """Squared distances from a Gram matrix (a new tensor)."""
+    sq = torch.diagonal(gram, dim1=-2, dim2=-1)
+    return (sq[..., :, None] + sq[..., None, :]).sub_(gram, alpha=2.0).clamp_min_(0)
+
+
+def _median_width(dist2: torch.Tensor) -> torch.Tensor:
+    """2·σ² with σ the median distance between distinct rows (the mean of the middle two for an even count)."""
+    m = dist2.shape[-1]
+    iu = torch.triu_indices(m, m, offset=1, device=dist2.device)
+    pairs = dist2[..., iu[0], iu[1]]
+    k = pairs.shape[-1]
+    low = pairs.kthvalue((k + 1) // 2, -1).values
+    high = low
+    if k % 2 == 0:  # the next value up: ``low`` again when it is tied, else the least value above it
+        tied = (pairs <= low[..., None]).sum(-1) > k // 2
+        above = torch.where(pairs > low[..., None], pairs, torch.inf).amin(-1)
+        high = torch.where(tied, low, above)
+    med = (low.sqrt() + high.sqrt()) / 2
+    return 2 * torch.where(med > 0, med, torch.ones_like(med)) ** 2
+
+
+def _kernel(gram: torch.Tensor, dist2: torch.Tensor, config: MIConfig, d: int) -> torch.Tensor:
+    """The uncentred kernel minus one (Gaussian: expm1 keeps small distances' precision) or the linear kernel."""
+    if config.estimator == "linear-cka":
+        return gram.clone()
+    width: torch.Tensor | float
+    if config.sigma is None:
+        width = _median_width(dist2)[..., None, None]
+    else:
+        width = 2 * config.sigma**2 * (d if config.estimator == "paper-code" else 1)
+    return (dist2 / width).neg_().expm1_()
+
+
+def _label_scale(config: MIConfig) -> float:
+    """H·K_Y·H = scale·u·uᵀ for 0/1 labels (``mutual_info._label_gram_factor``); 1 for the linear kernel."""
+    if config.estimator == "linear-cka":
+        return 1.0
+    sigma = 1.0 if config.sigma is None else config.sigma
+    return 2 * (1 - math.exp(-1.0 / (2 * sigma**2)))
+
+
+def _sub(k: torch.Tensor, halves: torch.Tensor) -> torch.Tensor:
+    """``k[..., m, m]`` restricted to each half's rows: ``[..., draws, h, h]``."""
+    return k[..., halves[:, :, None], halves[:, None, :]]
+
+
+class _Side:
+    """What one estimator needs of X and Y, for the full sample and the half-samples."""
+
+    def __init__(self, config: MIConfig, x_gram: torch.Tensor, x_dist2: torch.Tensor, d_x: int, y: torch.Tensor,
+                 halves: torch.Tensor, dtype: torch.dtype) -> None:
+        self.config, self.dtype = config, dtype
+        k_x = _kernel(x_gram, x_dist2, config, d_x)
+        self.scale = _label_scale(config)
+        self.u = (y - y.mean(0, keepdim=True))
+        self.draws = halves.shape[0] > 0
+        if self.draws:
+            yh = y[halves, 0]  # [draws, h]: the observed labels of each half
+            self.u_half = (yh - yh.mean(-1, keepdim=True))[..., None]
+        m = y.shape[0]
+        if config.estimator == "paper-code":
+            self.c, self.c_half = config.eps * m, config.eps * halves.shape[1]
+            if self.draws:
+                # in the work dtype: float32's eigenvalue error (~1e-7 of the largest) is far below c
+                s_x_half = _centre(_sub(k_x, halves)).to(dtype)
+                self.w_sum_half, g_half = _batched_x_factor(s_x_half, self.c_half, max(config.tail, HALF_TAIL))
+                self.rhs_half = torch.cat([g_half, self.u_half], -1).to(dtype)
+            self.w_sum, g = x_factor(_centre(k_x), self.c, config.tail)
+            self.rhs = torch.cat([g, self.u], 1).to(dtype)
+        else:
+            if self.draws:
+                self.s_x_half = _centre(_sub(k_x.to(dtype), halves))
+            self.s_x = _centre(k_x).to(dtype)
+
+    def layers(self, gram: torch.Tensor, dist2: torch.Tensor, d: int, halves: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tx ``[l]``, ty ``[l, k]``, tx_half ``[l, draws]``, ty_half ``[l, draws]`` of a chunk of layers."""
+        k_t = _kernel(gram, dist2, self.config, d)
+        sub = _centre(_sub(k_t, halves)) if self.draws else None
+        s_t = _centre(k_t)
+        paper = self.config.estimator == "paper-code"
+        tx, ty = self._paper(s_t, self.c, self.w_sum, self.rhs, self.u) if paper else self._hsic(s_t, self.s_x, self.u)
+        if sub is None:
+            none = torch.zeros(tx.shape[0], 0, dtype=torch.float64)
+            return tx, ty, none, none
+        tx_h, ty_h = self._paper(sub, self.c_half, self.w_sum_half, self.rhs_half, self.u_half) if paper else \
+            self._hsic(sub, self.s_x_half, self.u_half)
+        return tx, ty, tx_h, ty_h[..., 0]
+
+    def _paper(self, s_t: torch.Tensor, c: float, w_sum: torch.Tensor | float, rhs: torch.Tensor, u: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        m, k = s_t.shape[-1], u.shape[-1]
+        s_t.diagonal(dim1=-2, dim2=-1).add_(c)
+        chol = torch.linalg.cholesky(s_t)
+        z = torch.linalg.solve_triangular(chol, rhs.expand(*chol.shape[:-2], m, rhs.shape[-1]), upper=False)
+        uu = (u * u).sum(-2)
+        w_y = self.scale * uu / (self.scale * uu + c)
+        # squares summed in float64 without a float64 copy of z
+        tx = w_sum - c * torch.linalg.vector_norm(z[..., :-k], dim=(-1, -2), dtype=torch.float64).square()
+        zy = torch.linalg.vector_norm(z[..., -k:], dim=-2, dtype=torch.float64).square()
+        ty = torch.where(uu > 0, w_y * (uu - c * zy) / uu.clamp_min(1e-300), 0.0)
+        return tx.clamp_min(0), ty.clamp_min(0)
+
+    def _hsic(self, s_t: torch.Tensor, s_x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = s_t.shape[-1]
+        norm = (m - 1) ** 2
+        u = u.to(s_t.dtype)
+        tx = (s_t * s_x).sum((-1, -2)).double() / norm
+        ty = self.scale * ((s_t @ u) * u).sum(-2).double() / norm
+        if self.config.estimator in ("nhsic", "linear-cka"):
+            uu = (u * u).sum(-2).double()
+            tt = (s_t * s_t).sum((-1, -2)).double() / norm
+            xx = (s_x * s_x).sum((-1, -2)).double() / norm
+            yy = self.scale**2 * uu**2 / norm
+            tx = tx / (tt * xx).sqrt().clamp_min(1e-300)
+            ty = ty / (tt[..., None] * yy).sqrt().clamp_min(1e-300)
+        return tx, ty
+
+
+def _batched_x_factor(s_x: torch.Tensor, c: float, tail: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x_factor`` for a batch of half-samples: directions dropped within ``tail`` are zeroed, and the columns
+    zero in every draw removed (``eigh`` sorts them first)."""
+    lam, q = torch.linalg.eigh(s_x)
+    w = lam.clamp_min(0) / (lam.clamp_min(0) + c)
+    total = w.sum(-1, keepdim=True)
+    keep = torch.cumsum(w, -1) > tail * total  # ascending weights: the light tail comes first
+    w = w * keep
+    first = int((~keep).sum(-1).min())
+    return w.sum(-1), (q * w.sqrt()[..., None, :])[..., first:]
+
+
+def estimate_all(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, configs: dict[str, MIConfig],
+                 halves: np.ndarray, dtype: torch.dtype, chunk_bytes: int = 64 << 20, device: str = "cpu",
+                 all_columns: tuple[str, ...] | None = None) -> dict[str, Estimates]:
+    """Every estimator of ``configs`` (prefix → settings) on one row set: ``x`` ``[m, d]``, ``t`` ``[layers, m, d]``,
+    ``y`` ``[m, k]`` label columns (observed first), ``halves`` ``[draws, h]`` row indices (``[0, h]``: none).
+    ``all_columns`` names the estimators that get every label column (None: all); the others get the first."""
+    dev = torch.device(device)
+    x = x.to(dev, torch.float64)
+    yd = torch.as_tensor(np.asarray(y).reshape(len(y), -1), dtype=torch.float64, device=dev)
+    idx = torch.as_tensor(np.asarray(halves, dtype=np.int64), device=dev)  # [draws, h]; draws may be 0
+    x_gram = x @ x.T
+    x_dist2 = _sqdist(x_gram)
+    sides = {p: _Side(cfg, x_gram, x_dist2, x.shape[1], yd if all_columns is None or p in all_columns else yd[:, :1],
+                      idx, dtype) for p, cfg in configs.items()}
+    n_layers, m = t.shape[0], t.shape[1]
+    out: dict[str, tuple[list[np.ndarray], ...]] = {p: ([], [], [], []) for p in configs}
+    half_share = idx.shape[0] * idx.shape[1] ** 2 / max(m * m, 1)  # the draws' sub-matrices, in full kernels
+    per_layer = int((6 + 2 * half_share) * m * m * torch.finfo(dtype).bits // 8)
+    step = max(1, min(n_layers, chunk_bytes // max(per_layer, 1)))
+    for start in range(0, n_layers, step):
+        chunk = t[start:start + step].to(dev, dtype)
+        gram = chunk @ chunk.transpose(-1, -2)
+        dist2 = _sqdist(gram)
+        for p, side in sides.items():
+            for acc, value in zip(out[p], side.layers(gram, dist2, chunk.shape[-1], idx)):
+                acc.append(value.double().cpu().numpy())
+    results = {}
+    for p, (tx, ty, tx_h, ty_h) in out.items():
+        results[p] = Estimates(np.concatenate(tx), np.concatenate(ty), np.concatenate(tx_h).T, np.concatenate(ty_h).T)
+    return results
