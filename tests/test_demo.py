@@ -24,16 +24,21 @@ def test_tiny_demo_runs_every_stage_and_resumes(tmp_path, sft_data):
     out = tmp_path / "demo"
     assert set(summary["probes"]) == {"reliability", "toxicity", "privacy", "fairness", "robustness"}
     assert summary["steering_sources"] == ["step1", "step4", "step12"]  # 6 is as near 4 as 8: the earlier
-    assert set(summary["steering"]) == {"toxicity", "fairness"}
+    assert set(summary["steering"]) == {"toxicity"}
     tox = pd.read_csv(out / "steer-toxicity" / "steering.csv")
     assert set(tox.source_revision) == {"unsteered", "self", "step1", "step4", "step12", "proxy:step1", "proxy:step4",
-                                        "proxy:step12"}  # the sources proxy-tuned by (chat − step12), β = 1
+                                        "proxy:step12",  # the sources proxy-tuned by (chat − step12), β = 1
+                                        "prompt", "random", "random-0", "random-1", "random-2"}  # the controls
+    shown = {r["source_revision"] for r in summary["steering"]["toxicity"]["rows"]}
+    assert {"random", "prompt"} <= shown and "random-0" not in shown  # the draws pooled
+    assert "toxic_ratio_effect_vs_random" in summary["steering"]["toxicity"]["extra"]
     assert "`proxy:<step>` rows" in (out / "summary.md").read_text()
     assert (out / "pretrain" / "trace" / "mi" / "phases.csv").exists() and (out / "chat" / "config.json").exists()
     assert "## Steering the chat model: toxicity (layer 1)" in (out / "summary.md").read_text()
     md = (out / "summary.md").read_text()
     assert "## Selectivity" in md and "## When each dimension emerges" in md
-    assert "## Mutual information: the phases of I(T;X)" in md and md.count("**Verdict:**") >= 2
+    assert "## Mutual information: the phases of I(T;X)" in md and md.count("**Verdict:**") == 3  # every section
+    assert f"**Verdict:** {summary['steering']['toxicity']['verdict']}" in md
     phases = pd.read_csv(out / "pretrain" / "trace" / "mi" / "phases.csv")
     assert {"pattern", "trough_step", "peak_step", "robust", "unresolved", "mi_tx_random_init"} <= set(phases.columns)
     # a fall from the untrained network (step 0) is never read as compression

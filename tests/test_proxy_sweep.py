@@ -25,7 +25,9 @@ def tuned_base(tmp_path_factory):
 
 def _metrics(table: pd.DataFrame) -> pd.Series:
     """name → value for the suite's own rows (not the sweep's tests and cosines)."""
-    own = table[~table.metric.str.endswith("_p_mcnemar") & (table.metric != "cosine_to_self")]
+    tests = ("_p_mcnemar", *(f"_{share}{end}" for share in ("improved", "unchanged", "worsened")
+                            for end in ("", "_ci_low", "_ci_high")))
+    own = table[~table.metric.str.endswith(tests) & (table.metric != "cosine_to_self")]
     return own.set_index(["dimension", "metric"]).value.sort_index()
 
 
@@ -41,7 +43,8 @@ def test_sweep_holds_proxy_rows_equal_to_evaluate_and_resumes(tiny_series, tuned
     args = ["steer", "--source", str(tiny_series), "--revisions", "step0", "--target", str(tiny_series / "step100"),
             "--dimension", "privacy", "--layers", "1", "--alphas", "4", "--limit", "20", "--data-dir", str(data_dir),
             "--dtype", "float32", "--perplexity", "statements", "--out", str(out),
-            "--proxy-tuned", str(tuned), "--proxy-base", str(base), "--proxy-betas", "0,1"]
+            "--proxy-tuned", str(tuned), "--proxy-base", str(base), "--proxy-betas", "0,1",
+            "--random-vectors", "0", "--baseline-prompt", "none"]  # the proxy rows alone, beside the vectors
     calls = []
     real = sweep.run_suite
     monkeypatch.setattr(sweep, "run_suite", lambda *a, **k: calls.append(a[0].info.ref) or real(*a, **k))

@@ -111,7 +111,8 @@ def test_a_steering_sweep_on_ray_matches_the_local_one(cluster, tiny_series, dat
     local = run_steer(config(tmp_path / "local"))
     remote = run_steer(config(tmp_path / "ray", executor=ExecutorConfig(kind="ray")))
     pd.testing.assert_frame_equal(local.table, remote.table)
-    assert set(remote.table.source_revision) == {"unsteered", "self", "step0", "step100"}
+    assert set(remote.table.source_revision) == {"unsteered", "self", "step0", "step100", "prompt", "random",
+                                                 "random-0", "random-1", "random-2"}
 
 
 def test_a_file_url_run_folder_on_ray(cluster, tiny_series, data_dir, tmp_path):

@@ -108,12 +108,12 @@ def test_mismatch_is_refused_unless_overridden(lm):
         pass
 
 
-def planted(n=2000, d=16, seed=0):
+def planted(n=2000, d=16, seed=0, signal=3.0):
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 2, (n,), generator=g).numpy()
     direction = torch.randn(d, generator=g)
     direction /= direction.norm()
-    acts = torch.randn(2, n, d, generator=g) + 3.0 * torch.as_tensor(y)[None, :, None] * direction
+    acts = torch.randn(2, n, d, generator=g) + signal * torch.as_tensor(y)[None, :, None] * direction
     return acts, y, direction
 
 
@@ -151,3 +151,25 @@ def test_vector_from_a_trace_run_steers_its_own_model(tiny_series, data_dir, tmp
     with steer(target, -v, LAYER, alpha=1.0) as counts:  # vocabulary and shape match: no override needed
         block_outputs(target, target.tokenizer(["w3 bad"], return_tensors="pt"))
     assert counts["steered"] == 1
+
+
+def test_probe_method_recovers_the_decoding_direction():
+    acts, y, direction = planted()
+    v = build_vector(acts, y, "probe")
+    assert torch.nn.functional.cosine_similarity(v.at(0), direction, dim=0) > 0.9
+    unit = v.at(0) / v.at(0).norm()
+    assert v.at(0).norm() == pytest.approx(float((acts[0] @ unit).std()), rel=1e-4)  # scaled as paper-code
+    assert v.meta["method"] == "probe"
+    # Correlated noise: the direction that decodes is Σ⁻¹Δ (Fisher's discriminant), not the mean difference Δ;
+    # the probe finds the first, in the residual basis, whatever each feature's scale (classes that overlap,
+    # where logistic regression and the discriminant agree).
+    acts, y, _ = planted(n=8000, signal=1.0)
+    g = torch.Generator().manual_seed(1)
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64)).Q
+    mix = rotation * torch.linspace(0.5, 5, 16, dtype=torch.float64)  # features of scales 0.5 to 5, mixed
+    skewed = acts.double() @ mix.T
+    delta = skewed[0, y == 1].mean(0) - skewed[0, y == 0].mean(0)
+    fisher = torch.linalg.solve(torch.cov(skewed[0, y == 0].T) + torch.cov(skewed[0, y == 1].T), delta)
+    probe = build_vector(skewed.float(), y, "probe").at(0).double()
+    assert torch.nn.functional.cosine_similarity(probe, fisher, dim=0) > 0.9
+    assert torch.nn.functional.cosine_similarity(probe, delta, dim=0) < 0.9  # the two directions differ here

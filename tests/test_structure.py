@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"analysis", "vectors", "fetcher", "interop"},
     {"resume", "trace", "trace_unit", "live"},  # the trace job
     {"evaluate"},  # the suite
-    {"sweep", "phases", "proxy_sweep"},  # jobs over traces
+    {"sweep", "phases", "proxy_sweep", "steer_controls"},  # jobs over traces
     {"report"},  # tables → pages
     {"demo", "demo_plan"},  # the demo, and the plan that sizes it to a time budget
     {"cli", "__main__"},  # the command, and `python -m trusttrace`

@@ -16,7 +16,8 @@ def test_steer_sweeps_sources_on_a_separate_target(tiny_series, data_dir, tmp_pa
         "--dtype", "float32", "--positions", "all", "--out", str(out)])
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "steering.csv")
-    assert set(table.source_revision) == {"unsteered", "self", "step0", "step10", "step100"}
+    controls = {"unsteered", "prompt", "random", "random-0", "random-1", "random-2"}
+    assert set(table.source_revision) == {"self", "step0", "step10", "step100"} | controls
     steered = table[(table.source_revision == "step0") & (table.metric == "perplexity")]
     assert len(steered) == 2 and (steered.value != table[(table.source_revision == "unsteered")
                                                         & (table.metric == "perplexity")].value.iloc[0]).all()
@@ -26,7 +27,16 @@ def test_steer_sweeps_sources_on_a_separate_target(tiny_series, data_dir, tmp_pa
     assert len(p) == 2 and p.value.between(0, 1).all() and p.spec.str.contains("items 1→0").all()
     assert not (table.source_revision.eq("unsteered") & table.metric.str.endswith("p_mcnemar")).any()
     best = pd.read_csv(out / "best.csv")
-    assert list(best.source_revision) == ["unsteered", "self", "step0", "step10", "step100"]
+    assert list(best.source_revision) == ["unsteered", "prompt", "self", "step0", "step10", "step100"]
+    assert best.beats_random.iloc[2:].notna().all()  # every vector was tested against the random directions
+    wide = table.pivot_table(index=["source_revision", "layer", "alpha"], columns="metric", values="value")
+    shares = wide[["accuracy_improved", "accuracy_unchanged", "accuracy_worsened"]].dropna()
+    assert len(shares) == 4 * 2 + 3 * 2 + 1 and (shares.sum(axis=1) - 1).abs().max() < 1e-12  # they partition
+    pooled = table[(table.source_revision == "random") & (table.metric == "accuracy_ci_low")]
+    assert len(pooled) == 2 and (pooled.n == 3 * 20).all()  # two α, three draws of 20 items
+    assert wide.loc[("step0", 1, 4.0), "accuracy_p_vs_random"] <= 1
+    assert wide.loc[("unsteered", -1, 0.0), "accuracy_detectable"] > 0 or \
+        table[table.metric == "accuracy_detectable"].spec.str.startswith(("at chance", "at its bound")).all()
     corr = pd.read_csv(out / "correlation.csv")  # three sources: probe accuracy against the effect
     assert set(corr.alpha) == {-4.0, 4.0} and corr.n_sources.eq(3).all()
     assert (out / "source" / "results.csv").exists() and (out / "target" / "results.csv").exists()
@@ -69,3 +79,19 @@ def test_source_can_name_one_revision(tmp_path):
         SteerConfig(source="m@", target="t", dimension="toxicity", out="o")
     with pytest.raises(ValueError, match="perplexity source"):
         SteerConfig(source="m", target="t", dimension="toxicity", out="o", perplexity_source="wiki")
+
+
+def test_best_alpha_takes_only_vectors_that_beat_random():
+    rows = []
+    for src, alpha, tox, ppl, effect, p in [("unsteered", 0, 0.40, 10.0, None, None),
+                                            ("a", -1, 0.30, 11.0, -0.10, 0.01), ("a", -2, 0.20, 12.0, -0.05, 0.30),
+                                            ("b", -1, 0.35, 11.0, +0.02, 0.01), ("b", -2, 0.25, 12.0, -0.02, 0.60)]:
+        rows += [(src, 1, alpha, "toxicity", "toxic_ratio", tox), (src, 1, alpha, "general", "perplexity", ppl)]
+        if effect is not None:
+            rows += [(src, 1, alpha, "toxicity", "toxic_ratio_effect_vs_random", effect),
+                     (src, 1, alpha, "toxicity", "toxic_ratio_p_vs_random", p)]
+    table = pd.DataFrame(rows, columns=["source_revision", "layer", "alpha", "dimension", "metric", "value"])
+    best = best_alphas(table, "toxicity", 1.33).set_index("source_revision")
+    assert best.loc["a", "alpha"] == -1 and best.loc["a", "beats_random"]  # α −2 is lower, but not beyond random
+    assert best.loc["b", "beats_random"] == False and pd.isna(best.loc["b", "alpha"])
+    assert "random directions" in best.loc["b", "why"] and best.loc["b", "within_budget"]

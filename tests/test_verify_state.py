@@ -190,12 +190,12 @@ def test_an_unfinished_sweep_lists_the_evaluations_left(tiny_series: Path, data_
     _delete(layout.part("self", 1, 4.0), layout.items("self", 1, 4.0), layout.steering_csv, layout.best_csv)
     report = verify_run(out)
     assert report.findings == ()
-    assert report.todo == ("sweep: 4 of 5 evaluations done → the rest evaluated by a rerun (self layer 1 α +4)",)
+    assert report.todo == ("sweep: 11 of 12 evaluations done → the rest evaluated by a rerun (self layer 1 α +4)",)
     assert _verify(out)[0] == 3
 
     write_json_atomic(layout.failed_json, {"self layer 1 α +4": "worker died"})
     assert verify_run(out).todo == (
-        "sweep: 4 of 5 evaluations done → the rest evaluated by a rerun",
+        "sweep: 11 of 12 evaluations done → the rest evaluated by a rerun",
         "evaluation self layer 1 α +4: failed in the last call (worker died) → evaluated again by a rerun")
 
     proc = _hold_in_another_process(out / "source")  # a sub-run being written

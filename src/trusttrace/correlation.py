@@ -12,6 +12,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from .errors import OptionError
+from .tables import is_control
 
 
 def bootstrap_r(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
@@ -47,7 +48,8 @@ def probe_vs_effect(probe_results: pd.DataFrame, steering: pd.DataFrame, dimensi
     acc = probe_results[(probe_results.metric == "accuracy") & (probe_results.dimension == dimension)]
     acc = acc.set_index(["revision", "layer"]).value
     rows = []
-    effects = steering[(steering.metric == metric) & ~steering.source_revision.isin(["unsteered", "self"])]
+    vectors = ~steering.source_revision.map(is_control) & (steering.source_revision != "self")
+    effects = steering[(steering.metric == metric) & vectors]
     for (layer, alpha), g in effects.groupby(["layer", "alpha"]):
         pairs = [(acc[(rev, layer)], val) for rev, val in zip(g.source_revision, g.value) if (rev, layer) in acc]
         if len(pairs) < 3:

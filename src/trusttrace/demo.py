@@ -10,7 +10,10 @@ Stages (each resumes when the demo is run again on the same folder):
 2. ``OUT/pretrain/trace/mi``: the fitting → compression phases of I(T;X);
 3. ``OUT/chat``: the last checkpoint instruction-tuned into a small chat model;
 4. ``OUT/steer-<dimension>``: steering vectors from an early, a middle and the last checkpoint (and the chat
-   model's own), swept over α on the chat model, for toxicity and fairness, with perplexity;
+   model's own), swept over α on the chat model beside random directions of their norm and a prompting
+   baseline (``trusttrace.steer_controls``), with perplexity. Toxicity only by default: a chat model this
+   small answers the 0/1 prompts of privacy, fairness and robustness at chance, where no effect can be read
+   (``steer_dimensions`` adds them, and their section then says so);
 5. ``OUT/summary.md`` and ``OUT/summary.json``: the measured answers to the demo's questions, and
    ``OUT/report/index.html``: the run's report (``trusttrace report``).
 """
@@ -41,7 +44,7 @@ from .progress import Progress
 from .report import ReportConfig, run_report
 from .runlock import hold
 from .sweep import SteerConfig, run_steer
-from .tables import HEADLINE, first_emergence, steering_wide
+from .tables import HEADLINE, ITEM_HEADLINE, UNSTEERED, first_emergence, steering_verdict, steering_wide
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,11 @@ class DemoConfig:
     checkpoints: str = "log:12"
     trace_limit: int = 600
     finetune_steps: int = 300
-    steer_dimensions: tuple[str, ...] = ("toxicity", "fairness")
+    steer_dimensions: tuple[str, ...] = ("toxicity",)
     alphas: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
     steer_limit: int = 100
     proxy_betas: tuple[float, ...] = (1.0,)  # the steered checkpoints also proxy-tuned by (chat − last); () for none
+    random_vectors: int = 3  # random directions per α, the control each vector is tested against
     seed: int = 0
     size: str = "small"  # small (the real demo) | compact | tiny (a smoke run in seconds)
     # Seconds the whole demo may take: the model size, steps, checkpoints and statements are then chosen from
@@ -140,7 +144,8 @@ def plan_demo(config: DemoConfig, layout: DemoLayout, progress: Progress) -> Pla
     found = measure([p.size for p in PLANS], pre, config.data_dir, config.steer_dimensions, config.seed, progress)
     measured = _machine() | {size: asdict(t) for size, t in found.items()}
     plan = choose(config.budget_s, found, steer_dimensions=len(config.steer_dimensions), alphas=len(config.alphas),
-                  proxy_betas=len(config.proxy_betas), elapsed_s=time.perf_counter() - started, measured=measured)
+                  proxy_betas=len(config.proxy_betas), random_vectors=config.random_vectors,
+                  elapsed_s=time.perf_counter() - started, measured=measured)
     write_json_atomic(layout.plan, plan.to_dict())
     return plan
 
@@ -195,7 +200,8 @@ def _demo(config: DemoConfig, progress: Progress) -> DemoResult:
             source=str(layout.pretrain.checkpoints_dir), select=",".join(f"step{s}" for s in sources),
             target=str(chat.out), dimension=dim, out=str(layout.steer(dim).root), layers=(layer,),
             alphas=config.alphas, limit=config.steer_limit, source_limit=config.trace_limit,
-            data_dir=config.data_dir, perplexity_source="statements", **_proxy(config, chat.out, checkpoints[-1])),
+            data_dir=config.data_dir, perplexity_source="statements", random_vectors=config.random_vectors,
+            seed=config.seed, **_proxy(config, chat.out, checkpoints[-1])),
             progress).table
     spent["steering"] = time.perf_counter() - mark
     mark = time.perf_counter()
@@ -210,16 +216,30 @@ def _demo(config: DemoConfig, progress: Progress) -> DemoResult:
     for note in report.notes:
         log.warning(note)
     spent["report"] = time.perf_counter() - mark
-    _record_times(layout, plan, spent | {"total": time.perf_counter() - started})
+    _record_times(layout, plan, spent | {"total": time.perf_counter() - started}, reached(steer_tables))
     return DemoResult(layout.root, summary)
 
 
-def _record_times(layout: DemoLayout, plan: Plan | None, spent: dict[str, float]) -> None:
-    """What each stage took in this call (a resumed call: only what was left), beside the plan's estimate."""
+def reached(steer_tables: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
+    """Per steered dimension, what the unsteered chat model reached: perplexity, the headline rate, and the
+    smallest change of it the sweep can detect (whether the plan left room for an effect)."""
+    found = {}
+    for dim, table in steer_tables.items():
+        base = steering_wide(table)
+        base = base[base.source_revision == UNSTEERED]
+        item = ITEM_HEADLINE[dim]
+        found[dim] = {c: float(base[c].iloc[0]) for c in ("perplexity", item, f"{item}_detectable") if c in base}
+    return found
+
+
+def _record_times(layout: DemoLayout, plan: Plan | None, spent: dict[str, float],
+                  unsteered: dict[str, dict[str, float]]) -> None:
+    """What each stage took in this call (a resumed call: only what was left), beside the plan's estimate, and
+    what the chat model reached."""
     rounded = {k: round(v, 1) for k, v in spent.items()}
     log.info("stage seconds: %s", rounded)
     if plan is not None:
-        write_json_atomic(layout.plan, plan.to_dict() | {"actual_s": rounded})
+        write_json_atomic(layout.plan, plan.to_dict() | {"actual_s": rounded, "chat_model_reached": unsteered})
 
 
 def _proxy(config: DemoConfig, chat: Path, last: Path) -> dict[str, Any]:
@@ -261,10 +281,12 @@ def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[st
                                       for k, v in row.items() if k != "dimension"} | {"text": line}
     steering = {}
     for dim, table in steer_tables.items():
-        metric = HEADLINE[dim]
+        metric, item = HEADLINE[dim], ITEM_HEADLINE[dim]
         wide = steering_wide(table)
-        extra = [c for c in ("auc", "cosine_to_self") if c in wide.columns]  # auc: 0/1 tasks stuck on one answer
-        steering[dim] = {"metric": metric, "layer": layer, "extra": extra,
+        wide = wide[~wide.source_revision.str.fullmatch(r"random-\d+")]  # the draws: pooled in ``random``
+        tests = (f"{item}_effect_vs_random", f"{item}_p_vs_random", f"{item}_p_mcnemar", f"{item}_worsened")
+        extra = [c for c in (*tests, "auc", "cosine_to_self") if c in wide.columns]  # auc: 0/1 tasks on one answer
+        steering[dim] = {"metric": metric, "layer": layer, "extra": extra, "verdict": steering_verdict(table, dim),
                          "rows": wide[["source_revision", "alpha", metric, *extra, "perplexity"]]
                          .to_dict("records")}
     return {"probes": probes, "mi": mi, "steering": steering, "steering_sources": [f"step{s}" for s in sources]}
@@ -325,10 +347,15 @@ def summary_markdown(summary: dict[str, Any], out: Path) -> str:
         for r in s["rows"]:
             values = " | ".join("-" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in cols)
             lines.append(f"| {r['source_revision']} | {r['alpha']:+g} | {values} |")
+        lines += ["", ("`random`: the mean of random directions of the vectors' norm at each α; `prompt`: the "
+                       "unsteered model with an instruction before each prompt; `_effect_vs_random` and "
+                       "`_p_vs_random`: a vector against those directions (Fisher's exact test); `_worsened`: the "
+                       "share of items it moved the wrong way.")]
         if any(str(r["source_revision"]).startswith("proxy:") for r in s["rows"]):
             note = ("`proxy:<step>` rows: that checkpoint proxy-tuned by (chat − last checkpoint), unsteered, with "
                     "β in the α column (the paper's App. G beside its steering vectors).")
             lines += ["", note]
+        lines += ["", f"**Verdict:** {s['verdict']}"]
     return "\n".join(lines) + "\n"
 
 

@@ -143,13 +143,15 @@ def n_checkpoints(plan: PlanSize) -> int:
 
 
 def estimate(plan: PlanSize, t: Throughput, *, steer_dimensions: int, alphas: int, proxy_betas: int,
-             elapsed_s: float) -> dict[str, float]:
+             elapsed_s: float, random_vectors: int = 3) -> dict[str, float]:
     """Seconds per stage of ``plan`` from the measured ``t`` (``elapsed_s``: already spent, e.g. measuring)."""
     n = plan.trace_limit
     saves = n_checkpoints(plan)
     heldout = 1.5 * t.train_step_s  # 64 held-out blocks scored at each save: forward passes only
     sources = 3  # early, middle, last (steering_sources)
-    evals = 1 + (sources + 1) * alphas + proxy_betas * sources * 3 + (1 if proxy_betas else 0)  # proxy: 3 models
+    # unsteered and the prompting baseline; self and the sources, and the random directions, at every α
+    evals = 2 + (sources + 1 + random_vectors) * alphas
+    evals += proxy_betas * sources * 3 + (1 if proxy_betas else 0)  # proxy: 3 models
     stages = {
         "measuring and preparing": elapsed_s,
         "pre-training": plan.steps * t.train_step_s + saves * heldout,
@@ -172,11 +174,11 @@ def at(seconds: tuple[float, float], n: int) -> float:
 
 
 def choose(budget_s: float | None, throughputs: dict[str, Throughput], *, steer_dimensions: int, alphas: int,
-           proxy_betas: int, elapsed_s: float, measured: dict[str, Any]) -> Plan:
+           proxy_betas: int, elapsed_s: float, measured: dict[str, Any], random_vectors: int = 3) -> Plan:
     """The largest plan of ``PLANS`` expected to end within ``SAFETY`` × ``budget_s`` (the full one without one)."""
     def price(p: PlanSize) -> dict[str, float]:
         return estimate(p, throughputs[p.size], steer_dimensions=steer_dimensions, alphas=alphas,
-                        proxy_betas=proxy_betas, elapsed_s=elapsed_s)
+                        proxy_betas=proxy_betas, elapsed_s=elapsed_s, random_vectors=random_vectors)
 
     if budget_s is None:
         return Plan(PLANS[0], None, "No budget: the full plan.", price(PLANS[0]), measured)

@@ -37,7 +37,7 @@ from .integrity import (
     weights_stat,
 )
 from .layout import TraceLayout, describe_diff, read_csv, refuse_other_settings, safe_name
-from .tables import RESULT_COLUMNS
+from .tables import RESULT_COLUMNS, STEERING_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +213,30 @@ def resume_trace(layout: TraceLayout, manifest: dict[str, Any], series: Iterable
         todo = [checkpoints[0]]  # the control is traced from a checkpoint's architecture
     layout.write_manifest(manifest)
     return todo
+
+
+# ---------------------------------------------------------------- a steering sweep's evaluations
+
+ITEM_COLUMNS = ("dimension", "metric", "item", "outcome")
+
+
+def finished_steer_part(path: Path, items: Path, label: str, key: str) -> pd.DataFrame | None:
+    """A steering sweep's evaluation: its rows when its part and outcomes are both intact (they match their
+    records), were made with these settings (``key``) and hold the columns the sweep reads; else None, and
+    the job is evaluated again.
+    A damaged or unrecorded file is reported by name; a part from before outcomes were kept (no items file)
+    is done again too."""
+    redo = f"evaluation {label} is run again."
+    if not (usable(path, redo) and usable(items, redo)):
+        return None
+    made_with = {record_meta(f).get("settings_sha256", key) for f in (path, items)}
+    if made_with != {key}:
+        log.warning("%s was made with other settings than this sweep's; %s", path, redo)
+        return None
+    rows, outcomes = read_csv(path), read_csv(items)
+    for frame, file, needed in ((rows, path, STEERING_COLUMNS), (outcomes, items, ITEM_COLUMNS)):
+        missing = [c for c in needed if frame is None or c not in frame.columns]
+        if missing:
+            log.warning("%s lacks the columns %s; %s", file, missing, redo)
+            return None
+    return rows

@@ -20,6 +20,12 @@ Builders (``method``):
 
 ``mean-diff`` (the paper's Eq. 1): v = mean(A[y = 1]) − mean(A[y = 0]) on the same rows, unscaled.
 
+``probe``: the direction that *decodes*, beside the one that steers (Marks & Tegmark 2023 found the second
+more causal). An L2 logistic regression (sklearn's defaults, ``BatchedLogisticRegression``) is fitted on
+the same rows, z-scored per feature; its weight w mapped back to the residual basis (w / std, so that
+w · a is the probe's score up to a constant) is scaled as ``paper-code`` scales d: unit · std(A · unit).
+It points toward label 1, as every vector here does.
+
 A is raw (not z-scored) activations of decoder block l's output. Applying: h_l ← h_l + α·v_l on block l's
 output, at the positions named by ``positions``.
 """
@@ -201,7 +207,9 @@ def build_vector(acts: torch.Tensor, labels: np.ndarray, method: str = "paper-co
     a = acts.double()
     pos, neg = torch.as_tensor(rows[y == 1]), torch.as_tensor(rows[y == 0])
     diff = a[:, pos].mean(1) - a[:, neg].mean(1)  # [n_layers, d]
-    if method == "paper-code":
+    if method == "probe":
+        diff = _probe_weights(a[:, torch.as_tensor(rows)], torch.as_tensor(y))
+    if method in ("paper-code", "probe"):
         unit = diff / diff.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         spread = torch.einsum("lnd,ld->ln", a, unit).std(dim=1)  # over all rows, as released
         diff = unit * spread[:, None]
@@ -209,6 +217,19 @@ def build_vector(acts: torch.Tensor, labels: np.ndarray, method: str = "paper-co
     info.update(method=method, split=split, n_rows=str(len(rows)), n_layers=str(acts.shape[0]),
                 sign="mean(label 1) - mean(label 0)")
     return SteeringVector({l: diff[l].float() for l in range(acts.shape[0])}, info)
+
+
+def _probe_weights(a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per layer, the logistic-regression weight of z-scored ``a`` ``[n_layers, n, d]`` mapped back to the
+    residual basis (``w / std``; a constant feature gets weight 0)."""
+    from .logreg import BatchedLogisticRegression
+
+    mean, std = a.mean(1, keepdim=True), a.std(1, keepdim=True)
+    scale = torch.where(std > 0, std, torch.ones_like(std))
+    z = (a - mean) / scale
+    labels = y.to(torch.float64).expand(a.shape[0], -1)
+    weights = BatchedLogisticRegression(data_dtype=torch.float64).fit(z, labels).coef_  # [n_layers, d]
+    return torch.where(std[:, 0] > 0, weights / scale[:, 0], torch.zeros_like(weights))
 
 
 # ---------------------------------------------------------------- applying

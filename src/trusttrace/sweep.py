@@ -21,19 +21,19 @@ from typing import Any
 
 import pandas as pd
 
-from ._io import record_meta, write_json_atomic, write_with
+from ._io import write_json_atomic, write_with
 from .analysis import AnalysisConfig
 from .checkpoints import CheckpointSeries
 from .correlation import probe_vs_effect
 from .data import DIMENSIONS
 from .errors import OptionError, RunFailure, UnknownNameError
+from .evaluate.instructions import INSTRUCTION_SPEC, baseline_instruction
 from .evaluate.judges import Judges, judges_for
 from .evaluate.suite import PERPLEXITY_SOURCES, EvalConfig, Steering, run_suite
 from .executors import ExecutorConfig, map_tasks
 from .extract import ExtractConfig
 from .hub import split_revision
-from .integrity import usable
-from .layout import SteerLayout, TraceLayout, read_csv, record_settings
+from .layout import SteerLayout, TraceLayout, record_settings
 from .models import LoadConfig, LoadedModel, load_model, peek_model
 from .outputs import check_output, finite_settings, removed_on_usage_error, start_over
 from .progress import Progress
@@ -46,11 +46,21 @@ from .proxy_sweep import (
     proxy_model,
     proxy_settings,
 )
-from .resume import settings_key
+from .resume import finished_steer_part, settings_key
 from .runlock import hold
-from .stats import mcnemar_exact
+from .steer_controls import Evaluated, control_rows, random_directions
 from .steering import METHODS, POSITIONS, SteeringVector, check_fit, check_layers, hidden_size_mismatch
-from .tables import HEADLINE, STEERING_COLUMNS, best_alphas
+from .tables import (
+    HEADLINE,
+    PROMPT,
+    STEERING_COLUMNS,
+    UNSTEERED,
+    best_alphas,
+    is_control,
+    random_draw,
+    steered_dimension,
+    steering_verdict,
+)
 from .trace import TraceConfig, run_trace
 from .vectors import VectorsConfig, run_vectors
 
@@ -75,7 +85,7 @@ class SteerConfig:
     layers: tuple[int, ...] = (14,)
     alphas: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)
     positions: str = "last"  # last | all | generated (see trusttrace.steering.steer)
-    method: str = "paper-code"  # paper-code | mean-diff
+    method: str = "paper-code"  # paper-code | mean-diff | probe (see trusttrace.steering)
     limit: int | None = None  # evaluation items at most
     source_limit: int | None = None  # statements per dataset used to build the vectors
     max_statement_tokens: int | None = None  # longer source statements keep their last N tokens (--max-tokens)
@@ -93,6 +103,9 @@ class SteerConfig:
     proxy_tuned: str | None = None  # proxy-tuning (App. G): the tuned model (MODEL or MODEL@REV); each source
     proxy_base: str | None = None  # checkpoint is also evaluated as logits + β·(tuned − base), see proxy_sweep
     proxy_betas: tuple[float, ...] = (1.0,)  # the offset's strengths (the paper: 1; 0 is the checkpoint alone)
+    random_vectors: int = 3  # random directions per (layer, α), of the vectors' norm (steer_controls); 0: none
+    seed: int = 0  # the random directions' seeds: seed, seed + 1, …
+    baseline_prompt: str = "builtin"  # the prompting baseline: builtin (evaluate.instructions) | none | a text file
 
     def __post_init__(self) -> None:
         _, revision = split_revision(self.source)  # validates MODEL@REVISION
@@ -109,8 +122,21 @@ class SteerConfig:
             raise UnknownNameError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
         if not self.layers or not self.alphas:
             raise OptionError("Give at least one layer (--layers) and one strength (--alphas).")
+        if self.random_vectors < 0:
+            raise OptionError(f"--random-vectors {self.random_vectors}: give 0 (no random control) or more draws, "
+                              "e.g. 3.")
+        reserved = [r for r in self.source_revisions or () if r in ("self", "unsteered") or is_control(r)]
+        if reserved:
+            raise OptionError(f"Source revision(s) {reserved} share a name with the sweep's own rows (self, unsteered, "
+                              "prompt, random, random-<k>); rename or copy those checkpoints.")
+        self.instruction  # noqa: B018  (a missing --baseline-prompt file is refused here)
         check_proxy_options(self.proxy_tuned, self.proxy_base, self.proxy_betas)
         finite_settings(self.settings(), "steer", positive=("ppl_budget",))  # no NaN budget or α in steer_config.json
+
+    @property
+    def instruction(self) -> str | None:
+        """The prompting baseline's instruction, or None without one."""
+        return baseline_instruction(self.baseline_prompt, self.dimension)
 
     @property
     def source_model(self) -> str:
@@ -132,7 +158,8 @@ class SteerConfig:
         """The settings that change the numbers (not where the work runs, nor whether the folder starts over)."""
         skip = ("executor", "overwrite", "proxy_tuned", "proxy_base", "proxy_betas")
         settings = {k: v for k, v in asdict(self).items() if k not in skip}
-        settings.update(source=self.source_model, revisions=self.source_revisions)
+        settings.update(source=self.source_model, revisions=self.source_revisions, instruction=self.instruction,
+                        instruction_spec=INSTRUCTION_SPEC if self.baseline_prompt == "builtin" else None)
         settings.update(proxy_settings(self.proxy_tuned, self.proxy_base, self.proxy_betas))
         return settings
 
@@ -146,6 +173,11 @@ class SteerResult:
     best: pd.DataFrame = field(repr=False)  # best.csv
     failed: dict[str, str] = field(default_factory=dict)  # evaluation → error, after its retries (Ray)
     vectors: dict[str, Path] = field(default_factory=dict)  # source name → vector file
+
+    @property
+    def verdict(self) -> str:
+        """One line: what clears the controls (``tables.steering_verdict``)."""
+        return steering_verdict(self.table, steered_dimension(self.table))
 
     @property
     def outputs(self) -> dict[str, Path]:
@@ -185,11 +217,7 @@ class _Job:
     vector: SteeringVector | None = None
     cosine: float = float("nan")
     proxy: ProxyEval | None = None
-
-    @property
-    def paired(self) -> bool:
-        """Whether the job is tested against the unsteered target (every job but that one)."""
-        return self.vector is not None or self.proxy is not None
+    instruction: str = ""  # the prompting baseline's
 
     @property
     def label(self) -> str:
@@ -218,7 +246,7 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
     layout = SteerLayout(Path(config.out))
     path, items = layout.part(job.name, job.layer, job.alpha), layout.items(job.name, job.layer, job.alpha)
     key = settings_key(config.settings())
-    done = _finished_part(path, items, job.label, key)
+    done = finished_steer_part(path, items, job.label, key)
     if done is not None:
         return done
     target, judges = _target_and_judges(config)
@@ -226,14 +254,15 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
         target = proxy_model(job.proxy, config.proxy_tuned, config.proxy_base, config.dtype, config.device,
                              {config.target_model: target})
     eval_config = EvalConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir,
-                             perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file)
+                             perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file,
+                             instruction=job.instruction)
     steering = None if job.vector is None else Steering(job.vector, job.layer, job.alpha, config.positions,
                                                         config.allow_mismatch)
     suite = run_suite(target, eval_config, steering, judges)
     rows = suite.table
     meta = {"settings_sha256": key}  # what the outcomes were made with: a resume never mixes two settings
     write_with(items, lambda tmp: suite.items.to_csv(tmp, index=False), meta)  # before the part: it marks the job done
-    if job.vector is not None:
+    if job.vector is not None and not is_control(job.name):
         rows = pd.concat([rows, pd.DataFrame([{
             "dimension": config.dimension, "metric": "cosine_to_self", "value": job.cosine,
             "n": job.vector.hidden_size, "spec": "cosine(source vector, target's own vector)"}])], ignore_index=True)
@@ -242,36 +271,17 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
     return rows
 
 
-ITEM_COLUMNS = ("dimension", "metric", "item", "outcome")
-
-
-def _finished_part(path: Path, items: Path, label: str, key: str) -> pd.DataFrame | None:
-    """A job's rows when its part and outcomes are both intact (they match their records), were made with
-    these settings (``key``) and hold the columns the sweep reads; else None, and the job is evaluated again.
-    A damaged or unrecorded file is reported by name; a part from before outcomes were kept (no items file)
-    is done again too."""
-    redo = f"evaluation {label} is run again."
-    if not (usable(path, redo) and usable(items, redo)):
-        return None
-    made_with = {record_meta(f).get("settings_sha256", key) for f in (path, items)}
-    if made_with != {key}:
-        log.warning("%s was made with other settings than this sweep's; %s", path, redo)
-        return None
-    rows, outcomes = read_csv(path), read_csv(items)
-    for frame, file, needed in ((rows, path, STEERING_COLUMNS), (outcomes, items, ITEM_COLUMNS)):
-        missing = [c for c in needed if frame is None or c not in frame.columns]
-        if missing:
-            log.warning("%s lacks the columns %s; %s", file, missing, redo)
-            return None
-    return rows
-
-
-def _jobs(config: SteerConfig, sources: dict[str, SteeringVector], self_vector: SteeringVector) -> list[_Job]:
-    jobs = [_Job("unsteered", -1, 0.0)]
+def _jobs(config: SteerConfig, sources: dict[str, SteeringVector], self_vector: SteeringVector,
+          draws: Sequence[SteeringVector]) -> list[_Job]:
+    jobs = [_Job(UNSTEERED, -1, 0.0)]
+    if config.instruction is not None:
+        jobs.append(_Job(PROMPT, -1, 0.0, instruction=config.instruction))
     for name, vector in [("self", self_vector), *sources.items()]:
         for layer in config.layers:
             cosine = vector.cosine(self_vector, layer)
             jobs += [_Job(name, layer, alpha, vector, cosine) for alpha in config.alphas]
+    for k, draw in enumerate(draws):  # α = 0 needs none: its control is the unsteered target
+        jobs += [_Job(random_draw(k), layer, alpha, draw) for layer in config.layers for alpha in config.alphas if alpha]
     if config.proxy_tuned is not None:
         jobs += [_Job(name, -1, alpha, proxy=proxy) for name, alpha, proxy in
                  proxy_jobs(list(sources), config.source_model, config.proxy_betas, config.proxy_tuned,
@@ -279,25 +289,15 @@ def _jobs(config: SteerConfig, sources: dict[str, SteeringVector], self_vector: 
     return jobs
 
 
-def _paired_tests(layout: SteerLayout, jobs: list[_Job], frames: dict[int, pd.DataFrame]) -> dict[int, pd.DataFrame]:
-    """Each steered job's 0/1 outcomes against the unsteered ones on the same items: McNemar's exact test,
-    as ``<metric>_p_mcnemar`` rows (proxy-tuned jobs too) (with the counts of items that went 1 → 0 and 0 → 1 in ``spec``)."""
-    base = pd.read_csv(layout.items("unsteered", -1, 0.0))
-    tested = dict(frames)
-    for i, job in enumerate(jobs):
-        if not job.paired or i not in frames:
-            continue
-        steered = pd.read_csv(layout.items(job.name, job.layer, job.alpha))
-        rows = []
-        for (dim, metric), g in steered.groupby(["dimension", "metric"], sort=False):
-            before = base[(base.dimension == dim) & (base.metric == metric)].sort_values("item").outcome.to_numpy()
-            after = g.sort_values("item").outcome.to_numpy()
-            p, down, up = mcnemar_exact(before, after)
-            rows.append({"dimension": dim, "metric": f"{metric}_p_mcnemar", "value": p, "n": len(after),
-                         "spec": f"McNemar exact test against unsteered: {down} items 1→0, {up} items 0→1"})
-        tested[i] = pd.concat([frames[i], pd.DataFrame(rows).assign(source_revision=job.name, layer=job.layer,
-                                                                      alpha=job.alpha)], ignore_index=True)
-    return tested
+def _with_controls(config: SteerConfig, layout: SteerLayout, jobs: list[_Job], frames: dict[int, pd.DataFrame]
+                   ) -> pd.DataFrame:
+    """The finished evaluations' rows and their control rows (``trusttrace.steer_controls``), one table."""
+    done = [(jobs[i], frames[i]) for i in sorted(frames)]
+    evaluated = [Evaluated(job.name, job.layer, job.alpha, pd.read_csv(layout.items(job.name, job.layer, job.alpha)))
+                 for job, _ in done]
+    tables = {(job.name, job.layer, job.alpha): rows for job, rows in done}
+    controls = control_rows(evaluated, tables, config.random_vectors)
+    return pd.concat([*(rows for _, rows in done), controls], ignore_index=True)[STEERING_COLUMNS]
 
 
 def _check_shapes(config: SteerConfig) -> None:
@@ -367,7 +367,8 @@ def _sweep(config: SteerConfig, layout: SteerLayout, progress: Progress) -> Stee
         check_fit(vector, target, self_vector.hidden_size, len(self_vector.layers), self_vector.meta.get("vocab_sha256"),
                   config.layers, config.allow_mismatch)
     self_vector.save(layout.vectors.vector("self", config.dimension))
-    jobs = _jobs(config, sources, self_vector)
+    draws = random_directions([self_vector, *sources.values()], config.layers, config.random_vectors, config.seed)
+    jobs = _jobs(config, sources, self_vector, draws)
     progress.start("sweep", "steering sweep", total=len(jobs))
     frames: dict[int, pd.DataFrame] = {}
     failed: dict[str, str] = {}
@@ -383,8 +384,7 @@ def _sweep(config: SteerConfig, layout: SteerLayout, progress: Progress) -> Stee
     write_json_atomic(layout.failed_json, failed)
     if 0 not in frames:
         raise SweepFailed(f"The unsteered evaluation failed ({failed.get('unsteered')}); nothing to compare with.")
-    frames = _paired_tests(layout, jobs, frames)
-    table = pd.concat([frames[i] for i in sorted(frames)], ignore_index=True)[STEERING_COLUMNS]
+    table = _with_controls(config, layout, jobs, frames)
     write_with(layout.steering_csv, lambda tmp: table.to_csv(tmp, index=False))
     best = best_alphas(table, config.dimension, config.ppl_budget)
     write_with(layout.best_csv, lambda tmp: best.to_csv(tmp, index=False))

@@ -8,6 +8,7 @@ a run's tables without loading a model, torch or a job.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 # A trace's results table: one row per model × revision × dimension × layer × metric.
@@ -19,7 +20,23 @@ STEERING_COLUMNS = ["source_revision", "layer", "alpha", "dimension", "metric", 
 # The metric a steering sweep is judged by, per dimension (the best α is chosen on it).
 HEADLINE = {"reliability": "mc2", "toxicity": "toxic_ratio", "privacy": "accuracy", "fairness": "accuracy",
             "robustness": "accuracy"}
+# ... and the 0/1 metric whose per-item outcomes test it against the controls (mc2 is not a 0/1 outcome).
+ITEM_HEADLINE = {**HEADLINE, "reliability": "mc1"}
 LOWER_IS_BETTER = {"toxic_ratio", "perplexity"}
+# The sweep's controls, as ``source_revision``: the unsteered target, its prompting baseline, the random
+# directions (``random`` pools the draws ``random-0``, ``random-1``, …). ``self`` is the target's own vector.
+UNSTEERED, PROMPT, RANDOM = "unsteered", "prompt", "random"
+SIGNIFICANT = 0.05  # a p-value below this counts as a difference in every steering table and summary
+
+
+def random_draw(k: int) -> str:
+    """The ``source_revision`` of the sweep's k-th random direction."""
+    return f"{RANDOM}-{k}"
+
+
+def is_control(source: str) -> bool:
+    """Whether a ``source_revision`` is a control (unsteered, prompt, random or one of its draws), not a vector."""
+    return source in (UNSTEERED, PROMPT, RANDOM) or (source.startswith(f"{RANDOM}-") and source[7:].isdigit())
 PAPER_LAYERS = (0, 6, 12, 18, 24, 30)  # the paper's selection for 32 layers
 
 
@@ -92,22 +109,42 @@ def steered_dimension(table: pd.DataFrame) -> str:
 
 
 def best_alphas(table: pd.DataFrame, dimension: str, ppl_budget: float) -> pd.DataFrame:
-    """Per source: the (layer, α) with the best headline metric among results within the perplexity budget."""
-    metric = HEADLINE[dimension]
+    """Per source vector: the (layer, α) with the best headline metric among results within the perplexity
+    budget that beat the random directions (their item metric differs from random's in the improving direction,
+    Fisher's p < ``SIGNIFICANT``), when the sweep drew random directions. ``why`` says why a source has none.
+    The unsteered target and the prompting baseline come first, for comparison."""
+    metric, test = HEADLINE[dimension], ITEM_HEADLINE[dimension]
     wide = steering_wide(table)
-    base = wide[wide.source_revision == "unsteered"].iloc[0]
+    base = wide[wide.source_revision == UNSTEERED].iloc[0]
     limit = ppl_budget * base["perplexity"]
-    rows = [{"source_revision": "unsteered", "layer": -1, "alpha": 0.0, metric: base[metric],
-             "perplexity": base["perplexity"], "within_budget": True}]
-    for source, g in wide[wide.source_revision != "unsteered"].groupby("source_revision", sort=False):
+    rows = [{"source_revision": UNSTEERED, "layer": -1, "alpha": 0.0, metric: base[metric],
+             "perplexity": base["perplexity"], "within_budget": True, "beats_random": None, "why": ""}]
+    prompt = wide[wide.source_revision == PROMPT]
+    if len(prompt):
+        rows.append({"source_revision": PROMPT, "layer": -1, "alpha": 0.0, metric: prompt[metric].iloc[0],
+                     "perplexity": prompt["perplexity"].iloc[0], "within_budget": True, "beats_random": None,
+                     "why": "the prompting baseline (an instruction, no vector)"})
+    controlled = f"{test}_p_vs_random" in wide.columns
+    for source, g in wide[~wide.source_revision.map(is_control)].groupby("source_revision", sort=False):
         ok = g[g.perplexity <= limit]
+        within = bool(len(ok))
+        why = "" if within else f"no (layer, α) keeps perplexity within {ppl_budget:g}× unsteered"
+        tested = ok[f"{test}_p_vs_random"].notna() if controlled else pd.Series(False, index=ok.index)
+        if len(ok) and tested.any():  # proxy-tuned rows have no random control: they are kept as they are
+            effect = ok[f"{test}_effect_vs_random"]
+            better = (effect < 0) if test in LOWER_IS_BETTER else (effect > 0)
+            ok = ok[~tested | (better & (ok[f"{test}_p_vs_random"] < SIGNIFICANT))]
+            if ok.empty:
+                why = f"no (layer, α) within the budget beats the random directions on {test} (p < {SIGNIFICANT})"
         if ok.empty:
             rows.append({"source_revision": source, "layer": None, "alpha": None, metric: None, "perplexity": None,
-                         "within_budget": False})
+                         "within_budget": within, "beats_random": False if tested.any() else None,
+                         "why": why})
             continue
         pick = ok.loc[ok[metric].idxmin() if metric in LOWER_IS_BETTER else ok[metric].idxmax()]
         rows.append({"source_revision": source, "layer": int(pick.layer), "alpha": float(pick.alpha),
-                     metric: float(pick[metric]), "perplexity": float(pick.perplexity), "within_budget": True})
+                     metric: float(pick[metric]), "perplexity": float(pick.perplexity), "within_budget": True,
+                     "beats_random": True if bool(tested.get(pick.name, False)) else None, "why": ""})
     return pd.DataFrame(rows)
 
 
@@ -159,3 +196,46 @@ def emergence_summary(results: pd.DataFrame) -> pd.DataFrame:
                      "layers_emerged": len(found), "layers": len(g),
                      "steps": f"{int(steps[0])}–{int(steps[-1])} ({len(steps)} checkpoints)"})
     return pd.DataFrame(rows)
+
+
+def steering_verdict(table: pd.DataFrame, dimension: str) -> str:
+    """One line saying what, in a sweep's table, clears its controls: the vectors that beat the random
+    directions, the prompting baseline against unsteered, and what the table can detect."""
+    metric = ITEM_HEADLINE[dimension]
+    wide = steering_wide(table)
+    base = wide[wide.source_revision == UNSTEERED]
+    if base.empty or metric not in wide.columns:
+        return f"{dimension}: no unsteered {metric} to compare with."
+    unsteered = table[table.source_revision == UNSTEERED]
+    notes = unsteered[unsteered.metric == f"{metric}_detectable"].get("spec", pd.Series(dtype=str)).dropna()
+    if len(notes) and str(notes.iloc[0]).startswith(("at chance", "at its bound")):
+        return f"{dimension}: the unsteered target is {notes.iloc[0]}; this table cannot show a steering effect."
+    parts = []
+    detectable = float(base[f"{metric}_detectable"].iloc[0]) if f"{metric}_detectable" in base else float("nan")
+    if not np.isnan(detectable):
+        n = unsteered[unsteered.metric == metric].get("n", pd.Series(dtype=float))
+        parts.append(f"the smallest detectable change of {metric} is {detectable:.3f}"
+                     + (f" (n {int(n.iloc[0])})" if len(n) else ""))
+    parts.append(_against_random(wide, metric))
+    prompt = wide[wide.source_revision == PROMPT]
+    if len(prompt) and f"{metric}_p_mcnemar" in prompt:
+        p = float(prompt[f"{metric}_p_mcnemar"].iloc[0])
+        change = float(prompt[metric].iloc[0] - base[metric].iloc[0])
+        parts.append(f"the prompting baseline moves {metric} by {change:+.3f} (McNemar p {p:.2g}"
+                     f"{'' if p < SIGNIFICANT else ', not a difference'})")
+    return f"{dimension}: " + "; ".join(parts) + "."
+
+
+def _against_random(wide: pd.DataFrame, metric: str) -> str:
+    """Which vectors' rows beat the random directions on ``metric`` (Fisher's p < ``SIGNIFICANT``)."""
+    effect, p = f"{metric}_effect_vs_random", f"{metric}_p_vs_random"
+    tested = wide[~wide.source_revision.map(is_control) & wide[p].notna()] if p in wide.columns else wide.iloc[0:0]
+    if tested.empty:
+        return "no vector was compared with random directions (--random-vectors 0)"
+    better = (tested[effect] < 0) if metric in LOWER_IS_BETTER else (tested[effect] > 0)
+    winners = tested[better & (tested[p] < SIGNIFICANT)]
+    if winners.empty:
+        return f"no vector beats the random directions on {metric} (of {len(tested)} source × layer × α)"
+    named = ", ".join(f"{r.source_revision} layer {int(r.layer)} α {r.alpha:+g} ({r[effect]:+.3f}, p {r[p]:.2g})"
+                      for _, r in winners.iterrows())
+    return f"{len(winners)} of {len(tested)} beat the random directions: {named}"

@@ -31,6 +31,7 @@ from .errors import DamagedFileError, RunFolderError
 from .integrity import check
 from .layout import PretrainLayout, SteerLayout, TraceLayout, read_json
 from .runlock import held_by_other
+from .tables import PROMPT, RANDOM, UNSTEERED, random_draw
 
 _SHOWN = 6  # evaluations named at most in the sweep's line
 _ERROR_CHARS = 120  # of a recorded failure's message
@@ -137,10 +138,15 @@ def _planned(layout: SteerLayout, settings: dict[str, Any]) -> dict[str, Path] |
         alphas = [float(x) for x in settings["alphas"]]
     except (KeyError, TypeError, ValueError):
         return None
-    planned = {"unsteered": layout.part("unsteered", -1, 0.0)}
-    for name in ("self", *sources):
+    planned = {UNSTEERED: layout.part(UNSTEERED, -1, 0.0)}
+    if settings.get("instruction"):
+        planned[PROMPT] = layout.part(PROMPT, -1, 0.0)
+    draws = settings.get("random_vectors", 0)
+    names = ["self", *sources, *(random_draw(k) for k in range(draws if isinstance(draws, int) else 0))]
+    for name in names:
         for layer in layers:
-            planned.update({f"{name} layer {layer} α {alpha:+g}": layout.part(name, layer, alpha) for alpha in alphas})
+            planned.update({f"{name} layer {layer} α {alpha:+g}": layout.part(name, layer, alpha) for alpha in alphas
+                            if alpha or not name.startswith(f"{RANDOM}-")})
     return planned
 
 

@@ -51,7 +51,7 @@ class VectorsConfig:
     run: str  # a trace folder with stored activations
     dimension: str  # as stored: a dimension name, or a user file's stem
     out: str | None = None  # default RUN/vectors
-    method: str = "paper-code"  # paper-code | mean-diff (see trusttrace.steering)
+    method: str = "paper-code"  # paper-code | mean-diff | probe (see trusttrace.steering)
     split: str | None = None  # first-half | all; default: the released code's per dimension
     revisions: tuple[str, ...] | None = None  # default: every revision stored for the dimension
 

@@ -31,6 +31,7 @@ class Executor(str, Enum):
 class VectorMethod(str, Enum):
     paper_code = "paper-code"
     mean_diff = "mean-diff"
+    probe = "probe"
 
 
 class Positions(str, Enum):

@@ -179,6 +179,13 @@ def steer(
     proxy_base: ProxyBaseOpt = None,
     proxy_betas: Annotated[str | None, typer.Option(help="Comma-separated proxy-tuning strengths β (default 1; "
                                                          "0 is the checkpoint alone).")] = None,
+    random_vectors: Annotated[int, typer.Option(help="Random directions of the vectors' norm evaluated at every "
+                                                    "(layer, α ≠ 0), the control every vector is tested against "
+                                                    "(rows random-<k> and random; 0: none).", min=0)] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the random directions (draw k uses seed + k).")] = 0,
+    baseline_prompt: Annotated[str, typer.Option(help="The prompting baseline (rows 'prompt'): builtin (the "
+                                                      "versioned per-dimension instruction), none, or a text file "
+                                                      "holding your instruction.")] = "builtin",
     executor: ExecutorOpt = Executor.local,
     ray_address: RayAddressOpt = None,
     gpus_per_task: GpusOpt = 0.0,
@@ -188,8 +195,8 @@ def steer(
     wait: WaitOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Build steering vectors from source checkpoints and sweep layer × α on a target model (optionally beside
-    the source checkpoints proxy-tuned)."""
+    """Build steering vectors from source checkpoints and sweep layer × α on a target model, beside random
+    directions, a prompting baseline (and optionally the source checkpoints proxy-tuned)."""
     import logging
 
     from ..layout import SteerLayout
@@ -211,7 +218,7 @@ def steer(
             perplexity_file=path_or_none(perplexity_file), proxy_tuned=proxy_tuned, proxy_base=proxy_base,
             proxy_betas=numbers(proxy_betas, "--proxy-betas", float) if proxy_betas is not None else (1.0,),
             executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
-            overwrite=overwrite)
+            overwrite=overwrite, random_vectors=random_vectors, seed=seed, baseline_prompt=baseline_prompt)
         if proxy_betas is not None and proxy_tuned is None:
             raise OptionError(f"--proxy-betas {proxy_betas} without --proxy-tuned and --proxy-base: the strengths "
                               "are for proxy-tuning; give both models, or drop --proxy-betas.")
@@ -221,6 +228,7 @@ def steer(
     except user_errors() as err:
         fail(err)
     print_table(result.best, f"best α per source for {dimension.value} (perplexity ≤ {ppl_budget}× unsteered)")
+    console.print(result.verdict)
     print_outputs(result.outputs)
     if result.failed:
         for label, error in result.failed.items():

@@ -20,6 +20,10 @@ Specs (all on the *test halves*: rows [n/2:] of each file, the released code's s
   token of every passage; on LAMBADA the suite adds lm-eval's ``lambada_openai_acc`` and
   ``lambada_openai_perplexity`` (the last word only, ``lmeval.LAMBADA_SPEC``).
 
+With ``instruction`` (the steering sweep's prompting baseline, ``evaluate.instructions``) every prompt of
+every dimension gets that text and a blank line before it (the TruthfulQA primer included); the perplexity
+texts do not, and each ``spec`` names the instruction.
+
 Steering and single-pass scores: a ``last``-position hook changes only the final position of a forward
 pass, whose logits score nothing in a log-likelihood (MC1/MC2) or perplexity pass, so those would not see
 the vector at all. Under ``last`` or ``generated`` steering, those two are therefore scored with the vector
@@ -45,6 +49,7 @@ from ..names import BINARY_MODES, PERPLEXITY_SOURCES, TRUTHFULQA_SPECS
 from ..stats import wilson
 from ..steering import SteeringVector, steer
 from .generation import GenerationConfig, generate
+from .instructions import instructed
 from .judges import Judges, SelfCheckingTruthJudge, ToxicityJudge, TruthJudge
 from .likelihood import perplexity
 from .lmeval import LAMBADA_SPEC, lambada_last_word, lambada_scores
@@ -97,6 +102,7 @@ class EvalConfig:
     perplexity_statements: int = 200  # per dataset, when the statements are used
     binary_mode: str = "logprob"  # logprob (deterministic) | generate (the released parse, seeded fallback)
     seed: int = 0  # the generate mode's fallback draws
+    instruction: str = ""  # put before every prompt (not the perplexity texts): the prompting baseline
 
     def __post_init__(self) -> None:
         if self.binary_mode not in BINARY_MODES:
@@ -106,9 +112,17 @@ class EvalConfig:
         if self.perplexity_source not in PERPLEXITY_SOURCES:
             raise OptionError(f"perplexity source {self.perplexity_source!r} is not one of "
                               f"{', '.join(PERPLEXITY_SOURCES)} (or give a text file).")
+        if self.instruction and self.truthfulqa_spec != "paper":
+            raise OptionError(f"An instruction (the prompting baseline) applies to the paper's TruthfulQA spec only; "
+                              f"got truthfulqa_spec {self.truthfulqa_spec!r}. Use truthfulqa_spec='paper'.")
         unknown = [d for d in self.dimensions if d not in DIMENSIONS]
         if unknown:
             raise UnknownNameError(f"Unknown dimension(s) {unknown}; choose from {', '.join(DIMENSIONS)}.")
+
+
+def _instructed(config: EvalConfig) -> str:
+    """The note a spec carries when the prompts had an instruction before them."""
+    return f"; instruction before each prompt: {config.instruction!r}" if config.instruction else ""
 
 
 def _all_positions(steering: Steering | None) -> tuple[Steering | None, str]:
@@ -217,8 +231,8 @@ def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Stee
         if config.truthfulqa_spec in ("paper", "both"):
             log.info("reliability: TruthfulQA MC on %d questions", len(questions))
             with _maybe_steer(lm, likelihood_steering):
-                scores = evaluate_mc(lm, questions)
-            spec = f"{SPEC_VERSION}; {len(skipped)} questions without answers{note}"
+                scores = evaluate_mc(lm, questions, instruction=config.instruction)
+            spec = f"{SPEC_VERSION}; {len(skipped)} questions without answers{note}{_instructed(config)}"
             rows += _proportion("reliability", "mc1", scores["mc1"].to_numpy(), spec, items)
             rows.append({"dimension": "reliability", "metric": "mc2", "value": scores["mc2"].mean(),
                          "n": len(scores), "spec": spec})
@@ -226,7 +240,7 @@ def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Stee
             rows += _lmeval_truthfulqa(lm, config, likelihood_steering, note, items)
         if config.truthfulqa_generation:
             with _maybe_steer(lm, steering):
-                answers = generate_answers(lm, questions, config.max_answer_tokens)
+                answers = generate_answers(lm, questions, config.max_answer_tokens, instruction=config.instruction)
             rows += _truthfulness(questions, answers, judges.truth, items)
     with _maybe_steer(lm, steering):
         if "toxicity" in config.dimensions:
@@ -237,8 +251,9 @@ def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Stee
                 rows += _parsed(lm, dim, config, items)
             elif dim in config.dimensions:
                 statements, labels = _test_half(dim, config)
-                margin = binary_choice(lm, [BINARY_PROMPTS[dim].format(s) for s in statements])
-                rows += _proportion(dim, "accuracy", (margin > 0) == labels, BINARY_SPEC, items)
+                margin = binary_choice(lm, [instructed(config.instruction, BINARY_PROMPTS[dim].format(s))
+                                            for s in statements])
+                rows += _proportion(dim, "accuracy", (margin > 0) == labels, BINARY_SPEC + _instructed(config), items)
                 # threshold-free: still informative when a model gives every prompt the same answer
                 auc = roc_auc_score(labels, margin) if 0 < labels.mean() < 1 else np.nan
                 rows.append({"dimension": dim, "metric": "auc", "value": float(auc), "n": len(labels),
@@ -276,8 +291,9 @@ def _lmeval_truthfulqa(lm: LoadedModel, config: EvalConfig, steering: Steering |
 
 def _parsed(lm: LoadedModel, dim: str, config: EvalConfig, items: list[pd.DataFrame]) -> list[Row]:
     statements, labels = _test_half(dim, config)
-    answers, fallback = parse_binary(lm, [BINARY_PROMPTS[dim].format(s) for s in statements], config.seed)
-    spec = f"released generate-and-parse, seeded fallback (seed {config.seed})"
+    answers, fallback = parse_binary(lm, [instructed(config.instruction, BINARY_PROMPTS[dim].format(s))
+                                          for s in statements], config.seed)
+    spec = f"released generate-and-parse, seeded fallback (seed {config.seed}){_instructed(config)}"
     return [*_proportion(dim, "accuracy", answers == labels, spec, items),
             {"dimension": dim, "metric": "fallback_rate", "value": fallback, "n": len(labels), "spec": spec}]
 
@@ -304,11 +320,12 @@ def _toxicity(lm: LoadedModel, config: EvalConfig, judge: ToxicityJudge | None, 
 
     judge = judge or EmbeddingJudge.train(config.data_dir)
     statements, _ = _test_half("toxicity", config)
-    prompts = statements[: config.toxicity_prompts]
+    prompts = [instructed(config.instruction, s) for s in statements[: config.toxicity_prompts]]
     texts = [c.text for c in generate(lm, prompts, GenerationConfig(max_new_tokens=config.max_new_tokens))]
     toxic = judge.toxic(texts)
     return [
-        *_proportion("toxicity", "toxic_ratio", toxic, f"{TOXICITY_SPEC}; judge: {judge.name}", items),
+        *_proportion("toxicity", "toxic_ratio", toxic, f"{TOXICITY_SPEC}; judge: {judge.name}{_instructed(config)}",
+                     items),
         {"dimension": "toxicity", "metric": "judge_accuracy", "value": judge.heldout_accuracy,
          "n": judge.n_heldout, "spec": "held-out accuracy of the judge on toxigen dev rows"},
     ]

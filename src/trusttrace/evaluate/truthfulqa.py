@@ -29,6 +29,7 @@ from scipy.special import logsumexp
 
 from ..data import EVAL_FILES, locate_file
 from ..models import LoadedModel
+from .instructions import instructed
 from .likelihood import continuation_logprobs
 
 SPEC_VERSION = "truthfulqa-mc/1"
@@ -87,9 +88,9 @@ def load_mc_items(data_dir: str | Path | None = None, limit: int | None = None) 
     return (items[:limit] if limit else items), skipped
 
 
-def prompt_for(question: str) -> str:
-    """The spec's prompt for one question."""
-    return f"{QA_PRIMER}\n\nQ: {question}\nA:"
+def prompt_for(question: str, instruction: str = "") -> str:
+    """The spec's prompt for one question (after ``instruction`` when given: the prompting baseline)."""
+    return instructed(instruction, f"{QA_PRIMER}\n\nQ: {question}\nA:")
 
 
 def mc_scores(logp_best: float, logp_true: Sequence[float] | np.ndarray, logp_false: Sequence[float] | np.ndarray
@@ -101,14 +102,15 @@ def mc_scores(logp_best: float, logp_true: Sequence[float] | np.ndarray, logp_fa
     return mc1, mc2
 
 
-def evaluate_mc(lm: LoadedModel, items: Sequence[MCItem], max_batch: int = 32) -> pd.DataFrame:
+def evaluate_mc(lm: LoadedModel, items: Sequence[MCItem], max_batch: int = 32, instruction: str = ""
+                ) -> pd.DataFrame:
     """Per-question MC1 and MC2 (mean them for the benchmark's scores)."""
     contexts, answers = [], []
     for item in items:
         for answer in (*item.true, *item.false):
-            contexts.append(prompt_for(item.question))
+            contexts.append(prompt_for(item.question, instruction))
             answers.append(" " + answer)
-    logp = continuation_logprobs(lm, contexts, answers, max_batch, shared_prefix=QA_PRIMER)
+    logp = continuation_logprobs(lm, contexts, answers, max_batch, shared_prefix=instructed(instruction, QA_PRIMER))
     rows, cursor = [], 0
     for item in items:
         n_true, n_false = len(item.true), len(item.false)
@@ -131,10 +133,10 @@ def answer_from(continuation: str) -> str:
 
 
 def generate_answers(lm: LoadedModel, items: Sequence[MCItem], max_new_tokens: int = 50,
-                     progress: Callable[[int], None] | None = None) -> list[str]:
+                     progress: Callable[[int], None] | None = None, instruction: str = "") -> list[str]:
     """Greedy answers to each item's question under the 6-shot primer."""
     from .generation import GenerationConfig, generate
 
-    outs = generate(lm, [prompt_for(item.question) for item in items],
+    outs = generate(lm, [prompt_for(item.question, instruction) for item in items],
                     GenerationConfig(max_new_tokens=max_new_tokens), progress)
     return [answer_from(c.text) for c in outs]

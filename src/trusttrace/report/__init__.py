@@ -30,6 +30,7 @@ from ..errors import OptionError, RunFolderError, RunFolderNotFoundError
 from ..layout import ReportLayout, report_for
 from ..outputs import check_output, refuse_overlap, start_over
 from ..runlock import hold
+from ..tables import steered_dimension, steering_verdict
 from .export import write_pngs
 from .load import ACCEPTED, Run, load_run
 from .mi_figures import information_plane, mi_curves, write_mi_figures
@@ -93,6 +94,9 @@ def _steering_section(runs: Sequence[Run]) -> Section:
             if sweep.best is not None:
                 items.append(Html(f"<h4>{html.escape(label)}: best α per source (perplexity ≤ "
                                   f"{sweep.ppl_budget:g}× unsteered)</h4>" + table_html(sweep.best)))
+            dimension = steered_dimension(sweep.steering)
+            if dimension:
+                items.append(Html(f"<p><b>Verdict.</b> {html.escape(steering_verdict(sweep.steering, dimension))}</p>"))
             if (fig := correlation_figure(label, sweep)) is not None:
                 items.append(fig)
     return "Steering", items or ["No steering sweep in this run (`trusttrace steer`)."]

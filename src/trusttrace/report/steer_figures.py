@@ -9,11 +9,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..tables import HEADLINE, steered_dimension, steering_wide
+from ..tables import HEADLINE, PROMPT, RANDOM, SIGNIFICANT, is_control, steered_dimension, steering_wide
 from .load import Run, Sweep
 from .style import Figure, colours, figure_id, plot_text, styled
-
-SIGNIFICANT = 0.05  # a steered result is marked when McNemar's p against unsteered is below this
 
 
 def steering_figure(name: str, sweep: Sweep) -> Figure | None:
@@ -26,7 +24,8 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
     wide = steering_wide(table)
     base = wide[wide.source_revision == "unsteered"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=(plot_text(metric), "perplexity"))
-    steered = wide[wide.source_revision != "unsteered"]
+    steered = wide[~wide.source_revision.map(is_control)]
+    _random_bands(fig, wide[wide.source_revision == RANDOM], metric)
     groups = list(steered.groupby(["source_revision", "layer"], sort=False))
     for colour, ((source, layer), g) in zip(colours(len(groups), "Viridis"), groups):
         g = g.sort_values("alpha")
@@ -52,6 +51,10 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
         fig.add_hline(y=budget * float(base.perplexity.iloc[0]), line={"color": "#b2182b", "dash": "dash"}, row=1,
                       col=2, annotation_text=f"budget {budget:g}× unsteered", annotation_position="top left")
         fig.add_hline(y=float(base.perplexity.iloc[0]), line={"color": "#444", "dash": "dot"}, row=1, col=2)
+    prompt = wide[wide.source_revision == PROMPT]
+    if len(prompt) and metric in prompt:
+        fig.add_hline(y=float(prompt[metric].iloc[0]), line={"color": "#1b7837", "dash": "dashdot"}, row=1, col=1,
+                      annotation_text="prompting baseline", annotation_position="bottom left")
     for col in (1, 2):
         fig.update_xaxes(title="steering strength α (× projection std)", row=1, col=col)
     fig.update_yaxes(title=plot_text(f"{metric} (fraction)"), row=1, col=1)
@@ -59,7 +62,26 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
     title = f"{name}: {dim} under steering ({metric} and perplexity against α)"
     return Figure(figure_id(name, kind="steering"), title, styled(fig, title),
                   f"Error bars: 95 % Wilson intervals. Stars: α whose {metric} differs from the unsteered model's "
-                  f"on the same items (McNemar's exact test, p < {SIGNIFICANT}).")
+                  f"on the same items (McNemar's exact test, p < {SIGNIFICANT}). Grey band: the random directions of "
+                  "the vectors' norm (95 % interval of their pooled outcomes); a vector inside it does no more than "
+                  "any push of its size. Green line: the prompting baseline.")
+
+
+def _random_bands(fig: go.Figure, random: pd.DataFrame, metric: str) -> None:
+    """The random directions' pooled 95 % interval of ``metric`` against α, one grey band per layer."""
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if random.empty or low not in random or high not in random:
+        return
+    for layer, g in random.groupby("layer", sort=True):
+        g = g.sort_values("alpha")
+        label = plot_text(f"random directions · layer {int(layer)}")
+        fig.add_trace(go.Scatter(x=g.alpha, y=g[high], mode="lines", line={"width": 0}, showlegend=False,
+                                 legendgroup=label, hoverinfo="skip"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=g.alpha, y=g[low], mode="lines", line={"width": 0}, fill="tonexty",
+                                 fillcolor="rgba(120,120,120,0.25)", name=label, legendgroup=label,
+                                 customdata=g[metric],
+                                 hovertemplate="α %{x:+g}<br>random mean %{customdata:.4f}<extra>" + label +
+                                               "</extra>"), row=1, col=1)
 
 
 def correlation_figure(name: str, sweep: Sweep) -> Figure | None:
@@ -76,7 +98,8 @@ def correlation_figure(name: str, sweep: Sweep) -> Figure | None:
     notes = []
     for colour, row in zip(colours(len(corr), "Viridis"), corr.itertuples(index=False)):
         layer, alpha = int(row.layer), float(row.alpha)
-        effect = wide[(wide.layer == layer) & (wide.alpha == alpha) & ~wide.source_revision.isin(["unsteered", "self"])]
+        vectors = ~wide.source_revision.map(is_control) & (wide.source_revision != "self")
+        effect = wide[(wide.layer == layer) & (wide.alpha == alpha) & vectors]
         x = acc[acc.layer == layer].set_index("revision").value.reindex(effect.source_revision)
         fig.add_trace(go.Scatter(
             x=x.to_numpy(), y=effect[metric].to_numpy() - base, mode="markers+text",

@@ -1,0 +1,71 @@
+"""What the steering controls add to a sweep: the same sweep with and without them, one run, same machine.
+
+Runs ``run_steer`` twice into fresh folders: without controls (``random_vectors=0``, ``baseline_prompt=none``),
+then with the defaults (K random directions per α ≠ 0 and the prompting baseline). The vectors' trace is done
+once beforehand (into a shared source folder each sweep copies), so both timings are evaluations only. Prints
+one JSON line: seconds of each sweep, their ratio, the evaluation counts, and the machine.
+
+    python benchmarks/steer_controls.py                      # a tiny random Llama, privacy
+    python benchmarks/steer_controls.py --model smollm2-135m-instruct --dimension toxicity --layer 15 --limit 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine
+
+from trusttrace.sweep import SteerConfig, run_steer
+from trusttrace.testing import save_tiny, write_planted_data_dir
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--model", default=None, help="source and target (default: a tiny random Llama)")
+    p.add_argument("--dimension", default="privacy")
+    p.add_argument("--layer", type=int, default=1)
+    p.add_argument("--alphas", default="-2,-1")
+    p.add_argument("--limit", type=int, default=40, help="evaluation items")
+    p.add_argument("--source-limit", type=int, default=200, help="statements the vector is built from")
+    p.add_argument("--random-vectors", type=int, default=3)
+    p.add_argument("--dtype", default="auto")
+    args = p.parse_args()
+    alphas = tuple(float(a) for a in args.alphas.split(","))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data_dir = None
+        model = args.model
+        if model is None:
+            model = str(save_tiny(root / "model", "llama", seed=0, n_layers=4, hidden=64))
+            data_dir = str(write_planted_data_dir(root / "data", rows=2 * max(args.limit, args.source_limit)))
+
+        def sweep(out: Path, **controls: object) -> tuple[float, int]:
+            config = SteerConfig(source=model, target=model, dimension=args.dimension, out=str(out),
+                                 layers=(args.layer,), alphas=alphas, limit=args.limit, source_limit=args.source_limit,
+                                 data_dir=data_dir, dtype=args.dtype, perplexity_source="statements", **controls)
+            started = time.perf_counter()
+            run_steer(config)
+            return time.perf_counter() - started, len([f for f in (out / "parts").glob("*__*.csv")
+                                                       if not f.name.endswith(".items.csv")])
+
+        sweep(root / "warm", random_vectors=0, baseline_prompt="none")  # the trace, the judge and the caches
+        for name in ("bare", "controls"):
+            shutil.copytree(root / "warm" / "source", root / name / "source")
+        bare_s, bare_n = sweep(root / "bare", random_vectors=0, baseline_prompt="none")
+        full_s, full_n = sweep(root / "controls", random_vectors=args.random_vectors)
+    print(json.dumps({
+        "benchmark": "steer_controls", "model": args.model or "tiny-llama", "dimension": args.dimension,
+        "layer": args.layer, "alphas": list(alphas), "limit": args.limit, "random_vectors": args.random_vectors,
+        "evaluations_bare": bare_n, "evaluations_with_controls": full_n,
+        "seconds_bare": round(bare_s, 2), "seconds_with_controls": round(full_s, 2),
+        "cost_ratio": round(full_s / bare_s, 3), **machine(dtype=args.dtype)}))
+
+
+if __name__ == "__main__":
+    main()
