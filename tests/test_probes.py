@@ -89,3 +89,32 @@ def test_unfitted_and_bad_c():
         BatchedLogisticRegression().predict(torch.zeros(1, 2, 3))
     with pytest.raises(ValueError, match="positive"):
         BatchedLogisticRegression(C=0)
+
+
+def test_a_trace_keeps_its_probes_and_they_score_new_statements(tiny_series, data_dir, tmp_path):
+    from trusttrace import (
+        ExtractConfig,
+        LoadConfig,
+        TraceConfig,
+        extract_last_token,
+        load_model,
+        load_probe,
+        run_trace,
+    )
+    from trusttrace.layout import TraceLayout
+    from trusttrace.testing import planted_statements
+
+    out = tmp_path / "run"
+    run_trace(TraceConfig(model=str(tiny_series), out=str(out), dimensions=("toxicity",), data_dir=str(data_dir),
+                          select="last:1", load=LoadConfig(dtype="float32")))
+    probe = load_probe(TraceLayout(out).probe("step100", "toxicity"))
+    assert probe.n_layers == 3 and probe.meta["revision"] == "step100" and probe.meta["dataset"] == "toxicity"
+    assert probe.meta["protocol"] == "group-cv" and int(probe.meta["n_rows"]) == 96  # the first fold's rows
+    statements, labels = planted_statements(60, seed=99)  # statements the trace never saw
+    lm = load_model(str(tiny_series / "step100"), dtype="float32")
+    acts = extract_last_token(lm, statements, ExtractConfig())
+    predicted = (probe.scores(acts) > 0).numpy()
+    assert (predicted == labels[None, :]).mean(axis=1).min() > 0.9  # the planted label, read by every layer
+    torch.testing.assert_close(probe.scores(acts[1], layer=1), probe.scores(acts)[1])  # one layer alone
+    with pytest.raises(ValueError, match="not a probe file|no such probe file"):
+        load_probe(tmp_path / "missing.safetensors")

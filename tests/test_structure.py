@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"training", "pretrain", "finetune", "testing"},  # making checkpoints (and test models)
     {"extract", "store"},  # activations
     {"linesearch"},  # numerical pieces
-    {"logreg", "splits", "probes", "controls", "mutual_info", "mi_engine", "mi_stats", "steering", "correlation"},  # from activations
+    {"logreg", "splits", "probes", "controls", "mutual_info", "mi_engine", "mi_stats", "steering", "correlation", "saved_probes"},  # from activations
     {"analysis", "vectors", "fetcher", "interop"},
     {"resume", "trace", "trace_unit", "live"},  # the trace job
     {"evaluate"},  # the suite

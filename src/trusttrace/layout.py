@@ -6,6 +6,7 @@ One class per kind of run folder, and ``RunLayout`` to say what a folder holds::
                results.csv, results.parquet     tidy rows (``tables.RESULT_COLUMNS``)
                parts/<revision>.csv             one finished checkpoint's rows (the resume record)
                activations/<revision>/<dataset>.safetensors
+               probes/<revision>/<dataset>.safetensors   the fitted per-layer probes (``saved_probes``)
                controls/random-init.csv, controls/activations/<dataset>.safetensors  (the random-init control)
                mi/phases.csv, mi/summary.csv    ``trusttrace phases``; mi/<dimension>_*.html|png its figures
                log.txt
@@ -125,6 +126,10 @@ class TraceLayout:
 
     def activation(self, revision: str, dataset: str) -> Path:
         return self.activations(revision) / f"{safe_name(dataset)}.safetensors"
+
+    def probe(self, revision: str, dataset: str) -> Path:
+        """The fitted per-layer probes of one checkpoint × dataset (``trusttrace.saved_probes``)."""
+        return self.root / "probes" / safe_name(revision) / f"{safe_name(dataset)}.safetensors"
 
     def control_activation(self, dataset: str) -> Path:
         """The random-init control's activations of ``dataset`` (one per run, whatever the checkpoints)."""

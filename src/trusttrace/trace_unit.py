@@ -26,10 +26,16 @@ from .fetcher import CheckpointFetcher, FetchConfig, Fetched
 from .integrity import files_digest, model_files_stat, weights_stat
 from .layout import TraceLayout, read_csv
 from .models import LoadConfig, LoadedModel, load_model, vocab_sha256
+from .probes import training_rows
 from .progress import Progress
 from .resume import control_done, local_model_files, local_weights, settings_key
+from .saved_probes import fit_probes
 from .store import is_complete, load_activations, read_metadata, save_activations
 from .tables import RESULT_COLUMNS
+
+# What a kept probe file records of its activations' provenance (``saved_probes``).
+PROVENANCE = ("model", "revision", "step", "commit", "dataset", "vocab_sha256", "dtype", "architecture",
+              "trusttrace_version")
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,11 @@ def trace_unit(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustD
             stored = load_activations(path)
             model.record.setdefault("dtype", stored.metadata.get("dtype"))
             rows = analyse(stored.layers, stored.labels, analysis, ds.groups, ds.statements)
+            if "probe" in analysis.analyses:  # the probes kept: load_probe scores new statements with them
+                rows_used = training_rows(stored.labels, analysis.probe, ds.groups)
+                fit_probes(stored.layers, stored.labels, rows_used, {
+                    **{k: v for k, v in stored.metadata.items() if k in PROVENANCE}, "protocol": analysis.probe.protocol,
+                    "seed": str(analysis.seed)}).save(layout.probe(ckpt.name, name))
             rows = with_controls(rows, None if controls is None else controls[controls.dimension == name])
             rows.insert(0, "dimension", name)
             frames.append(rows)
