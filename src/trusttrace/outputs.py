@@ -25,8 +25,8 @@ from .runlock import LOCK_NAME, holds, made_here, refuse_if_held
 
 # Every name a trusttrace run folder holds at its top level (see ``layout``'s module docstring), by kind.
 KNOWN_FILES: dict[str, frozenset[str]] = {
-    "trace": frozenset({"manifest.json", "results.csv", "results.parquet", "parts", "activations", "controls",
-                        "mi", "vectors", "log.txt"}),
+    "trace": frozenset({"manifest.json", "results.csv", "results.parquet", "parts", "activations", "probes",
+                        "controls", "mi", "vectors", "log.txt"}),
     "steer": frozenset({"steer_config.json", "steering.csv", "best.csv", "correlation.csv", "failed.json",
                         "parts", "source", "target", "vectors", "log.txt"}),
     "pretrain": frozenset({"pretrain_config.json", "corpus.json", "tokenizer", "data", "checkpoints", "state",
