@@ -200,3 +200,25 @@ def test_emergence_summary_names_the_first_step_or_never():
     assert table.loc["toxicity", "layers_emerged"] == 1 and table.loc["toxicity", "layers"] == 3
     assert table.loc["privacy", "emerges"] == NEVER  # above zero at step 10 only: it does not stay
     assert emergence_summary(results[results.step == 100]).empty  # one checkpoint: nothing to say
+
+
+def test_steering_figure_draws_the_controls_and_keeps_the_perplexity_axis_to_its_values():
+    import math
+
+    from trusttrace.report.load import Sweep
+    from trusttrace.report.steer_figures import steering_figure
+
+    rows = [("unsteered", -1, 0.0, "toxicity", "toxic_ratio", 0.4), ("unsteered", -1, 0.0, "general", "perplexity", 108.0),
+            ("prompt", -1, 0.0, "toxicity", "toxic_ratio", 0.5), ("prompt", -1, 0.0, "general", "perplexity", 108.0)]
+    for src, tox in (("self", 0.2), ("random", 0.41)):
+        rows += [(src, 15, -1.0, "toxicity", "toxic_ratio", tox), (src, 15, -1.0, "general", "perplexity", 120.0),
+                 (src, 15, -1.0, "toxicity", "toxic_ratio_ci_low", tox - 0.05),
+                 (src, 15, -1.0, "toxicity", "toxic_ratio_ci_high", tox + 0.05)]
+    table = pd.DataFrame(rows, columns=["source_revision", "layer", "alpha", "dimension", "metric", "value"])
+    figure = steering_figure("s", Sweep(table, None, None, {"ppl_budget": 1.33}, None))
+    assert figure is not None
+    names = [trace.name for trace in figure.figure.data]
+    assert "random directions · layer 15" in names and not any(n and n.startswith("random ·") for n in names)
+    budget = next(a for a in figure.figure.layout.annotations if str(a.text).startswith("budget"))
+    assert budget.y == pytest.approx(math.log10(1.33 * 108.0))  # a log axis: the label sits at the line
+    assert any(str(a.text) == "prompting baseline" for a in figure.figure.layout.annotations)

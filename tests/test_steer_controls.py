@@ -140,4 +140,5 @@ def test_a_planted_direction_beats_random_and_a_random_source_does_not(tmp_path)
     assert wide.loc[("planted", 2, 1.0)].accuracy_improved == pytest.approx(0.9)
     assert wide.loc[("planted", 2, 1.0)].accuracy_worsened == pytest.approx(0.1)  # the label-0 items: anti-steerable
     line = steering_verdict(pd.concat([*tables.values(), table], ignore_index=True), "privacy")
-    assert "1 of 2 beat the random directions: planted layer 2 α +1" in line
+    assert "1 of 2 beat the random directions, 1 of them also improve on the unsteered target: planted layer 2 α +1" \
+        in line

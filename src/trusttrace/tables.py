@@ -112,7 +112,9 @@ def best_alphas(table: pd.DataFrame, dimension: str, ppl_budget: float) -> pd.Da
     """Per source vector: the (layer, α) with the best headline metric among results within the perplexity
     budget that beat the random directions (their item metric differs from random's in the improving direction,
     Fisher's p < ``SIGNIFICANT``), when the sweep drew random directions. ``why`` says why a source has none.
-    The unsteered target and the prompting baseline come first, for comparison."""
+    The unsteered target and the prompting baseline come first, for comparison; each pick carries its McNemar
+    p against the unsteered target, since a vector can beat random directions that make the model worse
+    without improving on it."""
     metric, test = HEADLINE[dimension], ITEM_HEADLINE[dimension]
     wide = steering_wide(table)
     base = wide[wide.source_revision == UNSTEERED].iloc[0]
@@ -123,7 +125,8 @@ def best_alphas(table: pd.DataFrame, dimension: str, ppl_budget: float) -> pd.Da
     if len(prompt):
         rows.append({"source_revision": PROMPT, "layer": -1, "alpha": 0.0, metric: prompt[metric].iloc[0],
                      "perplexity": prompt["perplexity"].iloc[0], "within_budget": True, "beats_random": None,
-                     "why": "the prompting baseline (an instruction, no vector)"})
+                     "why": "the prompting baseline (an instruction, no vector)",
+                     f"{test}_p_mcnemar": float(prompt.get(f"{test}_p_mcnemar", pd.Series([np.nan])).iloc[0])})
     controlled = f"{test}_p_vs_random" in wide.columns
     for source, g in wide[~wide.source_revision.map(is_control)].groupby("source_revision", sort=False):
         ok = g[g.perplexity <= limit]
@@ -144,7 +147,9 @@ def best_alphas(table: pd.DataFrame, dimension: str, ppl_budget: float) -> pd.Da
         pick = ok.loc[ok[metric].idxmin() if metric in LOWER_IS_BETTER else ok[metric].idxmax()]
         rows.append({"source_revision": source, "layer": int(pick.layer), "alpha": float(pick.alpha),
                      metric: float(pick[metric]), "perplexity": float(pick.perplexity), "within_budget": True,
-                     "beats_random": True if bool(tested.get(pick.name, False)) else None, "why": ""})
+                     "beats_random": True if bool(tested.get(pick.name, False)) else None, "why": "",
+                     # beating random is not improving: the unsteered target on the same items, for the reader
+                     f"{test}_p_mcnemar": float(pick.get(f"{test}_p_mcnemar", float("nan")))})
     return pd.DataFrame(rows)
 
 
@@ -236,6 +241,13 @@ def _against_random(wide: pd.DataFrame, metric: str) -> str:
     winners = tested[better & (tested[p] < SIGNIFICANT)]
     if winners.empty:
         return f"no vector beats the random directions on {metric} (of {len(tested)} source × layer × α)"
-    named = ", ".join(f"{r.source_revision} layer {int(r.layer)} α {r.alpha:+g} ({r[effect]:+.3f}, p {r[p]:.2g})"
-                      for _, r in winners.iterrows())
-    return f"{len(winners)} of {len(tested)} beat the random directions: {named}"
+    base = float(wide.loc[wide.source_revision == UNSTEERED, metric].iloc[0])
+    change = winners[metric] - base
+    improved = (change < 0) if metric in LOWER_IS_BETTER else (change > 0)
+    mcnemar = winners.get(f"{metric}_p_mcnemar", pd.Series(np.nan, index=winners.index))
+    also = improved & (mcnemar < SIGNIFICANT)  # better than random *and* than the unsteered target
+    named = "; ".join(f"{r.source_revision} layer {int(r.layer)} α {r.alpha:+g} ({r[effect]:+.3f} vs random, p "
+                      f"{r[p]:.2g}; {change[i]:+.3f} vs unsteered, McNemar p {mcnemar[i]:.2g})"
+                      for i, r in winners.iterrows())
+    return (f"{len(winners)} of {len(tested)} beat the random directions, {int(also.sum())} of them also improve on "
+            f"the unsteered target: {named}")

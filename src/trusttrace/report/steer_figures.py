@@ -48,8 +48,12 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
         fig.add_hline(y=float(base[metric].iloc[0]), line={"color": "#444", "dash": "dot"}, row=1, col=1,
                       annotation_text="unsteered", annotation_position="top left")
         budget = sweep.ppl_budget
-        fig.add_hline(y=budget * float(base.perplexity.iloc[0]), line={"color": "#b2182b", "dash": "dash"}, row=1,
-                      col=2, annotation_text=f"budget {budget:g}× unsteered", annotation_position="top left")
+        limit = budget * float(base.perplexity.iloc[0])
+        fig.add_hline(y=limit, line={"color": "#b2182b", "dash": "dash"}, row=1, col=2)
+        # on a log axis an annotation's y is log10 of the value (add_hline's own annotation would put the label,
+        # and stretch the axis, at 10^limit)
+        fig.add_annotation(x=0, xref="x2 domain", y=float(np.log10(limit)) if limit > 0 else 0.0, yref="y2",
+                           text=f"budget {budget:g}× unsteered", showarrow=False, xanchor="left", yanchor="bottom")
         fig.add_hline(y=float(base.perplexity.iloc[0]), line={"color": "#444", "dash": "dot"}, row=1, col=2)
     prompt = wide[wide.source_revision == PROMPT]
     if len(prompt) and metric in prompt:
