@@ -118,3 +118,22 @@ def test_a_trace_keeps_its_probes_and_they_score_new_statements(tiny_series, dat
     torch.testing.assert_close(probe.scores(acts[1], layer=1), probe.scores(acts)[1])  # one layer alone
     with pytest.raises(ValueError, match="not a probe file|no such probe file"):
         load_probe(tmp_path / "missing.safetensors")
+
+
+def test_a_damaged_probe_file_is_refitted_by_a_rerun(tiny_series, data_dir, tmp_path):
+    from trusttrace import LoadConfig, TraceConfig, load_activations, load_probe, run_trace
+    from trusttrace.layout import TraceLayout
+    from trusttrace.verify import verify_run
+
+    config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), dimensions=("privacy",),
+                         data_dir=str(data_dir), select="last:1", load=LoadConfig(dtype="float32"))
+    run_trace(config)
+    path = TraceLayout(tmp_path / "run").probe("step100", "privacy")
+    before = load_probe(path)
+    path.write_bytes(path.read_bytes()[:-40])  # truncated
+    assert [f.path for f in verify_run(tmp_path / "run").findings] == ["probes/step100/privacy.safetensors"]
+    run_trace(config)
+    # refitted: the same answers (L-BFGS stops within its tolerance, so the weights agree only that far)
+    acts = load_activations(TraceLayout(tmp_path / "run").activation("step100", "privacy")).layers
+    assert torch.equal(load_probe(path).scores(acts) > 0, before.scores(acts) > 0)
+    assert verify_run(tmp_path / "run").status == "intact"

@@ -2,7 +2,7 @@
 
 A checkpoint is done when its part (``parts/<revision>.csv``) matches its record, was made with this run's
 settings (its record keeps their sha256, ``settings_key``), holds the columns of ``tables.RESULT_COLUMNS``,
-every activation file of it that is present is intact, and (for a local checkpoint)
+every activation and kept probe file of it that is present is intact, and (for a local checkpoint)
 its weights, config and tokenizer files still have the fingerprints its trace recorded
 (``integrity.weights_fingerprint``, ``integrity.model_files``; read in full only when their stat moved). A
 checkpoint whose config or tokenizer changed is traced again, its activations removed first so that they are
@@ -91,7 +91,7 @@ def merge_parts(layout: TraceLayout, key: str | None = None) -> pd.DataFrame:
 def clear(layout: TraceLayout) -> None:
     """Delete everything a trace writes in ``layout`` (not ``log.txt``, nor the user's files): a fresh start."""
     for path in (layout.manifest, layout.results_csv, layout.results_parquet, layout.parts, layout.activations_dir,
-                 layout.root / "controls", layout.mi, layout.vectors.root):
+                 layout.root / "probes", layout.root / "controls", layout.mi, layout.vectors.root):
         remove(path)
 
 
@@ -164,7 +164,9 @@ def checkpoint_done(ckpt: Checkpoint, datasets: Iterable[str], layout: TraceLayo
         log.warning("checkpoint %s: its weights at %s changed since it was traced (sha256 %s… → %s…); it is traced "
                     "again, its part and activations replaced.", ckpt.name, ckpt.ref, before[:12], weights[:12])
         return False
-    return _intact_if_present((layout.activation(ckpt.name, name) for name in datasets),
+    names = list(datasets)
+    return _intact_if_present([*(layout.activation(ckpt.name, name) for name in names),
+                               *(layout.probe(ckpt.name, name) for name in names)],  # its kept probes too
                               f"checkpoint {ckpt.name} is traced again.")
 
 

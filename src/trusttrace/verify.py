@@ -97,6 +97,9 @@ def _trace_redo(rel: str, status: str, root: Path) -> str:
     if parts[0] == "activations" and len(parts) == 3:
         return f"checkpoint {parts[1]}: {parts[2].removesuffix('.safetensors')} activations {status} → " \
                "extracted again (the checkpoint is loaded again) and its part recomputed"
+    if parts[0] == "probes" and len(parts) == 3:
+        return f"checkpoint {parts[1]}: {parts[2].removesuffix('.safetensors')} probes {status} → refitted (the " \
+               "checkpoint's part is recomputed from its stored activations)"
     if parts[0] == "controls":
         return f"random-init control: {parts[-1]} {status} → recomputed"
     if rel in ("results.csv", "results.parquet"):
