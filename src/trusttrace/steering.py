@@ -52,6 +52,7 @@ from .batching import untuple
 from .errors import OptionError, VectorError, environment_failure
 from .models import LoadedModel, vocab_sha256
 from .names import STEER_POSITIONS, VECTOR_METHODS, VECTOR_SPLITS
+from .saved_probes import fit_probes
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +208,9 @@ def build_vector(acts: torch.Tensor, labels: np.ndarray, method: str = "paper-co
     a = acts.double()
     pos, neg = torch.as_tensor(rows[y == 1]), torch.as_tensor(rows[y == 0])
     diff = a[:, pos].mean(1) - a[:, neg].mean(1)  # [n_layers, d]
-    if method == "probe":
-        diff = _probe_weights(a[:, torch.as_tensor(rows)], torch.as_tensor(y))
+    if method == "probe":  # the kept probes' fit (saved_probes), its weight in the residual basis
+        probe = fit_probes(a, labels, rows)
+        diff = torch.stack([probe.direction(layer) for layer in range(a.shape[0])]).double()
     if method in ("paper-code", "probe"):
         unit = diff / diff.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         spread = torch.einsum("lnd,ld->ln", a, unit).std(dim=1)  # over all rows, as released
@@ -217,19 +219,6 @@ def build_vector(acts: torch.Tensor, labels: np.ndarray, method: str = "paper-co
     info.update(method=method, split=split, n_rows=str(len(rows)), n_layers=str(acts.shape[0]),
                 sign="mean(label 1) - mean(label 0)")
     return SteeringVector({l: diff[l].float() for l in range(acts.shape[0])}, info)
-
-
-def _probe_weights(a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per layer, the logistic-regression weight of z-scored ``a`` ``[n_layers, n, d]`` mapped back to the
-    residual basis (``w / std``; a constant feature gets weight 0)."""
-    from .logreg import BatchedLogisticRegression
-
-    mean, std = a.mean(1, keepdim=True), a.std(1, keepdim=True)
-    scale = torch.where(std > 0, std, torch.ones_like(std))
-    z = (a - mean) / scale
-    labels = y.to(torch.float64).expand(a.shape[0], -1)
-    weights = BatchedLogisticRegression(data_dtype=torch.float64).fit(z, labels).coef_  # [n_layers, d]
-    return torch.where(std[:, 0] > 0, weights / scale[:, 0], torch.zeros_like(weights))
 
 
 # ---------------------------------------------------------------- applying

@@ -29,6 +29,11 @@ UNSTEERED, PROMPT, RANDOM = "unsteered", "prompt", "random"
 SIGNIFICANT = 0.05  # a p-value below this counts as a difference in every steering table and summary
 
 
+def improves(change: pd.Series, metric: str) -> pd.Series:
+    """Whether each change of ``metric`` goes the good way (down for ``LOWER_IS_BETTER``, else up)."""
+    return (change < 0) if metric in LOWER_IS_BETTER else (change > 0)
+
+
 def random_draw(k: int) -> str:
     """The ``source_revision`` of the sweep's k-th random direction."""
     return f"{RANDOM}-{k}"
@@ -134,8 +139,7 @@ def best_alphas(table: pd.DataFrame, dimension: str, ppl_budget: float) -> pd.Da
         why = "" if within else f"no (layer, α) keeps perplexity within {ppl_budget:g}× unsteered"
         tested = ok[f"{test}_p_vs_random"].notna() if controlled else pd.Series(False, index=ok.index)
         if len(ok) and tested.any():  # proxy-tuned rows have no random control: they are kept as they are
-            effect = ok[f"{test}_effect_vs_random"]
-            better = (effect < 0) if test in LOWER_IS_BETTER else (effect > 0)
+            better = improves(ok[f"{test}_effect_vs_random"], test)
             ok = ok[~tested | (better & (ok[f"{test}_p_vs_random"] < SIGNIFICANT))]
             if ok.empty:
                 why = f"no (layer, α) within the budget beats the random directions on {test} (p < {SIGNIFICANT})"
@@ -237,15 +241,13 @@ def _against_random(wide: pd.DataFrame, metric: str) -> str:
     tested = wide[~wide.source_revision.map(is_control) & wide[p].notna()] if p in wide.columns else wide.iloc[0:0]
     if tested.empty:
         return "no vector was compared with random directions (--random-vectors 0)"
-    better = (tested[effect] < 0) if metric in LOWER_IS_BETTER else (tested[effect] > 0)
-    winners = tested[better & (tested[p] < SIGNIFICANT)]
+    winners = tested[improves(tested[effect], metric) & (tested[p] < SIGNIFICANT)]
     if winners.empty:
         return f"no vector beats the random directions on {metric} (of {len(tested)} source × layer × α)"
     base = float(wide.loc[wide.source_revision == UNSTEERED, metric].iloc[0])
     change = winners[metric] - base
-    improved = (change < 0) if metric in LOWER_IS_BETTER else (change > 0)
     mcnemar = winners.get(f"{metric}_p_mcnemar", pd.Series(np.nan, index=winners.index))
-    also = improved & (mcnemar < SIGNIFICANT)  # better than random *and* than the unsteered target
+    also = improves(change, metric) & (mcnemar < SIGNIFICANT)  # better than random *and* than the unsteered target
     named = "; ".join(f"{r.source_revision} layer {int(r.layer)} α {r.alpha:+g} ({r[effect]:+.3f} vs random, p "
                       f"{r[p]:.2g}; {change[i]:+.3f} vs unsteered, McNemar p {mcnemar[i]:.2g})"
                       for i, r in winners.iterrows())
