@@ -72,15 +72,22 @@ def _median_width(dist2: torch.Tensor) -> torch.Tensor:
     return 2 * torch.where(med > 0, med, torch.ones_like(med)) ** 2
 
 
-def _kernel(gram: torch.Tensor, dist2: torch.Tensor, config: MIConfig, d: int) -> torch.Tensor:
-    """The uncentred kernel minus one (Gaussian: expm1 keeps small distances' precision) or the linear kernel."""
+def _width(dist2: torch.Tensor, config: MIConfig, d: int) -> torch.Tensor | float:
+    """2·σ² of the Gaussian kernel (per layer for the median width); unused by the linear kernel."""
+    if config.estimator == "linear-cka":
+        return 1.0
+    if config.sigma is None:
+        return _median_width(dist2)[..., None, None]
+    return 2 * config.sigma**2 * (d if config.estimator == "paper-code" else 1)
+
+
+def _kernel(gram: torch.Tensor, dist2: torch.Tensor, config: MIConfig, width: torch.Tensor | float) -> torch.Tensor:
+    """The uncentred kernel minus one (Gaussian: expm1 keeps small distances' precision) or the linear kernel.
+    A half-sample's kernel is this on its sub-matrices, with the full sample's ``width`` (``[..., 1, 1]``)."""
     if config.estimator == "linear-cka":
         return gram.clone()
-    width: torch.Tensor | float
-    if config.sigma is None:
-        width = _median_width(dist2)[..., None, None]
-    else:
-        width = 2 * config.sigma**2 * (d if config.estimator == "paper-code" else 1)
+    if isinstance(width, torch.Tensor) and gram.dim() > width.dim():  # [l, 1, 1] widths of [l, draws, h, h]
+        width = width[..., None, :, :]
     return (dist2 / width).neg_().expm1_()
 
 
@@ -92,50 +99,80 @@ def _label_scale(config: MIConfig) -> float:
     return 2 * (1 - math.exp(-1.0 / (2 * sigma**2)))
 
 
-def _sub(k: torch.Tensor, halves: torch.Tensor) -> torch.Tensor:
-    """``k[..., m, m]`` restricted to each half's rows: ``[..., draws, h, h]``."""
-    return k[..., halves[:, :, None], halves[:, None, :]]
+def _sub(k: torch.Tensor, flat: torch.Tensor, h: int) -> torch.Tensor:
+    """``k[..., m, m]`` restricted to each half's rows: ``[..., draws, h, h]``; ``flat`` holds each draw's
+    (row·m + column) indices, so one ``index_select`` gathers them all."""
+    return k.flatten(-2).index_select(-1, flat).view(*k.shape[:-2], -1, h, h)
+
+
+def _flat_indices(halves: torch.Tensor, m: int) -> torch.Tensor:
+    return (halves[:, :, None] * m + halves[:, None, :]).reshape(-1)
+
+
+@dataclass(frozen=True)
+class _Grams:
+    """A chunk's Gram matrices and squared distances, and their half-sample sub-matrices (gathered once for
+    every estimator: a half-sample's kernel is the kernel of these)."""
+
+    gram: torch.Tensor
+    dist2: torch.Tensor
+    sub_gram: torch.Tensor | None  # [..., draws, h, h]; None without draws
+    sub_dist2: torch.Tensor | None
+
+    @classmethod
+    def of(cls, gram: torch.Tensor, flat: torch.Tensor | None, h: int) -> _Grams:
+        dist2 = _sqdist(gram)
+        if flat is None:
+            return cls(gram, dist2, None, None)
+        return cls(gram, dist2, _sub(gram, flat, h), _sub(dist2, flat, h))
+
+    def kernels(self, config: MIConfig, d: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The centred-to-be kernel of the full sample and of each half-sample (None without draws)."""
+        width = _width(self.dist2, config, d)
+        full = _kernel(self.gram, self.dist2, config, width)
+        if self.sub_gram is None or self.sub_dist2 is None:
+            return full, None
+        return full, _kernel(self.sub_gram, self.sub_dist2, config, width)
 
 
 class _Side:
     """What one estimator needs of X and Y, for the full sample and the half-samples."""
 
-    def __init__(self, config: MIConfig, x_gram: torch.Tensor, x_dist2: torch.Tensor, d_x: int, y: torch.Tensor,
-                 halves: torch.Tensor, dtype: torch.dtype) -> None:
+    def __init__(self, config: MIConfig, x: _Grams, d_x: int, y: torch.Tensor, halves: torch.Tensor,
+                 dtype: torch.dtype) -> None:
         self.config, self.dtype = config, dtype
-        k_x = _kernel(x_gram, x_dist2, config, d_x)
+        k_x, k_x_half = x.kernels(config, d_x)
         self.scale = _label_scale(config)
         self.u = (y - y.mean(0, keepdim=True))
-        self.draws = halves.shape[0] > 0
+        self.draws = k_x_half is not None
         if self.draws:
             yh = y[halves, 0]  # [draws, h]: the observed labels of each half
             self.u_half = (yh - yh.mean(-1, keepdim=True))[..., None]
         m = y.shape[0]
         if config.estimator == "paper-code":
             self.c, self.c_half = config.eps * m, config.eps * halves.shape[1]
-            if self.draws:
+            if k_x_half is not None:
                 # in the work dtype: float32's eigenvalue error (~1e-7 of the largest) is far below c
-                s_x_half = _centre(_sub(k_x, halves)).to(dtype)
+                s_x_half = _centre(k_x_half).to(dtype)
                 self.w_sum_half, g_half = _batched_x_factor(s_x_half, self.c_half, max(config.tail, HALF_TAIL))
                 self.rhs_half = torch.cat([g_half, self.u_half], -1).to(dtype)
             self.w_sum, g = x_factor(_centre(k_x), self.c, config.tail)
             self.rhs = torch.cat([g, self.u], 1).to(dtype)
         else:
-            if self.draws:
-                self.s_x_half = _centre(_sub(k_x.to(dtype), halves))
+            if k_x_half is not None:
+                self.s_x_half = _centre(k_x_half.to(dtype))
             self.s_x = _centre(k_x).to(dtype)
 
-    def layers(self, gram: torch.Tensor, dist2: torch.Tensor, d: int, halves: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def layers(self, t: _Grams, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """tx ``[l]``, ty ``[l, k]``, tx_half ``[l, draws]``, ty_half ``[l, draws]`` of a chunk of layers."""
-        k_t = _kernel(gram, dist2, self.config, d)
-        sub = _centre(_sub(k_t, halves)) if self.draws else None
+        k_t, k_t_half = t.kernels(self.config, d)
         s_t = _centre(k_t)
         paper = self.config.estimator == "paper-code"
         tx, ty = self._paper(s_t, self.c, self.w_sum, self.rhs, self.u) if paper else self._hsic(s_t, self.s_x, self.u)
-        if sub is None:
+        if k_t_half is None:
             none = torch.zeros(tx.shape[0], 0, dtype=torch.float64)
             return tx, ty, none, none
+        sub = _centre(k_t_half)
         tx_h, ty_h = self._paper(sub, self.c_half, self.w_sum_half, self.rhs_half, self.u_half) if paper else \
             self._hsic(sub, self.s_x_half, self.u_half)
         return tx, ty, tx_h, ty_h[..., 0]
@@ -192,21 +229,21 @@ def estimate_all(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, configs: dict[
     x = x.to(dev, torch.float64)
     yd = torch.as_tensor(np.asarray(y).reshape(len(y), -1), dtype=torch.float64, device=dev)
     idx = torch.as_tensor(np.asarray(halves, dtype=np.int64), device=dev)  # [draws, h]; draws may be 0
-    x_gram = x @ x.T
-    x_dist2 = _sqdist(x_gram)
-    sides = {p: _Side(cfg, x_gram, x_dist2, x.shape[1], yd if all_columns is None or p in all_columns else yd[:, :1],
+    m, h = x.shape[0], idx.shape[1]
+    flat = _flat_indices(idx, m) if idx.shape[0] else None
+    x_grams = _Grams.of(x @ x.T, flat, h)
+    sides = {p: _Side(cfg, x_grams, x.shape[1], yd if all_columns is None or p in all_columns else yd[:, :1],
                       idx, dtype) for p, cfg in configs.items()}
-    n_layers, m = t.shape[0], t.shape[1]
+    n_layers = t.shape[0]
     out: dict[str, tuple[list[np.ndarray], ...]] = {p: ([], [], [], []) for p in configs}
     half_share = idx.shape[0] * idx.shape[1] ** 2 / max(m * m, 1)  # the draws' sub-matrices, in full kernels
     per_layer = int((6 + 2 * half_share) * m * m * torch.finfo(dtype).bits // 8)
     step = max(1, min(n_layers, chunk_bytes // max(per_layer, 1)))
     for start in range(0, n_layers, step):
         chunk = t[start:start + step].to(dev, dtype)
-        gram = chunk @ chunk.transpose(-1, -2)
-        dist2 = _sqdist(gram)
+        grams = _Grams.of(chunk @ chunk.transpose(-1, -2), flat, h)
         for p, side in sides.items():
-            for acc, value in zip(out[p], side.layers(gram, dist2, chunk.shape[-1], idx)):
+            for acc, value in zip(out[p], side.layers(grams, chunk.shape[-1])):
                 acc.append(value.double().cpu().numpy())
     results = {}
     for p, (tx, ty, tx_h, ty_h) in out.items():

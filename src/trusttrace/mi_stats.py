@@ -90,12 +90,10 @@ def restricted_permutations(labels: np.ndarray, groups: np.ndarray | None, k: in
         by_size[len(members)].append(members)
     for size, groups_of_size in by_size.items():
         rows = np.stack(groups_of_size)  # [G, size] row indices
-        blocks = labels[rows]
         g = len(rows)
-        for j in range(k):
-            moved = blocks[rng.permutation(g)]
-            within = np.argsort(rng.random((g, size)), axis=1)
-            out[rows, j] = np.take_along_axis(moved, within, axis=1)
+        moved = labels[rows][np.argsort(rng.random((k, g)), axis=1)]  # [k, G, size]: blocks swapped
+        within = np.argsort(rng.random((k, g, size)), axis=2)  # each block shuffled
+        out[rows] = np.take_along_axis(moved, within, axis=2).transpose(1, 2, 0)
     return out
 
 
@@ -179,9 +177,9 @@ def mi_rows(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig = 
     for prefix in configs:
         metrics |= _metrics(prefix, [f[prefix] for f in found], draws)
     layers = np.arange(t.shape[0])
-    frames = [pd.DataFrame({"layer": layers, "metric": name, "value": vals}) for name, vals in metrics.items()]
     s = len(subsets[0])
-    return pd.concat(frames, ignore_index=True).assign(n_train=s, n_test=0)
+    return pd.DataFrame({"layer": np.tile(layers, len(metrics)), "metric": np.repeat(list(metrics), len(layers)),
+                         "value": np.concatenate(list(metrics.values())), "n_train": s, "n_test": 0})
 
 
 def random_init_mi_rows(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig) -> pd.DataFrame:
