@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -86,8 +87,11 @@ def restricted_permutations(labels: np.ndarray, groups: np.ndarray | None, k: in
     labels = np.asarray(labels)
     out = np.empty((len(labels), k), dtype=labels.dtype)
     by_size: dict[int, list[np.ndarray]] = defaultdict(list)
-    for members in _group_members(groups, len(labels)):
-        by_size[len(members)].append(members)
+    if groups is None:  # every row its own group: one block of singletons
+        by_size[1] = list(np.arange(len(labels))[:, None])
+    else:
+        for members in _group_members(groups, len(labels)):
+            by_size[len(members)].append(members)
     for size, groups_of_size in by_size.items():
         rows = np.stack(groups_of_size)  # [G, size] row indices
         g = len(rows)
@@ -101,10 +105,13 @@ def half_samples(groups: np.ndarray | None, m: int, size: int, draws: int, rng: 
     """``[draws, size]`` sorted row indices: whole groups taken without replacement until ``size`` rows, the
     last group cut to fit (so every draw has the same size and the draws run as one batch)."""
     members = _group_members(groups, m)
+    rows = np.concatenate(members)  # grouped, each group's rows in order
+    group_of = np.repeat(np.arange(len(members)), [len(g) for g in members])
     out = np.empty((draws, size), dtype=np.int64)  # [0, size] when no draws are asked for
-    for b in range(draws):
-        taken = np.concatenate([members[g] for g in rng.permutation(len(members))])[:size]
-        out[b] = np.sort(taken)
+    rank = np.empty(len(members), dtype=np.int64)
+    for b in range(draws):  # the groups in a random order, concatenated: a stable sort of the rows by rank
+        rank[rng.permutation(len(members))] = np.arange(len(members))
+        out[b] = np.sort(rows[np.argsort(rank[group_of], kind="stable")[:size]])
     return out
 
 
@@ -113,8 +120,13 @@ def _usable(y: np.ndarray, halves: np.ndarray) -> bool:
     return halves.shape[1] >= MIN_SAMPLES and all(len(np.unique(y[h])) == 2 for h in halves)
 
 
+@lru_cache
+def _t_quantile(dof: int) -> float:
+    return float(student_t.ppf(0.975, dof))
+
+
 def _interval(estimate: np.ndarray, se: np.ndarray, draws: int) -> tuple[np.ndarray, np.ndarray]:
-    half = student_t.ppf(0.975, draws - 1) * se
+    half = _t_quantile(draws - 1) * se
     return np.maximum(estimate - half, 0.0), estimate + half
 
 
