@@ -4,13 +4,15 @@
 permutations and B half-samples. Computed one by one, the intervals and checks cost several times the bare
 estimate. Here they share its work:
 
-- **One Gram matrix per layer.** T·Tᵀ is the m²·d product every kernel starts from. The squared distances of
-  the Gaussian kernels (paper-code's fixed width, nHSIC's median width) and the linear kernel of CKA are all
-  built from it.
+- **One distance matrix per layer.** T·Tᵀ is the m²·d product every kernel starts from; its squared
+  distances D give the Gaussian kernels (paper-code's fixed width, nHSIC's median width) and stand in for
+  CKA's linear kernel (H·T·Tᵀ·H = −½·H·D·H).
 - **Half-samples are sub-matrices.** A half-sample's kernel is the full kernel restricted to its rows, so a
-  draw costs a centring and (paper-code) an (m/2)³ factorisation, never another m²·d product. All B draws
-  have the same size and run as one batch. nHSIC's median width is the full sample's, held fixed in the
-  draws, so their spread leaves out the width's own variation.
+  draw costs a gather of D and (paper-code) a centring and an (m/2)³ factorisation, never another m²·d
+  product. All B draws have the same size and run as one batch. nHSIC's median width is the full sample's,
+  held fixed in the draws, so their spread leaves out the width's own variation.
+- **No centring for nHSIC and CKA.** With X's kernel and the labels centred, every sum they need is one of
+  T's uncentred kernel (``_Side._hsic``).
 - **Permutations are label columns** (``mutual_info.estimate_mi_columns``).
 
 The results equal ``mutual_info.estimate_mi`` per estimator (``tests/test_mi_stats.py``). They are computed
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -56,11 +59,16 @@ def _sqdist(gram: torch.Tensor) -> torch.Tensor:
     return (sq[..., :, None] + sq[..., None, :]).sub_(gram, alpha=2.0).clamp_min_(0)
 
 
+@lru_cache(maxsize=8)
+def _upper_flat(m: int, device: torch.device) -> torch.Tensor:
+    """Flat indices (row·m + column) of the pairs above the diagonal of an m × m matrix."""
+    iu = torch.triu_indices(m, m, offset=1, device=device)
+    return iu[0] * m + iu[1]
+
+
 def _median_width(dist2: torch.Tensor) -> torch.Tensor:
     """2·σ² with σ the median distance between distinct rows (the mean of the middle two for an even count)."""
-    m = dist2.shape[-1]
-    iu = torch.triu_indices(m, m, offset=1, device=dist2.device)
-    pairs = dist2[..., iu[0], iu[1]]
+    pairs = dist2.flatten(-2).index_select(-1, _upper_flat(dist2.shape[-1], dist2.device))
     k = pairs.shape[-1]
     low = pairs.kthvalue((k + 1) // 2, -1).values
     high = low
@@ -81,14 +89,20 @@ def _width(dist2: torch.Tensor, config: MIConfig, d: int) -> torch.Tensor | floa
     return 2 * config.sigma**2 * (d if config.estimator == "paper-code" else 1)
 
 
-def _kernel(gram: torch.Tensor, dist2: torch.Tensor, config: MIConfig, width: torch.Tensor | float) -> torch.Tensor:
-    """The uncentred kernel minus one (Gaussian: expm1 keeps small distances' precision) or the linear kernel.
-    A half-sample's kernel is this on its sub-matrices, with the full sample's ``width`` (``[..., 1, 1]``)."""
+# The linear kernel's stand-in: the squared distances D, whose centred matrix times this factor is the centred
+# Gram matrix (H·G·H = −½·H·D·H), so CKA needs no Gram sub-matrices. The HSIC sums apply it.
+LINEAR_FACTOR = -0.5
+
+
+def _kernel(dist2: torch.Tensor, config: MIConfig, width: torch.Tensor | float) -> torch.Tensor:
+    """The uncentred kernel minus one (Gaussian: expm1 keeps small distances' precision), or for the linear
+    kernel ``dist2`` itself (``LINEAR_FACTOR``; read, never written). A half-sample's kernel is this on its
+    sub-matrices, with the full sample's ``width`` (``[..., 1, 1]``)."""
     if config.estimator == "linear-cka":
-        return gram.clone()
-    if isinstance(width, torch.Tensor) and gram.dim() > width.dim():  # [l, 1, 1] widths of [l, draws, h, h]
+        return dist2
+    if isinstance(width, torch.Tensor) and dist2.dim() > width.dim():  # [l, 1, 1] widths of [l, draws, h, h]
         width = width[..., None, :, :]
-    return (dist2 / width).neg_().expm1_()
+    return torch.div(dist2, -width).expm1_()  # exact negation: the same values as −(dist2 / width)
 
 
 def _label_scale(config: MIConfig) -> float:
@@ -111,28 +125,24 @@ def _flat_indices(halves: torch.Tensor, m: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Grams:
-    """A chunk's Gram matrices and squared distances, and their half-sample sub-matrices (gathered once for
-    every estimator: a half-sample's kernel is the kernel of these)."""
+    """A chunk's squared distances and their half-sample sub-matrices (gathered once for every estimator: a
+    half-sample's kernel is the kernel of these)."""
 
-    gram: torch.Tensor
     dist2: torch.Tensor
-    sub_gram: torch.Tensor | None  # [..., draws, h, h]; None without draws
-    sub_dist2: torch.Tensor | None
+    sub_dist2: torch.Tensor | None  # [..., draws, h, h]; None without draws
 
     @classmethod
     def of(cls, gram: torch.Tensor, flat: torch.Tensor | None, h: int) -> _Grams:
         dist2 = _sqdist(gram)
-        if flat is None:
-            return cls(gram, dist2, None, None)
-        return cls(gram, dist2, _sub(gram, flat, h), _sub(dist2, flat, h))
+        return cls(dist2, None if flat is None else _sub(dist2, flat, h))
 
     def kernels(self, config: MIConfig, d: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The centred-to-be kernel of the full sample and of each half-sample (None without draws)."""
         width = _width(self.dist2, config, d)
-        full = _kernel(self.gram, self.dist2, config, width)
-        if self.sub_gram is None or self.sub_dist2 is None:
+        full = _kernel(self.dist2, config, width)
+        if self.sub_dist2 is None:
             return full, None
-        return full, _kernel(self.sub_gram, self.sub_dist2, config, width)
+        return full, _kernel(self.sub_dist2, config, width)
 
 
 class _Side:
@@ -159,22 +169,29 @@ class _Side:
             self.w_sum, g = x_factor(_centre(k_x), self.c, config.tail)
             self.rhs = torch.cat([g, self.u], 1).to(dtype)
         else:
-            if k_x_half is not None:
-                self.s_x_half = _centre(k_x_half.to(dtype))
-            self.s_x = _centre(k_x).to(dtype)
+            self.factor = LINEAR_FACTOR if config.estimator == "linear-cka" else 1.0
+            if k_x_half is not None:  # copies: the linear kernel is the shared distance matrix itself
+                self.s_x_half = _centre(k_x_half.to(dtype, copy=True)).mul_(self.factor)
+                self.xx_half = self._sq_norm(self.s_x_half)
+            self.s_x = _centre(k_x.clone()).mul_(self.factor).to(dtype)
+            self.xx = self._sq_norm(self.s_x)
+
+    @staticmethod
+    def _sq_norm(s: torch.Tensor) -> torch.Tensor:
+        """‖S‖²/(m − 1)² per matrix, in float64."""
+        return s.double().square().sum((-1, -2)) / (s.shape[-1] - 1) ** 2
 
     def layers(self, t: _Grams, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """tx ``[l]``, ty ``[l, k]``, tx_half ``[l, draws]``, ty_half ``[l, draws]`` of a chunk of layers."""
         k_t, k_t_half = t.kernels(self.config, d)
-        s_t = _centre(k_t)
         paper = self.config.estimator == "paper-code"
-        tx, ty = self._paper(s_t, self.c, self.w_sum, self.rhs, self.u) if paper else self._hsic(s_t, self.s_x, self.u)
+        tx, ty = self._paper(_centre(k_t), self.c, self.w_sum, self.rhs, self.u) if paper else \
+            self._hsic(k_t, self.s_x, self.xx, self.u)
         if k_t_half is None:
             none = torch.zeros(tx.shape[0], 0, dtype=torch.float64)
             return tx, ty, none, none
-        sub = _centre(k_t_half)
-        tx_h, ty_h = self._paper(sub, self.c_half, self.w_sum_half, self.rhs_half, self.u_half) if paper else \
-            self._hsic(sub, self.s_x_half, self.u_half)
+        tx_h, ty_h = self._paper(_centre(k_t_half), self.c_half, self.w_sum_half, self.rhs_half, self.u_half) if paper \
+            else self._hsic(k_t_half, self.s_x_half, self.xx_half, self.u_half)
         return tx, ty, tx_h, ty_h[..., 0]
 
     def _paper(self, s_t: torch.Tensor, c: float, w_sum: torch.Tensor | float, rhs: torch.Tensor, u: torch.Tensor
@@ -191,16 +208,23 @@ class _Side:
         ty = torch.where(uu > 0, w_y * (uu - c * zy) / uu.clamp_min(1e-300), 0.0)
         return tx.clamp_min(0), ty.clamp_min(0)
 
-    def _hsic(self, s_t: torch.Tensor, s_x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = s_t.shape[-1]
+    def _hsic(self, k_t: torch.Tensor, s_x: torch.Tensor, xx: torch.Tensor, u: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """HSIC (normalised for nHSIC and CKA) from T's *uncentred* kernel: with S_X and u centred,
+        ⟨HK_TH, S_X⟩ = ⟨K_T, S_X⟩ and uᵀHK_THu = uᵀK_Tu, and ‖HK_TH‖² = ‖K_T‖² − (2/m)‖K_T1‖² + (1ᵀK_T1)²/m², so
+        K_T is read a few times and never centred. The linear kernel's K_T is −½·D (``LINEAR_FACTOR``)."""
+        m = k_t.shape[-1]
         norm = (m - 1) ** 2
-        u = u.to(s_t.dtype)
-        tx = (s_t * s_x).sum((-1, -2)).double() / norm
-        ty = self.scale * ((s_t @ u) * u).sum(-2).double() / norm
+        u = u.to(k_t.dtype)
+        flat = k_t.flatten(-2)
+        f = self.factor
+        tx = f * torch.linalg.vecdot(flat, s_x.flatten(-2)).double() / norm
+        ty = f * self.scale * ((k_t @ u) * u).sum(-2).double() / norm
         if self.config.estimator in ("nhsic", "linear-cka"):
             uu = (u * u).sum(-2).double()
-            tt = (s_t * s_t).sum((-1, -2)).double() / norm
-            xx = (s_x * s_x).sum((-1, -2)).double() / norm
+            rows = k_t.sum(-1).double()
+            tt = (torch.linalg.vecdot(flat, flat).double() - 2 / m * rows.square().sum(-1)
+                  + rows.sum(-1).square() / m**2).clamp_min(0) * f**2 / norm
             yy = self.scale**2 * uu**2 / norm
             tx = tx / (tt * xx).sqrt().clamp_min(1e-300)
             ty = ty / (tt[..., None] * yy).sqrt().clamp_min(1e-300)

@@ -183,8 +183,10 @@ def mi_rows(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, config: MIConfig = 
                               config.bootstrap, halves_rng)
         if draws and not _usable(y[idx], halves):  # too few rows, or one label only, in some draw: no intervals
             draws = 0
-        found.append(estimate_all(x[idx], t[:, idx], ycols[idx], configs, halves if draws else halves[:0], dtype,
-                                  config.chunk_bytes, config.device, all_columns=(PRIMARY,)))
+        whole = len(idx) == m  # every row: no copy of the activations
+        found.append(estimate_all(x if whole else x[idx], t if whole else t[:, idx], ycols if whole else ycols[idx],
+                                  configs, halves if draws else halves[:0], dtype, config.chunk_bytes, config.device,
+                                  all_columns=(PRIMARY,)))
     metrics: dict[str, np.ndarray] = {}
     for prefix in configs:
         metrics |= _metrics(prefix, [f[prefix] for f in found], draws)
