@@ -58,6 +58,32 @@ def test_paper_code_protocol_matches_sklearn_defaults():
     assert base == pytest.approx(max(np.mean(y[400:]), 1 - np.mean(y[400:])), abs=0.5)
 
 
+@pytest.mark.parametrize("protocol", ["cv", "paper-code"])
+def test_the_kept_probes_are_the_tables_first_fold_fit(protocol):
+    from trusttrace.probes import training_rows
+    from trusttrace.saved_probes import fit_probes, kept_probes
+
+    X, y = planted()
+    kept = []
+    rows = probe_layers(X, y, ProbeConfig(protocol=protocol, seeds=2), keep=kept.append)
+    assert len(kept) == 1  # one fit kept, of the first fold of the first seed, though 2 seeds x 5 folds ran
+    fold = kept[0]
+    train = training_rows(y, ProbeConfig(protocol=protocol))
+    assert np.array_equal(fold.rows, train) and fold.weight.shape == (4, 20) and fold.intercept.shape == (4,)
+    basis = X if protocol == "paper-code" else X[:, train]  # paper-code standardises with every row's statistics
+    torch.testing.assert_close(fold.mean, basis.double().mean(1))
+    torch.testing.assert_close(fold.std, basis.double().std(1, unbiased=False))
+    probe = kept_probes(fold, {"protocol": protocol})
+    predicted = (probe.scores(X) > 0).numpy()
+    assert (predicted[3] == y).mean() > 0.97 and probe.meta["n_rows"] == str(len(train))
+    assert len(rows[rows.metric == "accuracy"]) == 4
+    if protocol == "cv":  # the same probes as a separate fit on those rows, within L-BFGS's tolerance
+        alone = fit_probes(X, y, train)
+        cosine = torch.nn.functional.cosine_similarity(alone.weight, probe.weight, dim=1)
+        assert cosine.min() > 0.999
+        assert torch.equal(alone.scores(X) > 0, probe.scores(X) > 0)
+
+
 def test_constant_features_do_not_break_the_fit():
     X, y = planted()
     X[:, :, :5] = 3.0

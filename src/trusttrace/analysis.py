@@ -28,7 +28,7 @@ from .mi_stats import mi_rows, random_init_mi_rows
 from .mutual_info import DEFAULT_BOOTSTRAP, DEFAULT_PERMUTATIONS, MIConfig
 from .names import ANALYSES, CONTROLS, MI_CHECKS
 from .outputs import check_output, refuse_overlap
-from .probes import ProbeConfig, probe_layers, training_rows, training_split, transfer_layers
+from .probes import FoldProbes, ProbeConfig, probe_layers, training_rows, training_split, transfer_layers
 from .runlock import hold
 from .store import StoredActivations, load_activations
 from .tables import RESULT_COLUMNS
@@ -88,17 +88,17 @@ class AnalysisConfig:
 
 
 def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig, groups: np.ndarray | None = None,
-            statements: Sequence[str] | None = None) -> pd.DataFrame:
+            statements: Sequence[str] | None = None, keep: Callable[[FoldProbes], None] | None = None) -> pd.DataFrame:
     """Probe rows (with the shuffled and lexical controls) and/or MI rows for one activation set.
 
     ``layers`` is ``[n_layers, n, d]``; ``groups`` the rows' group ids (``group-cv``); ``statements`` their
-    text (the lexical control). MI follows the released code: X = layer 0, T = layer l, Y = labels, on the
+    text (the lexical control); ``keep`` gets the probes of the first fold (``probes.probe_layers``). MI follows the released code: X = layer 0, T = layer l, Y = labels, on the
     probe's training split of z-scored activations (see ``probes.training_split``).
     """
     frames = []
     probe = replace(config.probe, control_shuffled="shuffled" in config.controls)
     if "probe" in config.analyses:
-        rows = probe_layers(layers, labels, probe, groups)
+        rows = probe_layers(layers, labels, probe, groups, keep)
         if "lexical" in config.controls and statements is not None:
             lexical = lexical_accuracy(statements, labels, probe.fold_sets(labels, groups))
             first = rows[rows.metric == "accuracy"]

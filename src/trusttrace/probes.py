@@ -18,6 +18,7 @@ a rounding-level amount (at most 0.002 on SmolLM2's privacy layers), within the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,21 +62,39 @@ class ProbeConfig:
         return [splits(labels, groups, self.protocol, self.folds, s) for s in seeds]
 
 
-def _zscore(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    """Standardise every feature with ``train``'s mean and std (std 0 → 1, as sklearn's StandardScaler)."""
+@dataclass(frozen=True, eq=False)
+class FoldProbes:
+    """The per-layer probes ``probe_layers`` fitted on the first fold's training rows (of the first fold seed),
+    with the standardisation they were fitted under: the probes a trace keeps (``saved_probes``)."""
+
+    weight: torch.Tensor  # [n_layers, d], on standardised features
+    intercept: torch.Tensor  # [n_layers]
+    mean: torch.Tensor  # [n_layers, d]
+    std: torch.Tensor  # [n_layers, d], 1 where a feature was constant
+    rows: np.ndarray  # the training rows
+
+
+def _stats(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every feature's mean and population std over ``train``'s rows (std 0 → 1, as sklearn's StandardScaler)."""
     mean = train.mean(1, keepdim=True)
     std = train.std(1, unbiased=False, keepdim=True)
-    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _zscore(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Standardise every feature with ``train``'s mean and std (``_stats``)."""
+    mean, std = _stats(train)
     return [(t - mean) / std for t in (train, *others)]
 
 
 def fit_score(X_tr: torch.Tensor, ys_tr: list[np.ndarray], X_te: torch.Tensor, y_te: np.ndarray,
-              config: ProbeConfig) -> np.ndarray:
+              config: ProbeConfig, kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> np.ndarray:
     """Correct test predictions ``[len(ys_tr), n_layers, n_test]`` of one probe per layer and label vector.
 
     ``X_tr`` is ``[L, n, d]``; every label vector in ``ys_tr`` (the labels, and their permutation for the
     shuffled control) gets its own probe per layer, all fitted in one batch, chunked to bound memory; the
-    probes of one layer share its rows, so each step reads them once for all label vectors.
+    probes of one layer share its rows, so each step reads them once for all label vectors. ``kept``, when
+    given, receives each chunk's probes of the first label vector: (weight ``[c, d]``, intercept ``[c]``).
     """
     n_layers, n, d = X_tr.shape
     k = len(ys_tr)
@@ -88,6 +107,8 @@ def fit_score(X_tr: torch.Tensor, ys_tr: list[np.ndarray], X_te: torch.Tensor, y
         hi = min(n_layers, lo + chunk)
         y = ytr.expand(hi - lo, k, n)  # [c, k, n]: problem (layer, j) at layer·k + j, sharing the layer's rows
         model = BatchedLogisticRegression(config.C, config.tol, config.max_iter).fit(X_tr[lo:hi], y)
+        if kept is not None:
+            kept.append((model.coef_.view(hi - lo, k, d)[:, 0].clone(), model.intercept_.view(hi - lo, k)[:, 0].clone()))
         pred = model.predict(X_te[lo:hi])  # [c·k, n_test]
         correct[:, lo:hi] = (pred == yte).reshape(hi - lo, k, -1).transpose(0, 1)
     return correct.numpy()
@@ -100,7 +121,7 @@ def _majority(y_tr: np.ndarray, y_te: np.ndarray) -> float:
 
 
 def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig = ProbeConfig(),
-                 groups: np.ndarray | None = None) -> pd.DataFrame:
+                 groups: np.ndarray | None = None, keep: Callable[[FoldProbes], None] | None = None) -> pd.DataFrame:
     """Fit and score one probe per layer (see the module docstring for the metrics).
 
     Args:
@@ -108,6 +129,8 @@ def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig = P
         labels: ``[n]`` 0/1.
         config: the protocol, folds, seeds and controls.
         groups: ``[n]`` group ids, needed by ``group-cv`` (``TrustDataset.groups``).
+        keep: called once with the first fold's probes (``FoldProbes``), which a trace saves: the table's own
+            fit, not a second one.
 
     Returns:
         Tidy rows: layer, metric, value, n_train, n_test.
@@ -121,15 +144,16 @@ def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig = P
     pooled = np.zeros((len(fold_sets), n_layers))  # correct out-of-fold predictions per seed and layer
     for s_i, folds in enumerate(fold_sets):
         for f_i, (tr, te) in enumerate(folds):
-            if config.protocol == "paper-code":
-                Xz = _zscore(X)[0]
-                Xtr, Xte = Xz[:, tr], Xz[:, te]
-            else:
-                Xtr, Xte = _zscore(X[:, tr], X[:, te])
+            mean, std = _stats(X if config.protocol == "paper-code" else X[:, tr])  # paper-code: all rows' statistics
+            Xtr, Xte = (X[:, tr] - mean) / std, (X[:, te] - mean) / std
             ys = [labels[tr]]
             if config.control_shuffled:
                 ys.append(np.random.default_rng([config.seed + s_i, f_i]).permutation(labels[tr]))
-            correct = fit_score(Xtr, ys, Xte, labels[te], config)
+            kept: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if keep is not None and s_i == f_i == 0 else None
+            correct = fit_score(Xtr, ys, Xte, labels[te], config, kept)
+            if keep is not None and kept is not None:
+                keep(FoldProbes(torch.cat([w for w, _ in kept]), torch.cat([b for _, b in kept]), mean[:, 0], std[:, 0],
+                                np.asarray(tr)))
             accs.append(correct[0].mean(-1))
             pooled[s_i] += correct[0].sum(-1)
             if config.control_shuffled:

@@ -1,8 +1,9 @@
 """Probes you can keep: one checkpoint × dataset's per-layer linear probes, saved beside its activations.
 
-``trace`` fits, for every layer, an L2 logistic regression (sklearn's ``LogisticRegression()`` objective,
-``BatchedLogisticRegression``) on the probe's training rows (``probes.training_rows``: the first fold's, as
-the MI analysis uses), z-scored on those rows, and writes ``probes/<revision>/<dataset>.safetensors``:
+``trace`` keeps, for every layer, the L2 logistic regression (``BatchedLogisticRegression``, the probe's
+``C``) that its probe table fitted on the first fold's training rows (``probes.training_rows``, as the MI
+analysis uses; ``probe_layers(keep=)``), with the standardisation it was fitted under (those rows'
+statistics; all rows' under ``paper-code``), and writes ``probes/<revision>/<dataset>.safetensors``:
 
     weight [n_layers, d], intercept [n_layers], mean [n_layers, d], std [n_layers, d]   (float32)
 
@@ -28,6 +29,7 @@ from safetensors.torch import save_file
 from ._io import write_with
 from .errors import VectorError, environment_failure
 from .logreg import BatchedLogisticRegression
+from .probes import FoldProbes
 
 TENSORS = ("weight", "intercept", "mean", "std")
 
@@ -88,9 +90,20 @@ def fit_probes(acts: torch.Tensor, labels: np.ndarray, rows: np.ndarray, meta: M
     z = (train - mean[:, None]) / std[:, None]
     y = torch.as_tensor(np.asarray(labels)[rows], dtype=torch.float64).expand(acts.shape[0], -1)
     fitted = BatchedLogisticRegression().fit(z, y)
+    return ProbeSet(fitted.coef_.float(), fitted.intercept_.float(), mean.float(), std.float(),
+                    _info(meta, len(rows), acts.shape[0]))
+
+
+def kept_probes(fold: FoldProbes, meta: Mapping[str, object] | None = None) -> ProbeSet:
+    """The probes ``probe_layers`` fitted on its first fold (``keep=``), as a ``ProbeSet`` to save."""
+    return ProbeSet(fold.weight.float(), fold.intercept.float(), fold.mean.float(), fold.std.float(),
+                    _info(meta, len(fold.rows), fold.weight.shape[0]))
+
+
+def _info(meta: Mapping[str, object] | None, n_rows: int, n_layers: int) -> dict[str, str]:
     info = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (meta or {}).items()}
-    info.update(n_rows=str(len(rows)), n_layers=str(acts.shape[0]), sign="label 1 where the score is > 0")
-    return ProbeSet(fitted.coef_.float(), fitted.intercept_.float(), mean.float(), std.float(), info)
+    info.update(n_rows=str(n_rows), n_layers=str(n_layers), sign="label 1 where the score is > 0")
+    return info
 
 
 def load_probe(path: str | Path) -> ProbeSet:

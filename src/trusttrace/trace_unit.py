@@ -9,6 +9,7 @@ import gc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,10 @@ from .fetcher import CheckpointFetcher, FetchConfig, Fetched
 from .integrity import files_digest, model_files_stat, weights_stat
 from .layout import TraceLayout, read_csv
 from .models import LoadConfig, LoadedModel, load_model, vocab_sha256
-from .probes import training_rows
+from .probes import FoldProbes
 from .progress import Progress
 from .resume import control_done, local_model_files, local_weights, settings_key
-from .saved_probes import fit_probes
+from .saved_probes import kept_probes
 from .store import is_complete, load_activations, read_metadata, save_activations
 from .tables import RESULT_COLUMNS
 
@@ -72,6 +73,10 @@ class TraceConfig:
         return {"model": self.model, "limit": self.limit, "dtype": self.load.dtype,
                 "token_position": self.token_position, "max_statement_tokens": self.extract.max_statement_tokens,
                 **self.analysis.settings()}
+
+
+def _save_probes(path: Path, provenance: dict[str, str], fold: FoldProbes) -> None:
+    kept_probes(fold, provenance).save(path)
 
 
 def run_settings(config: TraceConfig, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -218,12 +223,11 @@ def trace_unit(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustD
                 del acts, lm
             stored = load_activations(path)
             model.record.setdefault("dtype", stored.metadata.get("dtype"))
-            rows = analyse(stored.layers, stored.labels, analysis, ds.groups, ds.statements)
-            if "probe" in analysis.analyses:  # the probes kept: load_probe scores new statements with them
-                rows_used = training_rows(stored.labels, analysis.probe, ds.groups)
-                fit_probes(stored.layers, stored.labels, rows_used, {
-                    **{k: v for k, v in stored.metadata.items() if k in PROVENANCE}, "protocol": analysis.probe.protocol,
-                    "seed": str(analysis.seed)}).save(layout.probe(ckpt.name, name))
+            provenance = {**{k: v for k, v in stored.metadata.items() if k in PROVENANCE},
+                          "protocol": analysis.probe.protocol, "seed": str(analysis.seed)}
+            # the probes kept are the table's first-fold fit: load_probe scores new statements with them
+            rows = analyse(stored.layers, stored.labels, analysis, ds.groups, ds.statements,
+                           partial(_save_probes, layout.probe(ckpt.name, name), provenance))
             rows = with_controls(rows, None if controls is None else controls[controls.dimension == name])
             rows.insert(0, "dimension", name)
             frames.append(rows)
