@@ -277,11 +277,11 @@ MiEstimatorOpt = Annotated[MiEstimator, typer.Option(help="MI estimator (see tru
 MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
 MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded subsamples of this many rows.")]
 MiBootstrapOpt = Annotated[int, typer.Option(help=(
-    "Half-sample draws for the 95 % intervals of every MI row (mi_*_ci_low/high; 0: none). Measured on the "
-    "demo's trace (benchmarks/mi_stats.py): with 8, the null and the check estimators the MI stage costs 4.6x "
-    "the bare estimate (8 draws alone 2.7x), the whole trace 1.03x; the 2x goal for the MI stage is not met "
-    "(README: 'What the intervals and nulls cost'). Fewer draws widen the intervals (t critical value 3.18 at "
-    "4, 2.36 at 8)."))]
+    "Half-sample draws for the 95 % intervals of every MI row (mi_*_ci_low/high; 0: none). Measured "
+    "(benchmarks/mi_stats.py, SmolLM2 fairness): with 8, the null and the check estimators the MI stage costs "
+    "3.6x the bare estimate (8 draws alone 2.7x, 4 draws with the rest 2.7x), a whole trace about 1.03x; the "
+    "2x goal for the MI stage is not met (README: 'What the intervals and nulls cost'). Fewer draws widen "
+    "the intervals (t critical value 3.18 at 4, 2.36 at 8)."))]
 MiPermutationsOpt = Annotated[int, typer.Option(help=(
     "Label permutations (within the probe's groups) for I(T;Y)'s null: mi_ty_null_q95 and mi_ty_p "
     "(0: none; at least 19)."))]
