@@ -82,16 +82,28 @@ check-install:
 	$(FRESH)/bin/python -c "import trusttrace, trusttrace.cli; print('import ok')"
 	rm -rf $(FRESH)
 
-bench: setup
+# Every benchmark, each printing one JSON line, after installing what they compare against (the `peers`
+# extra: nnsight). tests/test_structure.py checks that each script in benchmarks/ is run here.
+bench: setup $(VENV)/.bench-done
 	$(BIN)/python benchmarks/extraction.py --model smollm2-135m-instruct --limit 400
+	$(BIN)/python benchmarks/peers.py --dimension fairness --limit 400 --dtype float32
+	$(BIN)/python benchmarks/trace_e2e.py --limit 400 --dtype float32
 	$(BIN)/python benchmarks/probes.py --limit 1952
 	$(BIN)/python benchmarks/mi.py --limit 1952
+	$(BIN)/python benchmarks/mi_stats.py --limit 1952
 	$(BIN)/python benchmarks/trace_memory.py --checkpoints 6
 	$(BIN)/python benchmarks/generation.py --prompts 64
 	$(BIN)/python benchmarks/truthfulqa_mc.py --limit 100
 	$(BIN)/python benchmarks/sweep.py --checkpoints 8
 	$(BIN)/python benchmarks/controls.py --limit 600
+	$(BIN)/python benchmarks/steer_controls.py
 	$(BIN)/python benchmarks/lmeval_parity.py --limit 100
+	$(BIN)/python benchmarks/pretrain.py --steps 10
+	$(BIN)/python benchmarks/proxy.py
+
+$(VENV)/.bench-done: $(VENV)/.setup-done
+	$(BIN)/pip install -q -e '.[peers]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -135,3 +135,19 @@ def test_cli_defaults_are_the_library_defaults():
 
     params = inspect.signature(analysis_cmds.phases).parameters
     assert params["smooth"].default == PhaseRule.smooth and params["min_drop"].default == PhaseRule.min_drop
+
+
+def test_make_bench_runs_every_benchmark_and_the_readme_lists_it():
+    """Each script in benchmarks/ is run by `make bench` (after the install of what it compares against) and
+    named in the README's Benchmarks section; the AVX2 wrapper is a tool, listed but not run."""
+    root = Path(__file__).parents[1]
+    makefile = (root / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nbench:"):].split("\n\n")[0]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Benchmarks"):readme.index("## Tests")]
+    scripts = sorted(p.name for p in (root / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+    assert len(scripts) >= 15
+    run = {name for name in scripts if f"benchmarks/{name}" in recipe}
+    assert set(scripts) - run == {"as_avx2_cpu.py"}, "add the missing benchmarks to the Makefile's bench recipe"
+    assert [name for name in scripts if f"benchmarks/{name}" not in section] == []
+    assert "$(VENV)/.bench-done" in recipe and "'.[peers]'" in makefile  # nnsight, which peers.py compares with
