@@ -17,6 +17,10 @@ settings.register_profile("trusttrace", derandomize=True, database=None, deadlin
 settings.register_profile("explore", database=None, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "trusttrace"))
 
+# Module- and session-scoped fixtures run before a test's own environment (``_no_hub``): they keep no
+# random-init activations, so no test meets another session's or the user's cached ones.
+os.environ["TRUSTTRACE_RANDOM_INIT_CACHE"] = "off"
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
@@ -52,6 +56,7 @@ def _no_hub(monkeypatch, tmp_path, _gguf_cache):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRUSTTRACE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TRUSTTRACE_GGUF_CACHE", str(_gguf_cache))
+    monkeypatch.setenv("TRUSTTRACE_RANDOM_INIT_CACHE", str(tmp_path / "random-init"))  # each test its own
     monkeypatch.delenv("TRUSTTRACE_DATA_DIR", raising=False)
 
 

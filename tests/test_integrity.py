@@ -182,7 +182,9 @@ def test_folders_before_records_are_unrecorded_and_recomputed(tiny_series, data_
     assert "parts/step0.csv" in {f.path for f in report.findings}
     calls = _count_extractions(monkeypatch)
     again = run_trace(_config(tiny_series, data_dir, out))
-    assert len(calls) == 3 + 1  # every checkpoint, and the random-init control
+    # every checkpoint; the random-init control's unrecorded file is rewritten from the machine's cache of it
+    # (trusttrace.random_init_cache), which the first run filled: the untrained network is not traced again
+    assert len(calls) == 3
     pd.testing.assert_frame_equal(again.results, reference)
     assert verify_run(out).intact
 

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"models", "model_files", "gguf_cache"},  # loading one
     {"data", "statements", "groups", "corpus", "corpus_builtin"},  # what is fed to models
     {"training", "pretrain", "finetune", "testing"},  # making checkpoints (and test models)
-    {"extract", "store"},  # activations
+    {"extract", "store", "random_init_cache"},  # activations
     {"linesearch"},  # numerical pieces
     {"logreg", "splits", "probes", "controls", "mutual_info", "mi_engine", "mi_stats", "steering", "correlation", "saved_probes"},  # from activations
     {"analysis", "vectors", "fetcher", "interop"},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ from .layout import TraceLayout, read_csv
 from .models import LoadConfig, LoadedModel, load_model, vocab_sha256
 from .probes import FoldProbes
 from .progress import Progress
+from .random_init_cache import KEY_FIELD, random_init_key, tokenizer_sha256
+from .random_init_cache import fetch as fetch_random_init
+from .random_init_cache import keep as keep_random_init
 from .resume import control_done, local_model_files, local_weights, settings_key
 from .saved_probes import kept_probes
 from .store import is_complete, load_activations, read_metadata, save_activations
@@ -169,17 +172,25 @@ def random_init_control(config: TraceConfig, datasets: dict[str, TrustDataset], 
         if done is not None:
             return done
     random: LoadedModel | None = None
+    tokenizer = ""
     frames = []
     for name, ds in datasets.items():
         path, expect = layout.control_activation(name), expected_metadata(config, ds)
         if not is_complete(path, expect):
             if random is None:  # the checkpoint's architecture, freshly initialised (seeded)
                 random = load_checkpoint(config, model.ckpt, model.fetch(), random_init=analysis.seed)
-            acts = extract_last_token(random, ds.statements, config.extract)
+                tokenizer = tokenizer_sha256(random.tokenizer)
+            key = random_init_key(random.model.config.to_dict(), tokenizer, analysis.seed, ds.sha256, len(ds),
+                                  {**asdict(config.extract), "token_position": config.token_position},
+                                  random.info.dtype, random.info.device)
+            cached = fetch_random_init(key)  # traced by an earlier run on this machine (random_init_cache)
+            acts = extract_last_token(random, ds.statements, config.extract) if cached is None else cached.layers
             save_activations(path, acts, ds.labels, {"model": config.model, "revision": "random-init",
                                                      "seed": str(analysis.seed), "dataset": name,
-                                                     "dtype": random.info.dtype, **expect})
-            del acts
+                                                     "dtype": random.info.dtype, KEY_FIELD: key, **expect})
+            if cached is None:
+                keep_random_init(key, path)
+            del acts, cached
         stored = load_activations(path)
         frames.append(random_init_rows(stored.layers, stored.labels, analysis, ds.groups).assign(dimension=name))
     del random

@@ -73,3 +73,32 @@ def _verdict(report: VerifyReport) -> str:
             return "incomplete: being written by another process; verify again once it ends"
         return f"incomplete: {left}; a rerun of the same command with the same settings does {'it' if n == 1 else 'them'}"
     return "intact"
+
+
+@app.command()
+def cache(
+    clear: Annotated[bool, typer.Option(help="Delete every cached file.")] = False,
+) -> None:
+    """Show (or --clear) the machine's cache of random-init control activations: an untrained network is
+    traced once per model, seed, dataset and extraction settings, and later traces read it from here
+    (trusttrace.random_init_cache). TRUSTTRACE_RANDOM_INIT_CACHE moves it (or turns it off), and
+    TRUSTTRACE_RANDOM_INIT_CACHE_GB bounds it (default 4 GB; least recently used files go first)."""
+    setup_logging(quiet=True)
+    try:
+        from ..random_init_cache import cache_root, entries, limit_bytes
+        from ..random_init_cache import clear as clear_cache
+
+        root = cache_root()
+        if root is None:
+            console.print("The random-init cache is off (TRUSTTRACE_RANDOM_INIT_CACHE); nothing is kept.",
+                          highlight=False)
+            return
+        if clear:
+            files, size = clear_cache()
+            console.print(f"removed {files} cached files ({size / 1e6:.1f} MB) from {root}", highlight=False)
+            return
+        found = entries()
+        console.print(f"random-init cache {root}: {len(found)} files, {sum(e.size for e in found) / 1e6:.1f} MB of "
+                      f"{limit_bytes() / 1e6:.0f} MB allowed", highlight=False, soft_wrap=True)
+    except user_errors() as err:
+        fail(err)

@@ -1,0 +1,140 @@
+"""The random-init control's activations, traced once per machine (``trusttrace.random_init_cache``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import trusttrace.trace_unit as unit_mod
+from trusttrace import random_init_cache as cache
+from trusttrace.analysis import AnalysisConfig
+from trusttrace.cli import app
+from trusttrace.errors import OptionError
+from trusttrace.layout import TraceLayout
+from trusttrace.models import LoadConfig
+from trusttrace.store import load_activations
+from trusttrace.trace import TraceConfig, run_trace
+
+
+def _config(series, data_dir, out, select, seed=0, **kw):
+    analysis = AnalysisConfig.build(analyses=("probe",), protocol="paper-code", controls=("random-init",), seed=seed)
+    return TraceConfig(model=str(series), out=str(out), dimensions=("privacy", "fairness"), limit=40,
+                       data_dir=str(data_dir), select=select, load=LoadConfig(dtype="float32"), analysis=analysis, **kw)
+
+
+def _count_extractions(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = unit_mod.extract_last_token
+
+    def counted(lm, statements, *args, **kwargs):
+        calls.append(lm.info.revision or "")
+        return real(lm, statements, *args, **kwargs)
+
+    monkeypatch.setattr(unit_mod, "extract_last_token", counted)
+    return calls
+
+
+def _controls(out) -> dict[str, torch.Tensor]:
+    layout = TraceLayout(out)
+    return {name: load_activations(layout.control_activation(name)).layers for name in ("privacy", "fairness")}
+
+
+def test_a_second_trace_of_the_same_model_reads_the_untrained_network_from_the_cache(tiny_series, data_dir,
+                                                                                      tmp_path, monkeypatch):
+    calls = _count_extractions(monkeypatch)
+    first = run_trace(_config(tiny_series, data_dir, tmp_path / "a", "last:1"))
+    assert sum("random-init" in c for c in calls) == 2  # both datasets, through the untrained network
+    assert len(cache.entries()) == 2
+    calls.clear()
+    second = run_trace(_config(tiny_series, data_dir, tmp_path / "b", "first:1"))  # another checkpoint, folder
+    assert calls and not any("random-init" in c for c in calls)  # only the checkpoint itself was extracted
+    a, b = _controls(tmp_path / "a"), _controls(tmp_path / "b")
+    assert all(torch.equal(a[name], b[name]) for name in a)  # the very activations a fresh extraction gave
+    random_rows = [r[r.metric.str.startswith("control_random_init")].drop(columns=["revision", "step", "commit"])
+                   .reset_index(drop=True) for r in (first.results, second.results)]
+    pd.testing.assert_frame_equal(*random_rows)
+    meta = load_activations(TraceLayout(tmp_path / "b").control_activation("privacy")).metadata
+    assert meta["revision"] == "random-init" and len(meta[cache.KEY_FIELD]) == 64
+
+
+def test_another_seed_misses_and_a_damaged_file_is_extracted_again(tiny_series, data_dir, tmp_path, monkeypatch,
+                                                                    caplog):
+    run_trace(_config(tiny_series, data_dir, tmp_path / "a", "last:1"))
+    calls = _count_extractions(monkeypatch)
+    run_trace(_config(tiny_series, data_dir, tmp_path / "b", "last:1", seed=1))  # another untrained network
+    assert sum("random-init" in c for c in calls) == 2 and len(cache.entries()) == 4
+    victim = next(e.path for e in cache.entries())
+    victim.write_bytes(victim.read_bytes()[:-30])  # truncated in the cache
+    calls.clear()
+    run_trace(_config(tiny_series, data_dir, tmp_path / "c", "last:1"))
+    run_trace(_config(tiny_series, data_dir, tmp_path / "d", "last:1", seed=1))
+    assert sum("random-init" in c for c in calls) == 1  # the damaged one alone, extracted again and kept again
+    assert "cannot be used" in caplog.text and len(cache.entries()) == 4
+    assert all(torch.equal(x, y) for x, y in zip(_controls(tmp_path / "a").values(),
+                                                  _controls(tmp_path / "c").values()))
+
+
+def test_off_keeps_nothing(tiny_series, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.ENV, "off")
+    calls = _count_extractions(monkeypatch)
+    for out in ("a", "b"):
+        run_trace(_config(tiny_series, data_dir, tmp_path / out, "last:1"))
+    assert sum("random-init" in c for c in calls) == 4 and cache.entries() == []
+    assert not (tmp_path / "cache" / "random-init").exists()
+
+
+def test_the_key_is_the_architecture_not_the_checkpoint():
+    config = {"hidden_size": 64, "num_hidden_layers": 3, "_name_or_path": "/series/step100",
+              "transformers_version": "5.0", "torch_dtype": "float32", "model_type": "llama"}
+    base: dict[str, Any] = {"config": config, "tokenizer": "t" * 64, "seed": 0, "dataset_sha256": "d" * 64,
+                            "n_rows": 40, "extraction": {"max_tokens": 4096, "token_position": "last"},
+                            "dtype": "float32", "device": "cpu"}
+    key = cache.random_init_key(**base)
+    other_checkpoint = {**config, "_name_or_path": "/series/step0", "torch_dtype": "bfloat16"}
+    assert cache.random_init_key(**{**base, "config": other_checkpoint}) == key
+    changes = [{"config": {**config, "hidden_size": 32}}, {"tokenizer": "u" * 64}, {"seed": 1},
+               {"dataset_sha256": "e" * 64}, {"n_rows": 41}, {"extraction": {"max_tokens": 512, "token_position": "last"}},
+               {"dtype": "bfloat16"}, {"device": "cuda"}]
+    assert len({cache.random_init_key(**{**base, **change}) for change in changes} | {key}) == len(changes) + 1
+
+
+def test_the_least_recently_used_files_go_first(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.ENV, str(tmp_path / "c"))
+    source = tmp_path / "x.safetensors"
+    source.write_bytes(b"0" * 1000)
+    monkeypatch.setenv(cache.ENV_LIMIT, str(2500 / 1e9))
+    for i, key in enumerate("abc"):
+        cache.keep(key * 64, source)
+        path = tmp_path / "c" / f"{key * 64}.safetensors"
+        os.utime(path, (1000 + i, 1000 + i))  # a, then b, then c
+    assert [e.path.name[0] for e in cache.entries()] == ["b", "c"]  # a was evicted when c came
+    os.utime(tmp_path / "c" / f"{'b' * 64}.safetensors", (2000, 2000))  # b used since
+    cache.keep("d" * 64, source)
+    assert sorted(e.path.name[0] for e in cache.entries()) == ["b", "d"]
+    monkeypatch.setenv(cache.ENV_LIMIT, "0.0000005")  # 500 bytes: smaller than any file
+    cache.keep("e" * 64, source)
+    assert sorted(e.path.name[0] for e in cache.entries()) == ["b", "d"]  # too large to keep: nothing evicted
+
+
+def test_bad_settings_teach_and_the_command_clears(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.ENV_LIMIT, "-1")
+    with pytest.raises(OptionError, match="size limit in GB"):
+        cache.limit_bytes()
+    monkeypatch.delenv(cache.ENV_LIMIT)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv(cache.ENV, str(tmp_path / "file"))
+    with pytest.raises(OptionError, match="is a file, not a folder"):
+        cache.cache_root()
+    monkeypatch.setenv(cache.ENV, str(tmp_path / "c"))
+    source = tmp_path / "x.safetensors"
+    source.write_bytes(b"0" * 1000)
+    cache.keep("a" * 64, source)
+    shown = CliRunner().invoke(app, ["cache"])
+    assert shown.exit_code == 0 and "1 files" in shown.output
+    cleared = CliRunner().invoke(app, ["cache", "--clear"])
+    assert cleared.exit_code == 0 and "removed 1 cached files" in cleared.output and cache.entries() == []
