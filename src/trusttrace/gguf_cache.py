@@ -44,14 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_path, read_record, sha256_file
-from .errors import OptionError
-from .hub import default_cache_dir
+from .hub import CACHE_OFF, cache_folder
 from .model_files import Source, transformers_call
 
 log = logging.getLogger(__name__)
 
 ENV = "TRUSTTRACE_GGUF_CACHE"
-OFF = ("off", "0", "false", "no")
+OFF = CACHE_OFF
 META = "trusttrace-gguf.json"
 FORMAT = "trusttrace-gguf-cache/1"
 STALE_SECONDS = 3600  # a hidden build folder this old belongs to a killed build (a build takes a minute)
@@ -68,14 +67,7 @@ class Dequantized:
 
 def cache_root() -> Path | None:
     """The cache folder (see the module docstring), None when ``$TRUSTTRACE_GGUF_CACHE`` turns it off."""
-    value = os.environ.get(ENV, "").strip()
-    if value.lower() in OFF:
-        return None
-    root = Path(value).expanduser() if value else default_cache_dir() / "gguf"
-    if root.exists() and not root.is_dir():
-        raise OptionError(f"{ENV}={value or root}: {root} is a file, not a folder. Set {ENV} to a folder for the "
-                          f"de-quantised GGUF models, or to off to de-quantise on every load.")
-    return root
+    return cache_folder(ENV, "gguf", "the de-quantised GGUF models", "de-quantise on every load")
 
 
 def _versions() -> dict[str, str]:

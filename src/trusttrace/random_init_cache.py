@@ -42,7 +42,7 @@ import torch
 from ._io import is_record, write_with
 from ._version import __version__
 from .errors import DamagedFileError, OptionError
-from .hub import default_cache_dir
+from .hub import cache_folder
 from .integrity import check, describe, remove
 from .store import StoredActivations, load_activations
 
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 ENV = "TRUSTTRACE_RANDOM_INIT_CACHE"
 ENV_LIMIT = "TRUSTTRACE_RANDOM_INIT_CACHE_GB"
-OFF = ("off", "0", "false", "no")
 DEFAULT_LIMIT_GB = 4.0
 KEY_FIELD = "random_init_key"
 FORMAT = "trusttrace-random-init-cache/1"
@@ -61,14 +60,7 @@ _NOT_ARCHITECTURE = ("name_or_path", "transformers_version", "torch_dtype", "dty
 
 def cache_root() -> Path | None:
     """The cache folder (see the module docstring), None when ``$TRUSTTRACE_RANDOM_INIT_CACHE`` turns it off."""
-    value = os.environ.get(ENV, "").strip()
-    if value.lower() in OFF:
-        return None
-    root = Path(value).expanduser() if value else default_cache_dir() / "random-init"
-    if root.exists() and not root.is_dir():
-        raise OptionError(f"{ENV}={value or root}: {root} is a file, not a folder. Set {ENV} to a folder for the "
-                          f"random-init control's activations, or to off to extract them in every run.")
-    return root
+    return cache_folder(ENV, "random-init", "the random-init control's activations", "extract them in every run")
 
 
 def limit_bytes() -> int:
