@@ -9,7 +9,7 @@ export TRUSTTRACE_DATA_DIR := $(DATA_DIR)
 TORCH_VERSION := 2.13.0
 SUDO := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo))
 
-.PHONY: setup system-packages demo test test-slow lint bench check-install clean
+.PHONY: setup system-packages demo test test-slow lint bench gpu-check check-install clean
 
 setup: $(VENV)/.setup-done
 
@@ -100,6 +100,12 @@ bench: setup $(VENV)/.bench-done
 	$(BIN)/python benchmarks/lmeval_parity.py --limit 100
 	$(BIN)/python benchmarks/pretrain.py --steps 10
 	$(BIN)/python benchmarks/proxy.py
+	$(BIN)/python benchmarks/gpu_check.py
+
+# One prepared GPU check (benchmarks/gpu_check.py, one JSON line): on a CUDA GPU at most 8 minutes; without
+# CUDA the same parts on the CPU, the GPU-only ones named as skipped (CI runs it so).
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py
 
 $(VENV)/.bench-done: $(VENV)/.setup-done
 	$(BIN)/pip install -q -e '.[peers]'
