@@ -21,8 +21,8 @@ from trusttrace.store import load_activations
 from trusttrace.trace import TraceConfig, run_trace
 
 
-def _config(series, data_dir, out, select, seed=0, **kw):
-    analysis = AnalysisConfig.build(analyses=("probe",), protocol="paper-code", controls=("random-init",), seed=seed)
+def _config(series, data_dir, out, select, seed=0, protocol="paper-code", **kw):
+    analysis = AnalysisConfig.build(analyses=("probe",), protocol=protocol, controls=("random-init",), seed=seed)
     return TraceConfig(model=str(series), out=str(out), dimensions=("privacy", "fairness"), limit=40,
                        data_dir=str(data_dir), select=select, load=LoadConfig(dtype="float32"), analysis=analysis, **kw)
 
@@ -39,6 +39,17 @@ def _count_extractions(monkeypatch) -> list[str]:
     return calls
 
 
+def _count_control_rows(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = unit_mod.random_init_rows
+    monkeypatch.setattr(unit_mod, "random_init_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def _kinds() -> list[str]:
+    return sorted("rows" if e.path.name.endswith(cache.ROWS_SUFFIX) else "activations" for e in cache.entries())
+
+
 def _controls(out) -> dict[str, torch.Tensor]:
     layout = TraceLayout(out)
     return {name: load_activations(layout.control_activation(name)).layers for name in ("privacy", "fairness")}
@@ -46,13 +57,15 @@ def _controls(out) -> dict[str, torch.Tensor]:
 
 def test_a_second_trace_of_the_same_model_reads_the_untrained_network_from_the_cache(tiny_series, data_dir,
                                                                                       tmp_path, monkeypatch):
-    calls = _count_extractions(monkeypatch)
+    calls, analysed = _count_extractions(monkeypatch), _count_control_rows(monkeypatch)
     first = run_trace(_config(tiny_series, data_dir, tmp_path / "a", "last:1"))
-    assert sum("random-init" in c for c in calls) == 2  # both datasets, through the untrained network
-    assert len(cache.entries()) == 2
+    assert sum("random-init" in c for c in calls) == 2 and len(analysed) == 2  # both datasets
+    assert _kinds() == ["activations"] * 2 + ["rows"] * 2
     calls.clear()
+    analysed.clear()
     second = run_trace(_config(tiny_series, data_dir, tmp_path / "b", "first:1"))  # another checkpoint, folder
     assert calls and not any("random-init" in c for c in calls)  # only the checkpoint itself was extracted
+    assert analysed == []  # and the control's probes were read, not fitted again
     a, b = _controls(tmp_path / "a"), _controls(tmp_path / "b")
     assert all(torch.equal(a[name], b[name]) for name in a)  # the very activations a fresh extraction gave
     random_rows = [r[r.metric.str.startswith("control_random_init")].drop(columns=["revision", "step", "commit"])
@@ -60,6 +73,10 @@ def test_a_second_trace_of_the_same_model_reads_the_untrained_network_from_the_c
     pd.testing.assert_frame_equal(*random_rows)
     meta = load_activations(TraceLayout(tmp_path / "b").control_activation("privacy")).metadata
     assert meta["revision"] == "random-init" and len(meta[cache.KEY_FIELD]) == 64
+    calls.clear()
+    run_trace(_config(tiny_series, data_dir, tmp_path / "c", "last:1", protocol="cv"))  # another analysis
+    assert not any("random-init" in c for c in calls) and len(analysed) == 2  # same network, probes fitted anew
+    assert _kinds() == ["activations"] * 2 + ["rows"] * 4
 
 
 def test_another_seed_misses_and_a_damaged_file_is_extracted_again(tiny_series, data_dir, tmp_path, monkeypatch,
@@ -67,14 +84,18 @@ def test_another_seed_misses_and_a_damaged_file_is_extracted_again(tiny_series, 
     run_trace(_config(tiny_series, data_dir, tmp_path / "a", "last:1"))
     calls = _count_extractions(monkeypatch)
     run_trace(_config(tiny_series, data_dir, tmp_path / "b", "last:1", seed=1))  # another untrained network
-    assert sum("random-init" in c for c in calls) == 2 and len(cache.entries()) == 4
-    victim = next(e.path for e in cache.entries())
+    assert sum("random-init" in c for c in calls) == 2 and _kinds() == ["activations"] * 4 + ["rows"] * 4
+    victim = next(e.path for e in cache.entries() if e.path.suffix == ".safetensors")
     victim.write_bytes(victim.read_bytes()[:-30])  # truncated in the cache
+    rows = next(e.path for e in cache.entries() if e.path.name.endswith(cache.ROWS_SUFFIX))
+    rows.write_text(rows.read_text().replace("0.", "9.", 1))  # overwritten in the cache
     calls.clear()
+    analysed = _count_control_rows(monkeypatch)
     run_trace(_config(tiny_series, data_dir, tmp_path / "c", "last:1"))
     run_trace(_config(tiny_series, data_dir, tmp_path / "d", "last:1", seed=1))
     assert sum("random-init" in c for c in calls) == 1  # the damaged one alone, extracted again and kept again
-    assert "cannot be used" in caplog.text and len(cache.entries()) == 4
+    assert len(analysed) == 1  # and the overwritten rows alone computed again
+    assert "cannot be used" in caplog.text and len(cache.entries()) == 8
     assert all(torch.equal(x, y) for x, y in zip(_controls(tmp_path / "a").values(),
                                                   _controls(tmp_path / "c").values()))
 

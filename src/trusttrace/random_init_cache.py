@@ -7,6 +7,9 @@ So each extraction is also kept here, and a later trace reads it instead of extr
 
     <cache>/<key>.safetensors              the activations as a run folder stores them (``trusttrace.store``)
     <cache>/<key>.safetensors.sha256.json  their record (size, sha256), checked before every use
+    <cache>/<rows key>.rows.csv            the control's probe and MI rows of those activations under one
+                                           analysis (``rows_key``: the activations' key and every analysis
+                                           setting), with its record
 
 - **Keyed by what they depend on** (``random_init_key``): the architecture's config (without its name, path
   or dtype), the tokenizer (``tokenizer_sha256``), the seed, the dataset's sha256 and row count, the extraction
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from ._io import is_record, write_with
@@ -52,6 +56,7 @@ ENV = "TRUSTTRACE_RANDOM_INIT_CACHE"
 ENV_LIMIT = "TRUSTTRACE_RANDOM_INIT_CACHE_GB"
 DEFAULT_LIMIT_GB = 4.0
 KEY_FIELD = "random_init_key"
+ROWS_SUFFIX = ".rows.csv"  # the control's probe and MI rows of one activation file and analysis
 FORMAT = "trusttrace-random-init-cache/1"
 # Config entries that name or locate a checkpoint, or set the load dtype (keyed separately): two checkpoints
 # of one model differ in these only, and their random-init networks are the same.
@@ -154,6 +159,40 @@ def keep(key: str, source: Path) -> None:
     evict(limit, keep=target)
 
 
+def rows_key(key: str, analysis: Mapping[str, Any]) -> str:
+    """The key of the control's rows: its activations' ``key`` and every analysis setting."""
+    spec = {"format": FORMAT, "activations": key, "analysis": dict(analysis)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fetch_rows(key: str) -> pd.DataFrame | None:
+    """The cached control rows of ``rows_key`` ``key``, or None (not cached, cache off, or damaged: deleted)."""
+    root = cache_root()
+    if root is None:
+        return None
+    path = root / f"{key}{ROWS_SUFFIX}"
+    if not path.is_file():
+        return None
+    found = check(path)
+    if not found.ok:
+        log.warning("The cached random-init rows %s cannot be used (%s); deleted, they are computed again.", path,
+                    describe(found))
+        remove(path)
+        return None
+    os.utime(path)
+    return pd.read_csv(path)
+
+
+def keep_rows(key: str, rows: pd.DataFrame) -> None:
+    """Keep the control's rows under ``rows_key`` ``key`` (floats written to round-trip exactly)."""
+    root = cache_root()
+    if root is None:
+        return
+    target = root / f"{key}{ROWS_SUFFIX}"
+    write_with(target, lambda tmp: rows.to_csv(tmp, index=False, float_format="%.17g"))
+    evict(limit_bytes(), keep=target)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One cached file: its path, size in bytes and last use."""
@@ -169,7 +208,7 @@ def entries() -> list[Entry]:
     if root is None or not root.is_dir():
         return []
     found = []
-    for path in root.glob("*.safetensors"):
+    for path in [*root.glob("*.safetensors"), *root.glob(f"*{ROWS_SUFFIX}")]:
         if path.is_file() and not is_record(path):
             st = path.stat()
             found.append(Entry(path, st.st_size, st.st_mtime))

@@ -29,7 +29,7 @@ from .layout import TraceLayout, read_csv
 from .models import LoadConfig, LoadedModel, load_model, vocab_sha256
 from .probes import FoldProbes
 from .progress import Progress
-from .random_init_cache import KEY_FIELD, random_init_key, tokenizer_sha256
+from .random_init_cache import KEY_FIELD, fetch_rows, keep_rows, random_init_key, rows_key, tokenizer_sha256
 from .random_init_cache import fetch as fetch_random_init
 from .random_init_cache import keep as keep_random_init
 from .resume import control_done, local_model_files, local_weights, settings_key
@@ -176,6 +176,7 @@ def random_init_control(config: TraceConfig, datasets: dict[str, TrustDataset], 
     frames = []
     for name, ds in datasets.items():
         path, expect = layout.control_activation(name), expected_metadata(config, ds)
+        key: str | None
         if not is_complete(path, expect):
             if random is None:  # the checkpoint's architecture, freshly initialised (seeded)
                 random = load_checkpoint(config, model.ckpt, model.fetch(), random_init=analysis.seed)
@@ -191,8 +192,16 @@ def random_init_control(config: TraceConfig, datasets: dict[str, TrustDataset], 
             if cached is None:
                 keep_random_init(key, path)
             del acts, cached
-        stored = load_activations(path)
-        frames.append(random_init_rows(stored.layers, stored.labels, analysis, ds.groups).assign(dimension=name))
+        else:
+            key = read_metadata(path).get(KEY_FIELD)  # None in a folder traced before the cache
+        settings = rows_key(key, asdict(analysis)) if key else None
+        rows = fetch_rows(settings) if settings else None  # the same network and analysis in an earlier run
+        if rows is None:
+            stored = load_activations(path)
+            rows = random_init_rows(stored.layers, stored.labels, analysis, ds.groups)
+            if settings:
+                keep_rows(settings, rows)
+        frames.append(rows.assign(dimension=name))
     del random
     gc.collect()
     rows = pd.concat(frames, ignore_index=True)
