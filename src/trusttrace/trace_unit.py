@@ -194,13 +194,13 @@ def random_init_control(config: TraceConfig, datasets: dict[str, TrustDataset], 
             del acts, cached
         else:
             key = read_metadata(path).get(KEY_FIELD)  # None in a folder traced before the cache
-        settings = rows_key(key, asdict(analysis)) if key else None
-        rows = fetch_rows(settings) if settings else None  # the same network and analysis in an earlier run
+        kept_as = rows_key(key, asdict(analysis)) if key else None
+        rows = fetch_rows(kept_as) if kept_as else None  # the same network and analysis in an earlier run
         if rows is None:
             stored = load_activations(path)
             rows = random_init_rows(stored.layers, stored.labels, analysis, ds.groups)
-            if settings:
-                keep_rows(settings, rows)
+            if kept_as:
+                keep_rows(kept_as, rows)
         frames.append(rows.assign(dimension=name))
     del random
     gc.collect()
