@@ -107,6 +107,12 @@ def roofline_shapes(lm: LoadedModel, rows: int) -> list[tuple[int, int, int]]:
     return sorted(shapes)
 
 
+def max_rel_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """The largest ‖ours − theirs‖/‖theirs‖ over the rows (last dimension) of two activation tensors."""
+    ours, theirs = ours.double().cpu(), theirs.double().cpu()
+    return float(((ours - theirs).norm(dim=-1) / theirs.norm(dim=-1).clamp_min(1e-12)).max())
+
+
 def sync(device: str | torch.device) -> None:
     """Wait for queued GPU work, so a timer reads what it ran (nothing to do on the CPU)."""
     if torch.device(device).type == "cuda":

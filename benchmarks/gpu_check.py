@@ -38,7 +38,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from _common import machine, sync
+from _common import machine, max_rel_diff, sync
 
 from trusttrace.batching import pad_batch, pad_id_of
 from trusttrace.data import load_dataset
@@ -50,12 +50,6 @@ from trusttrace.steering import SteeringVector, steer
 TOLERANCE = {"float32": 1e-3, "bfloat16": 6e-2}  # largest relative row difference allowed
 HF_BATCH = 32
 DTYPES = ("float32", "bfloat16")
-
-
-def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """The largest ‖a − b‖/‖b‖ over the rows of ``[layers, n, d]`` tensors."""
-    a, b = a.double().cpu(), b.double().cpu()
-    return float(((a - b).norm(dim=-1) / b.norm(dim=-1).clamp_min(1e-12)).max())
 
 
 def timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -85,8 +79,8 @@ def part_equality(model: str, device: torch.device, statements: list[str], lm32:
         models[dtype] = lm
         packed = extract_last_token(lm, statements, ExtractConfig())
         padded = extract_last_token(lm, statements, ExtractConfig(batching="padded"))
-        diffs = {"packed_vs_padded": rel_diff(packed, padded), "packed_vs_cpu_float32": rel_diff(packed, reference),
-                 "padded_vs_cpu_float32": rel_diff(padded, reference)}
+        diffs = {"packed_vs_padded": max_rel_diff(packed, padded), "packed_vs_cpu_float32": max_rel_diff(packed, reference),
+                 "padded_vs_cpu_float32": max_rel_diff(padded, reference)}
         found[dtype] = {**{k: float(f"{v:.3g}") for k, v in diffs.items()}, "tolerance": TOLERANCE[dtype],
                         "dtype_loaded": lm.info.dtype}
         failed += [f"equality {dtype} {k}: {v:.3g} > {TOLERANCE[dtype]}" for k, v in diffs.items()
@@ -164,7 +158,7 @@ def part_throughput(lm: LoadedModel, device: torch.device, statements: list[str]
                              "hf_batched_tokens_per_s": round(tokens / hf_s, 1),
                              "speedup_vs_hf_batched": round(hf_s / ours_s, 2),
                              # every block but the last, whose hidden_states entry HF normalises
-                             "max_rel_diff_vs_hf": float(f"{rel_diff(ours[:-1], theirs[:-1]):.3g}")}
+                             "max_rel_diff_vs_hf": float(f"{max_rel_diff(ours[:-1], theirs[:-1]):.3g}")}
     if importlib.util.find_spec("nnsight") is None:
         return found, "nnsight is not installed (make bench installs the peers extra)"
     from nnsight.modeling.transformers import TransformersModel

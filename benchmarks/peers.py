@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import block_matmul_params, computed_work, machine
+from _common import block_matmul_params, computed_work, machine, max_rel_diff
 
 from trusttrace.data import load_dataset
 from trusttrace.extract import ExtractConfig, extract_last_token
@@ -101,11 +101,6 @@ def work(lm: Any, statements: list[str], batch: int) -> dict[str, Any]:
     return {"real_tokens": sum(lengths), "trusttrace_computed_tokens": int(ours), "nnsight_padded_tokens": padded,
             "head_share_of_nnsight_flops": round(head / (blocks + head), 3),
             "flop_ratio": round(padded * (blocks + head) / (ours * blocks), 2)}
-
-
-def max_rel_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    ours, theirs = ours.double(), theirs.double()
-    return float(((ours - theirs).norm(dim=-1) / theirs.norm(dim=-1).clamp_min(1e-12)).max())
 
 
 def main() -> None:

@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_path, read_record, sha256_file
-from .hub import CACHE_OFF, cache_folder
+from .hub import cache_folder
 from .model_files import Source, transformers_call
 
 log = logging.getLogger(__name__)
 
 ENV = "TRUSTTRACE_GGUF_CACHE"
-OFF = CACHE_OFF
 META = "trusttrace-gguf.json"
 FORMAT = "trusttrace-gguf-cache/1"
 STALE_SECONDS = 3600  # a hidden build folder this old belongs to a killed build (a build takes a minute)

@@ -124,7 +124,7 @@ def _flat_indices(halves: torch.Tensor, m: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class _Grams:
+class _Distances:
     """A chunk's squared distances and their half-sample sub-matrices (gathered once for every estimator: a
     half-sample's kernel is the kernel of these)."""
 
@@ -132,7 +132,7 @@ class _Grams:
     sub_dist2: torch.Tensor | None  # [..., draws, h, h]; None without draws
 
     @classmethod
-    def of(cls, gram: torch.Tensor, flat: torch.Tensor | None, h: int) -> _Grams:
+    def of(cls, gram: torch.Tensor, flat: torch.Tensor | None, h: int) -> _Distances:
         dist2 = _sqdist(gram)
         return cls(dist2, None if flat is None else _sub(dist2, flat, h))
 
@@ -148,7 +148,7 @@ class _Grams:
 class _Side:
     """What one estimator needs of X and Y, for the full sample and the half-samples."""
 
-    def __init__(self, config: MIConfig, x: _Grams, d_x: int, y: torch.Tensor, halves: torch.Tensor,
+    def __init__(self, config: MIConfig, x: _Distances, d_x: int, y: torch.Tensor, halves: torch.Tensor,
                  dtype: torch.dtype) -> None:
         self.config, self.dtype = config, dtype
         k_x, k_x_half = x.kernels(config, d_x)
@@ -181,7 +181,7 @@ class _Side:
         """‖S‖²/(m − 1)² per matrix, in float64."""
         return s.double().square().sum((-1, -2)) / (s.shape[-1] - 1) ** 2
 
-    def layers(self, t: _Grams, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def layers(self, t: _Distances, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """tx ``[l]``, ty ``[l, k]``, tx_half ``[l, draws]``, ty_half ``[l, draws]`` of a chunk of layers."""
         k_t, k_t_half = t.kernels(self.config, d)
         paper = self.config.estimator == "paper-code"
@@ -264,8 +264,8 @@ def estimate_all(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, configs: dict[
     idx = torch.as_tensor(np.asarray(halves, dtype=np.int64), device=dev)  # [draws, h]; draws may be 0
     m, h = x.shape[0], idx.shape[1]
     flat = _flat_indices(idx, m) if idx.shape[0] else None
-    x_grams = _Grams.of(x @ x.T, flat, h)
-    sides = {p: _Side(cfg, x_grams, x.shape[1], yd if all_columns is None or p in all_columns else yd[:, :1],
+    x_dist = _Distances.of(x @ x.T, flat, h)
+    sides = {p: _Side(cfg, x_dist, x.shape[1], yd if all_columns is None or p in all_columns else yd[:, :1],
                       idx, dtype) for p, cfg in configs.items()}
     n_layers = t.shape[0]
     out: dict[str, tuple[list[np.ndarray], ...]] = {p: ([], [], [], []) for p in configs}
@@ -274,9 +274,9 @@ def estimate_all(x: torch.Tensor, t: torch.Tensor, y: np.ndarray, configs: dict[
     step = max(1, min(n_layers, chunk_bytes // max(per_layer, 1)))
     for start in range(0, n_layers, step):
         chunk = t[start:start + step].to(dev, dtype)
-        grams = _Grams.of(chunk @ chunk.transpose(-1, -2), flat, h)
+        dist = _Distances.of(chunk @ chunk.transpose(-1, -2), flat, h)
         for p, side in sides.items():
-            for acc, value in zip(out[p], side.layers(grams, chunk.shape[-1])):
+            for acc, value in zip(out[p], side.layers(dist, chunk.shape[-1])):
                 acc.append(value.double().cpu().numpy())
     results = {}
     for p, (tx, ty, tx_h, ty_h) in out.items():

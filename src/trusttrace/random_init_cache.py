@@ -30,21 +30,19 @@ The run folder keeps its own copy as before (``controls/activations``), with its
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from ._io import is_record, write_with
-from ._version import __version__
+from ._version import package_versions
 from .errors import DamagedFileError, OptionError
 from .hub import cache_folder
 from .integrity import check, describe, remove
@@ -60,7 +58,7 @@ ROWS_SUFFIX = ".rows.csv"  # the control's probe and MI rows of one activation f
 FORMAT = "trusttrace-random-init-cache/1"
 # Config entries that name or locate a checkpoint, or set the load dtype (keyed separately): two checkpoints
 # of one model differ in these only, and their random-init networks are the same.
-_NOT_ARCHITECTURE = ("name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures_path")
+_NOT_ARCHITECTURE = ("transformers_version", "torch_dtype", "dtype")
 
 
 def cache_root() -> Path | None:
@@ -81,13 +79,6 @@ def limit_bytes() -> int:
     return int(gb * 1e9)
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
     """A model config without what names, locates or types one checkpoint (``_NOT_ARCHITECTURE``, private keys)."""
     return {k: v for k, v in config.items() if not k.startswith("_") and k not in _NOT_ARCHITECTURE}
@@ -104,59 +95,78 @@ def tokenizer_sha256(tokenizer: Any) -> str:
 def random_init_key(config: Mapping[str, Any], tokenizer: str, seed: int, dataset_sha256: str, n_rows: int,
                     extraction: Mapping[str, Any], dtype: str, device: str) -> str:
     """sha256 of everything the random-init activations depend on (the module docstring lists it)."""
+    versions = package_versions()
     spec = {"format": FORMAT, "architecture": architecture(config), "tokenizer": tokenizer, "seed": seed,
             "dataset_sha256": dataset_sha256, "n_rows": n_rows, "extraction": dict(extraction), "dtype": dtype,
-            "device": device, "torch": torch.__version__, "transformers": _version("transformers"),
-            "trusttrace": __version__}
+            "device": device, **{k: versions[k] for k in ("torch", "transformers", "trusttrace")}}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _path(root: Path, key: str) -> Path:
-    return root / f"{key}.safetensors"
+ACTIVATIONS_SUFFIX = ".safetensors"
+
+
+def _intact(name: str, what: str, redo: str) -> Path | None:
+    """The cached file ``name`` when it is there and matches its record, else None (cache off, absent, or
+    damaged: then deleted, with a warning naming ``what`` and that it is ``redo``)."""
+    root = cache_root()
+    path = None if root is None else root / name
+    if path is None or not path.is_file():
+        return None
+    found = check(path)
+    if not found.ok:
+        _discard(path, what, describe(found), redo)
+        return None
+    return path
+
+
+def _discard(path: Path, what: str, why: object, redo: str) -> None:
+    log.warning("The cached random-init %s %s cannot be used (%s); deleted, they are %s again.", what, path, why, redo)
+    remove(path)
+
+
+def _used(path: Path) -> None:
+    os.utime(path)  # a use: the least recently used files are evicted first
 
 
 def fetch(key: str) -> StoredActivations | None:
     """The cached activations of ``key``, or None (not cached, cache off, or damaged: then deleted)."""
-    root = cache_root()
-    if root is None:
+    path = _intact(key + ACTIVATIONS_SUFFIX, "activations", "extracted")
+    if path is None:
         return None
-    path = _path(root, key)
-    if not path.is_file():
-        return None
-    found = check(path)
     try:
-        if not found.ok:
-            raise DamagedFileError(describe(found))
         stored = load_activations(path)
         if stored.metadata.get(KEY_FIELD) != key:
             raise DamagedFileError(f"{path} holds the activations of key {stored.metadata.get(KEY_FIELD)!r}")
     except DamagedFileError as err:
-        log.warning("The cached random-init activations %s cannot be used (%s); deleted, they are extracted "
-                    "again.", path, err)
-        remove(path)
+        _discard(path, "activations", err, "extracted")
         return None
-    os.utime(path)  # a use: the least recently used files are evicted first
+    _used(path)
     return stored
 
 
-def keep(key: str, source: Path) -> None:
-    """Copy the run folder's control file ``source`` (carrying ``KEY_FIELD`` = ``key``) into the cache, then
-    evict the least recently used files past the size limit. Nothing happens with the cache off."""
+def _store(name: str, size: int, writer: Callable[[Path], None]) -> None:
+    """Write cache file ``name`` (``size`` bytes) with ``writer``, then evict the least recently used files past
+    the size limit; a file larger than the limit is not kept. Nothing happens with the cache off."""
     root = cache_root()
     if root is None:
         return
     limit = limit_bytes()
-    if source.stat().st_size > limit:
-        log.info("The random-init activations %s (%d bytes) exceed the cache's limit of %d bytes (%s); not kept.",
-                 source, source.stat().st_size, limit, ENV_LIMIT)
+    if size > limit:
+        log.info("The random-init cache's limit is %d bytes (%s): %s (%d bytes) is not kept.", limit, ENV_LIMIT,
+                 name, size)
         return
-    target = _path(root, key)
+    target = root / name
+    write_with(target, writer)
+    evict(limit, keep=target)
+
+
+def keep(key: str, source: Path) -> None:
+    """Copy the run folder's control file ``source`` (carrying ``KEY_FIELD`` = ``key``) into the cache."""
 
     def copy(tmp: Path) -> None:
         shutil.copyfile(source, tmp)
 
-    write_with(target, copy)
-    evict(limit, keep=target)
+    _store(key + ACTIVATIONS_SUFFIX, source.stat().st_size, copy)
 
 
 def rows_key(key: str, analysis: Mapping[str, Any]) -> str:
@@ -167,30 +177,21 @@ def rows_key(key: str, analysis: Mapping[str, Any]) -> str:
 
 def fetch_rows(key: str) -> pd.DataFrame | None:
     """The cached control rows of ``rows_key`` ``key``, or None (not cached, cache off, or damaged: deleted)."""
-    root = cache_root()
-    if root is None:
+    path = _intact(key + ROWS_SUFFIX, "rows", "computed")
+    if path is None:
         return None
-    path = root / f"{key}{ROWS_SUFFIX}"
-    if not path.is_file():
-        return None
-    found = check(path)
-    if not found.ok:
-        log.warning("The cached random-init rows %s cannot be used (%s); deleted, they are computed again.", path,
-                    describe(found))
-        remove(path)
-        return None
-    os.utime(path)
+    _used(path)
     return pd.read_csv(path)
 
 
 def keep_rows(key: str, rows: pd.DataFrame) -> None:
     """Keep the control's rows under ``rows_key`` ``key`` (floats written to round-trip exactly)."""
-    root = cache_root()
-    if root is None:
-        return
-    target = root / f"{key}{ROWS_SUFFIX}"
-    write_with(target, lambda tmp: rows.to_csv(tmp, index=False, float_format="%.17g"))
-    evict(limit_bytes(), keep=target)
+    text = rows.to_csv(index=False, float_format="%.17g")
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    _store(key + ROWS_SUFFIX, len(text.encode()), write)
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def entries() -> list[Entry]:
     if root is None or not root.is_dir():
         return []
     found = []
-    for path in [*root.glob("*.safetensors"), *root.glob(f"*{ROWS_SUFFIX}")]:
+    for path in [*root.glob(f"*{ACTIVATIONS_SUFFIX}"), *root.glob(f"*{ROWS_SUFFIX}")]:
         if path.is_file() and not is_record(path):
             st = path.stat()
             found.append(Entry(path, st.st_size, st.st_mtime))
