@@ -30,6 +30,51 @@ def test_matches_sklearn_objective():
         np.testing.assert_allclose(ours.intercept_[l].item(), ref.intercept_[0], atol=1e-4)
 
 
+def test_layers_that_stop_early_leave_the_batch_without_changing_any_fit():
+    # strengths far apart converge after different numbers of steps; two label vectors per layer (as the
+    # shuffled control fits them) leave together. Each must land exactly where it lands fitted alone.
+    X, y = planted(strength=(0.0, 0.3, 3.0, 8.0))
+    g = torch.Generator().manual_seed(1)
+    ys = torch.stack([torch.as_tensor(y), torch.as_tensor(y)[torch.randperm(len(y), generator=g)]]).double()
+    together = BatchedLogisticRegression(data_dtype=torch.float64).fit(X, ys.expand(4, 2, -1))
+    alone = [BatchedLogisticRegression(data_dtype=torch.float64).fit(X[l:l + 1], ys[None]) for l in range(4)]
+    assert len({m.n_iter_ for m in alone}) > 1  # the layers do stop at different steps
+    for l, m in enumerate(alone):
+        torch.testing.assert_close(together.coef_[2 * l:2 * l + 2], m.coef_, rtol=0, atol=1e-9)
+        torch.testing.assert_close(together.intercept_[2 * l:2 * l + 2], m.intercept_, rtol=0, atol=1e-9)
+    assert together.converged_.all()
+
+
+def two_loop(g, S, Y):
+    """The textbook L-BFGS two-loop recursion (Nocedal & Wright, Algorithm 7.4), skipping pairs with sᵀy ≤ 1e-12."""
+    q, alphas = g.clone(), []
+    pairs = [(s, y, (s * y).sum(-1)) for s, y in zip(S, Y)]
+    for s, y, sy in reversed(pairs):
+        rho = torch.where(sy > 1e-12, 1 / sy, torch.zeros_like(sy))
+        a = rho * (s * q).sum(-1)
+        q -= a[:, None] * y
+        alphas.append((a, rho))
+    sy, yy = (S[-1] * Y[-1]).sum(-1), (Y[-1] * Y[-1]).sum(-1)
+    q *= torch.where((sy > 0) & (yy > 0), sy / yy, torch.ones_like(sy))[:, None]
+    for (s, y, _), (a, rho) in zip(pairs, reversed(alphas)):
+        q += s * (a - rho * (y * q).sum(-1))[:, None]
+    return q
+
+
+@pytest.mark.parametrize("pairs", [1, 5, 12])
+def test_the_compact_inverse_hessian_is_the_two_loop_recursion(pairs):
+    from trusttrace.logreg import _History
+
+    g = torch.Generator().manual_seed(pairs)
+    S = [torch.randn(3, 9, generator=g, dtype=torch.float64) for _ in range(pairs)]
+    Y = [s + 0.4 * torch.randn(3, 9, generator=g, dtype=torch.float64) for s in S]
+    Y[pairs // 2][1] = -S[pairs // 2][1]  # negative curvature for problem 1: the pair must drop out
+    history, grad = _History(10), torch.randn(3, 9, generator=g, dtype=torch.float64)
+    for s, y in zip(S, Y):
+        history.add(s, y)
+    torch.testing.assert_close(history.apply(grad), two_loop(grad, S[-10:], Y[-10:]), rtol=1e-10, atol=1e-12)
+
+
 def test_accuracy_tracks_the_planted_margin():
     X, y = planted()
     rows = probe_layers(X, y, ProbeConfig(protocol="cv", seed=1))

@@ -44,9 +44,11 @@ class ProbeConfig:
     C: float = 1.0  # sklearn LogisticRegression default
     tol: float = 1e-4  # gradient max-norm at which a probe counts as converged (sklearn lbfgs gtol)
     max_iter: int = 1000
-    # Activation bytes per batched fit. Each L-BFGS step streams the chunk twice, so a chunk that stays in
-    # the CPU's last-level cache (tens of MB) runs several times faster than one that must come from RAM.
-    chunk_bytes: int = 4 << 20
+    # Activation bytes per batched fit. Each L-BFGS step streams the chunk's unconverged layers twice, so a
+    # chunk that stays in the CPU's last-level cache runs several times faster than one that must come from
+    # RAM, and more layers per step spread the step's fixed Python cost: 16 MB (4 of SmolLM2's layers at
+    # 1561 rows) measured fastest on a 32 MB-L3 EPYC, against 1 and 10 layers per chunk.
+    chunk_bytes: int = 16 << 20
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
