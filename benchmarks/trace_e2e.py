@@ -52,6 +52,7 @@ from sklearn.metrics import accuracy_score
 
 import trusttrace.analysis
 import trusttrace.trace
+import trusttrace.trace_unit
 from trusttrace.analysis import AnalysisConfig
 from trusttrace.assets import BUILTIN_MODELS, builtin_gguf_path
 from trusttrace.data import DIMENSIONS, load_dataset
@@ -183,14 +184,22 @@ def run_released(model: str, csvs: dict[str, Path], limit: int | None, device: s
 TIMED = {  # (module, function) → stage; the functions run_trace calls
     (trusttrace.trace, "check_statements"): "preflight",
     (trusttrace.trace, "load_datasets"): "data",
-    (trusttrace.trace, "load_model"): "load",
-    (trusttrace.trace, "extract_last_token"): "extraction",
-    (trusttrace.trace, "save_activations"): "io",
-    (trusttrace.trace, "load_activations"): "io",
+    (trusttrace.trace_unit, "load_model"): "load",
+    (trusttrace.trace_unit, "extract_last_token"): "extraction",
+    (trusttrace.trace_unit, "save_activations"): "io",
+    (trusttrace.trace_unit, "load_activations"): "io",
     (trusttrace.analysis, "probe_layers"): "probes",
     (trusttrace.analysis, "training_split"): "mi",  # MI's rows: the z-scored training split
     (trusttrace.analysis, "mi_rows"): "mi",
 }
+
+
+def check_timed() -> None:
+    """Fail before the minutes of the released side if a timed function has moved to another module."""
+    missing = [f"{module.__name__}.{fn}" for module, fn in TIMED if not hasattr(module, fn)]
+    if missing:
+        raise SystemExit(f"trace_e2e.TIMED names functions that are not there: {', '.join(missing)}; "
+                         "point it at the module that calls them now.")
 
 
 def timed_wrapper(fn: Callable[..., Any], name: str, seconds: Stages) -> Callable[..., Any]:
@@ -300,6 +309,7 @@ def roofline(model: str, dtype: str, device: str, statements: list[str], seconds
 
 def main() -> None:
     args = arguments()
+    check_timed()
     if args.gguf_cache == "off":
         os.environ["TRUSTTRACE_GGUF_CACHE"] = "off"
     dims = DIMENSIONS if args.dimensions == "all" else tuple(args.dimensions.split(","))
