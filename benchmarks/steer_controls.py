@@ -1,9 +1,11 @@
 """What the steering controls add to a sweep: the same sweep with and without them, one run, same machine.
 
-Runs ``run_steer`` twice into fresh folders: without controls (``random_vectors=0``, ``baseline_prompt=none``),
-then with the defaults (K random directions per α ≠ 0 and the prompting baseline). The vectors' trace is done
-once beforehand (into a shared source folder each sweep copies), so both timings are evaluations only. Prints
-one JSON line: seconds of each sweep, their ratio, the evaluation counts, and the machine.
+Runs ``run_steer`` into fresh folders: without controls (``random_vectors=0``, ``baseline_prompt=none``), then
+with the defaults (K random directions per α ≠ 0 and the prompting baseline). The vectors' trace is done once
+beforehand (into a shared source folder each sweep copies), so the timings are evaluations only. With
+``--before-batch N`` the sweep without controls runs once more with N prompts per generation call (32 before
+the controls came: what the sweep cost then), so ``cost_vs_before`` compares today's default sweep with it.
+Prints one JSON line: seconds of each sweep, their ratios, the evaluation counts, and the machine.
 
     python benchmarks/steer_controls.py                      # a tiny random Llama, privacy
     python benchmarks/steer_controls.py --model smollm2-135m-instruct --dimension toxicity --layer 15 --limit 20
@@ -16,10 +18,14 @@ import json
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 from _common import machine
 
+import trusttrace.evaluate.suite
+from trusttrace.evaluate.generation import GenerationConfig
 from trusttrace.sweep import SteerConfig, run_steer
 from trusttrace.testing import save_tiny, write_planted_data_dir
 
@@ -34,6 +40,8 @@ def main() -> None:
     p.add_argument("--source-limit", type=int, default=200, help="statements the vector is built from")
     p.add_argument("--random-vectors", type=int, default=3)
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--before-batch", type=int, default=None,
+                   help="also time the sweep without controls at this many prompts per generation call")
     args = p.parse_args()
     alphas = tuple(float(a) for a in args.alphas.split(","))
 
@@ -57,6 +65,12 @@ def main() -> None:
         sweep(root / "warm", random_vectors=0, baseline_prompt="none")  # the trace, the judge and the caches
         for name in ("bare", "controls"):
             shutil.copytree(root / "warm" / "source", root / name / "source")
+        before_s = None
+        if args.before_batch is not None:
+            shutil.copytree(root / "warm" / "source", root / "before" / "source")
+            batch = partial(GenerationConfig, max_batch=args.before_batch)
+            with mock.patch.object(trusttrace.evaluate.suite, "GenerationConfig", batch):
+                before_s, _ = sweep(root / "before", random_vectors=0, baseline_prompt="none")
         bare_s, bare_n = sweep(root / "bare", random_vectors=0, baseline_prompt="none")
         full_s, full_n = sweep(root / "controls", random_vectors=args.random_vectors)
     print(json.dumps({
@@ -64,7 +78,9 @@ def main() -> None:
         "layer": args.layer, "alphas": list(alphas), "limit": args.limit, "random_vectors": args.random_vectors,
         "evaluations_bare": bare_n, "evaluations_with_controls": full_n,
         "seconds_bare": round(bare_s, 2), "seconds_with_controls": round(full_s, 2),
-        "cost_ratio": round(full_s / bare_s, 3), **machine(dtype=args.dtype)}))
+        "cost_ratio": round(full_s / bare_s, 3), "generation_batch": GenerationConfig().max_batch,
+        "before_batch": args.before_batch, "seconds_bare_before": None if before_s is None else round(before_s, 2),
+        "cost_vs_before": None if before_s is None else round(full_s / before_s, 3), **machine(dtype=args.dtype)}))
 
 
 if __name__ == "__main__":

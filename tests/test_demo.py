@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -37,7 +38,8 @@ def test_tiny_demo_runs_every_stage_and_resumes(tmp_path, sft_data):
     assert "## Steering the chat model: toxicity (layer 1)" in (out / "summary.md").read_text()
     md = (out / "summary.md").read_text()
     assert "## Selectivity" in md and "## When each dimension emerges" in md
-    assert "## Mutual information: the phases of I(T;X)" in md and md.count("**Verdict:**") == 3  # every section
+    assert "## Mutual information: the phases of I(T;X)" in md and md.count("**Verdict:**") == 5  # every section
+    assert {p["change"] for p in summary["probes"].values()} <= {"rises", "falls", "not resolved"}
     assert f"**Verdict:** {summary['steering']['toxicity']['verdict']}" in md
     phases = pd.read_csv(out / "pretrain" / "trace" / "mi" / "phases.csv")
     assert {"pattern", "trough_step", "peak_step", "robust", "unresolved", "mi_tx_random_init"} <= set(phases.columns)
@@ -69,6 +71,37 @@ def test_cli_pretrain_then_finetune(tmp_path, sft_data):
     assert (tmp_path / "chat" / "model.safetensors").exists()
     res = CliRunner().invoke(app, ["pretrain", "--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "error" in res.output
+
+
+def probe_rows(dimension, step, layer, acc, low, high, sel_low=None):
+    rows = [(dimension, step, layer, "accuracy", acc), (dimension, step, layer, "accuracy_ci_low", low),
+            (dimension, step, layer, "accuracy_ci_high", high), (dimension, step, layer, "majority_baseline", 0.5)]
+    if sel_low is not None:
+        rows += [(dimension, step, layer, "selectivity", sel_low + 0.05),
+                 (dimension, step, layer, "selectivity_ci_low", sel_low),
+                 (dimension, step, layer, "selectivity_ci_high", sel_low + 0.1)]
+    return rows
+
+
+def test_the_summary_calls_a_change_only_where_the_intervals_part():
+    from trusttrace.demo_summary import summarise, summary_markdown
+
+    rows = (probe_rows("fairness", 0, 0, 0.55, 0.50, 0.60, -0.1) + probe_rows("fairness", 9, 0, 0.80, 0.74, 0.85, 0.02)
+            + probe_rows("privacy", 0, 0, 0.55, 0.45, 0.65, -0.1) + probe_rows("privacy", 9, 0, 0.62, 0.52, 0.72, -0.05)
+            + probe_rows("toxicity", 0, 0, 0.70, 0.66, 0.74, 0.0) + probe_rows("toxicity", 9, 0, 0.52, 0.47, 0.57, -0.2))
+    results = pd.DataFrame(rows, columns=["dimension", "step", "layer", "metric", "value"])
+    summary = summarise(results, pd.DataFrame(), {}, [], 0)
+    probes = summary["probes"]
+    # a rise whose intervals overlap (privacy: 0.55 → 0.62) is not called a rise
+    assert {d: p["change"] for d, p in probes.items()} == {"fairness": "rises", "privacy": "not resolved",
+                                                          "toxicity": "falls"}
+    assert {d for d, p in probes.items() if p["above_majority"]} == {"fairness", "privacy"}
+    assert probes["fairness"]["last_ci"] == [0.74, 0.85] and probes["fairness"]["last_selective_layers"] == [0]
+    md = summary_markdown(summary, Path("out"))
+    assert "0.800 [0.740, 0.850] (L0)" in md and "| privacy | " in md and "| not resolved |" in md
+    assert "rises beyond both 95 % intervals on 1 of 3 dimensions (fairness)" in md
+    assert "above the majority baseline on 2 of 3 dimensions (fairness, privacy)" in md
+    assert "lies above zero on 1 of 3 dimensions: fairness (layer 0)." in md
 
 
 def test_demo_rejects_an_unknown_size():

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"evaluate"},  # the suite
     {"sweep", "phases", "proxy_sweep", "steer_controls"},  # jobs over traces
     {"report"},  # tables → pages
-    {"demo", "demo_plan"},  # the demo, and the plan that sizes it to a time budget
+    {"demo", "demo_plan", "demo_summary"},  # the demo, the plan that sizes it to a time budget, its summary
     {"cli", "__main__"},  # the command, and `python -m trusttrace`
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -32,19 +32,19 @@ import torch
 from ._io import write_json_atomic, write_text_atomic
 from .data import DIMENSIONS
 from .demo_plan import PLANS, SIZES, Plan, choose, measure
+from .demo_summary import summarise, summary_markdown
 from .errors import OptionError, UnknownNameError
 from .finetune import FinetuneConfig, run_finetune
 from .layout import DemoLayout, read_json
 from .live import tracer
 from .outputs import check_output, finite_settings
 from .phases import PhasesConfig, run_phases
-from .phases import summarise as summarise_phases
 from .pretrain import PretrainConfig, run_pretrain
 from .progress import Progress
 from .report import ReportConfig, run_report
 from .runlock import hold
 from .sweep import SteerConfig, run_steer
-from .tables import HEADLINE, ITEM_HEADLINE, UNSTEERED, first_emergence, steering_verdict, steering_wide
+from .tables import ITEM_HEADLINE, UNSTEERED, steering_wide
 
 log = logging.getLogger(__name__)
 
@@ -248,115 +248,6 @@ def _proxy(config: DemoConfig, chat: Path, last: Path) -> dict[str, Any]:
     if not config.proxy_betas:
         return {}
     return {"proxy_tuned": str(chat), "proxy_base": str(last), "proxy_betas": config.proxy_betas}
-
-
-def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[str, pd.DataFrame],
-              sources: list[int], layer: int) -> dict[str, Any]:
-    """The numbers the demo reports: probe accuracy first vs last, MI peaks, steering effects."""
-    acc = results[results.metric == "accuracy"]
-    first, last = acc.step.min(), acc.step.max()
-    probes: dict[str, dict[str, Any]] = {}
-    for dim, g in acc.groupby("dimension"):
-        best = {s: g[g.step == s].loc[g[g.step == s].value.idxmax()] for s in (first, last)}
-        base = results[(results.dimension == dim) & (results.metric == "majority_baseline")].value.iloc[0]
-        probes[dim] = {"first_step": int(first), "first_accuracy": float(best[first].value),
-                       "first_layer": int(best[first].layer), "last_step": int(last),
-                       "last_accuracy": float(best[last].value), "last_layer": int(best[last].layer),
-                       "majority_baseline": float(base), "rises": bool(best[last].value > best[first].value)}
-        selectivity = results[(results.dimension == dim) & (results.metric == "selectivity")]
-        for when, step in (("first", first), ("last", last)):
-            at = selectivity[selectivity.step == step]
-            if len(at):  # the most selective layer: what it reads beyond bag of words and an untrained network
-                top = at.loc[at.value.idxmax()]
-                probes[dim] |= {f"{when}_selectivity": float(top.value), f"{when}_selectivity_layer": int(top.layer)}
-    for dim, found in first_emergence(results).items():  # when the layer comes to encode it, with its interval
-        if dim in probes:
-            probes[dim] |= {"emergence_step": None if found is None else found[0],
-                            "emergence_layer": None if found is None else found[1]}
-    mi = {}
-    if len(phases):
-        table, lines = summarise_phases(phases)
-        for (_, row), line in zip(table.iterrows(), lines):
-            mi[str(row.dimension)] = {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
-                                      for k, v in row.items() if k != "dimension"} | {"text": line}
-    steering = {}
-    for dim, table in steer_tables.items():
-        metric, item = HEADLINE[dim], ITEM_HEADLINE[dim]
-        wide = steering_wide(table)
-        wide = wide[~wide.source_revision.str.fullmatch(r"random-\d+")]  # the draws: pooled in ``random``
-        tests = (f"{item}_effect_vs_random", f"{item}_p_vs_random", f"{item}_p_mcnemar", f"{item}_worsened")
-        extra = [c for c in (*tests, "auc", "cosine_to_self") if c in wide.columns]  # auc: 0/1 tasks on one answer
-        steering[dim] = {"metric": metric, "layer": layer, "extra": extra, "verdict": steering_verdict(table, dim),
-                         "rows": wide[["source_revision", "alpha", metric, *extra, "perplexity"]]
-                         .to_dict("records")}
-    return {"probes": probes, "mi": mi, "steering": steering, "steering_sources": [f"step{s}" for s in sources]}
-
-
-def mi_verdict(mi: dict[str, dict[str, Any]]) -> str:
-    """The MI section's closing line: which phase verdicts clear their intervals under every estimator."""
-    found = {dim: m["pattern"] for dim, m in mi.items() if m.get("robust_layers") and m["pattern"] != "flat"}
-    compress = [d for d, p in found.items() if "compress" in p]
-    if not found:
-        return ("**Verdict:** no I(T;X) phase clears its 95 % intervals under every estimator in this run; the "
-                "curves above are not findings at this sample size.")
-    return (f"**Verdict:** phases that clear their intervals under every estimator: "
-            f"{', '.join(f'{d} ({p})' for d, p in found.items())}. A fall from step 0 is the untrained network's "
-            "decay, not compression; compression " + (f"appears on {', '.join(compress)}." if compress else
-                                                        "appears on no dimension within this run."))
-
-
-def summary_markdown(summary: dict[str, Any], out: Path) -> str:
-    """The summary as a short Markdown page."""
-    lines = ["# trusttrace demo", "", f"Run folder: `{out}`", ""]
-    if "plan" in summary:
-        plan = summary["plan"]
-        lines += [f"Plan `{plan['name']}` (expected {plan['estimate_s']['total'] / 60:.1f} min): {plan['reason']}", ""]
-    lines += ["## Probe accuracy, first vs last checkpoint",
-             "", "| dimension | first step: best layer acc | last step: best layer acc | majority | rises |",
-             "|---|---|---|---|---|"]
-    for dim, p in summary["probes"].items():
-        lines.append(f"| {dim} | {p['first_accuracy']:.3f} (L{p['first_layer']}) | {p['last_accuracy']:.3f} "
-                     f"(L{p['last_layer']}) | {p['majority_baseline']:.3f} | {'yes' if p['rises'] else 'no'} |")
-    if any("last_selectivity" in p for p in summary["probes"].values()):
-        lines += ["", ("## Selectivity (accuracy − the stronger of the bag-of-words and random-init controls), "
-                  "most selective layer"), "", "| dimension | first step | last step |", "|---|---|---|"]
-        for dim, p in summary["probes"].items():
-            if "last_selectivity" in p:
-                lines.append(f"| {dim} | {p['first_selectivity']:+.3f} (L{p['first_selectivity_layer']}) | "
-                             f"{p['last_selectivity']:+.3f} (L{p['last_selectivity_layer']}) |")
-    if any("emergence_step" in p for p in summary["probes"].values()):
-        lines += ["", "## When each dimension emerges", "",
-                  ("The first checkpoint from which selectivity's 95 % interval stays above zero at every later "
-                   "checkpoint, earliest over layers:"), ""]
-        for dim, p in summary["probes"].items():
-            if "emergence_step" in p:
-                when = ("never within this run" if p["emergence_step"] is None else
-                        f"step {p['emergence_step']} (layer {p['emergence_layer']})")
-                lines.append(f"- {dim}: {when}")
-        emerged = [d for d, p in summary["probes"].items() if p.get("emergence_step") is not None]
-        lines += ["", f"**Verdict:** selectivity clears both controls to the end of the run on "
-                      f"{len(emerged)} of {len(summary['probes'])} dimensions"
-                      + (f" ({', '.join(emerged)})." if emerged else ".")]
-    lines += ["", "## Mutual information: the phases of I(T;X), and I(T;Y) against its null", ""]
-    lines += [f"- {m['text']}" for m in summary["mi"].values()] or ["- no MI rows (the mi analysis was off)."]
-    lines += ["", mi_verdict(summary["mi"])]
-    for dim, s in summary["steering"].items():
-        cols = [s["metric"], *s["extra"], "perplexity"]
-        lines += ["", f"## Steering the chat model: {dim} (layer {s['layer']})", "",
-                  "| source | α | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
-        for r in s["rows"]:
-            values = " | ".join("-" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in cols)
-            lines.append(f"| {r['source_revision']} | {r['alpha']:+g} | {values} |")
-        lines += ["", ("`random`: the mean of random directions of the vectors' norm at each α; `prompt`: the "
-                       "unsteered model with an instruction before each prompt; `_effect_vs_random` and "
-                       "`_p_vs_random`: a vector against those directions (Fisher's exact test); `_worsened`: the "
-                       "share of items it moved the wrong way.")]
-        if any(str(r["source_revision"]).startswith("proxy:") for r in s["rows"]):
-            note = ("`proxy:<step>` rows: that checkpoint proxy-tuned by (chat − last checkpoint), unsteered, with "
-                    "β in the α column (the paper's App. G beside its steering vectors).")
-            lines += ["", note]
-        lines += ["", f"**Verdict:** {s['verdict']}"]
-    return "\n".join(lines) + "\n"
 
 
 def load_summary(out: str | Path) -> dict[str, Any]:

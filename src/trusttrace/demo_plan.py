@@ -68,8 +68,8 @@ PLANS: tuple[PlanSize, ...] = (
     PlanSize("standard", "small", 600, "log:10", 400, 200, 80,
              "the same model trained less: the rises and the fitting phase, wider intervals"),
     PlanSize("compact", "compact", 500, "log:9", 300, 150, 60,
-             "a 4-layer, 128-wide model: probe rises on at least three dimensions, the I(T;X) minimum and the "
-             "fitting phase after it"),
+             "a 4-layer, 128-wide model: the I(T;X) fall from the untrained network to its trough, and few probe "
+             "rises that clear their intervals (1 of 5 in one run); steering rows mostly below what 60 items detect"),
     PlanSize("minimal", "compact", 300, "log:8", 200, 100, 40,
              "the least that still shows a probe rise from step 0 on three dimensions and an I(T;X) turn (its "
              "minimum, then the fitting phase); no compression yet; steering rows are a smoke test"),

@@ -25,7 +25,10 @@ class GenerationConfig:
     """How continuations are generated."""
 
     max_new_tokens: int = 64  # the released ToxiGen evaluation's length
-    max_batch: int = 32  # prompts per generate() call
+    # Prompts per generate() call. Decoding reads every weight once per step, so more rows per step cost little
+    # more: 150 ToxiGen prompts × 64 tokens took 1.45× less time at 128 than at 32 on a 2-core AVX2 CPU
+    # (fp32), 1.5–1.7× on an AVX-512 one (bf16), with identical continuations; 160 was slower again.
+    max_batch: int = 128
     max_prompt_tokens: int = 4096  # padded prompt tokens per call
     add_special_tokens: bool = True
 
