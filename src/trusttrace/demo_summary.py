@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .phases import summarise as summarise_phases
-from .tables import HEADLINE, ITEM_HEADLINE, first_emergence, steering_verdict, steering_wide
+from .tables import HEADLINE, ITEM_HEADLINE, NEVER, first_emergence, steering_verdict, steering_wide
 
 
 def summarise(results: pd.DataFrame, phases: pd.DataFrame, steer_tables: dict[str, pd.DataFrame],
@@ -162,7 +162,7 @@ def summary_markdown(summary: dict[str, Any], out: Path) -> str:
                    "checkpoint, earliest over layers:"), ""]
         for dim, p in summary["probes"].items():
             if "emergence_step" in p:
-                when = ("never within this run" if p["emergence_step"] is None else
+                when = (NEVER if p["emergence_step"] is None else
                         f"step {p['emergence_step']} (layer {p['emergence_layer']})")
                 lines.append(f"- {dim}: {when}")
         emerged = [d for d, p in summary["probes"].items() if p.get("emergence_step") is not None]
