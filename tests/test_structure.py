@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"analysis", "vectors", "fetcher", "interop"},
     {"resume", "trace", "trace_unit", "live"},  # the trace job
     {"evaluate"},  # the suite
-    {"sweep", "phases", "proxy_sweep", "steer_controls"},  # jobs over traces
+    {"sweep", "sweep_config", "phases", "proxy_sweep", "steer_controls"},  # jobs over traces
     {"report"},  # tables → pages
     {"demo", "demo_plan", "demo_summary"},  # the demo, the plan that sizes it to a time budget, its summary
     {"cli", "__main__"},  # the command, and `python -m trusttrace`

@@ -95,3 +95,32 @@ def test_best_alpha_takes_only_vectors_that_beat_random():
     assert best.loc["a", "alpha"] == -1 and best.loc["a", "beats_random"]  # α −2 is lower, but not beyond random
     assert best.loc["b", "beats_random"] == False and pd.isna(best.loc["b", "alpha"])
     assert "random directions" in best.loc["b", "why"] and best.loc["b", "within_budget"]
+
+
+def test_a_source_that_is_the_target_is_evaluated_once(tiny_series, data_dir, tmp_path, monkeypatch):
+    from trusttrace import sweep
+
+    steered = []
+    real = sweep.run_suite
+
+    def counted(lm, config, steering, judges):
+        steered.append(None if steering is None else (steering.vector.meta.get("revision"), steering.alpha))
+        return real(lm, config, steering, judges)
+
+    monkeypatch.setattr(sweep, "run_suite", counted)
+    model = str(tiny_series / "step100")
+    result = sweep.run_steer(SteerConfig(
+        source=model, target=model, dimension="privacy", out=str(tmp_path / "s"), layers=(1,), alphas=(-4.0, 4.0),
+        limit=20, data_dir=str(data_dir), dtype="float32", positions="all", random_vectors=1))
+    table = result.table
+    (source,) = set(table.source_revision) - {"self", "unsteered", "prompt", "random", "random-0"}
+    # unsteered, prompt, the one vector at two α, one random draw at two α: the source's rows are self's
+    assert len(steered) == 6 and sum(s is not None and s[0] != "random-0" for s in steered) == 2
+    def rows(name):
+        return table[table.source_revision == name].drop(columns="source_revision").reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows(source), rows("self"))
+    assert len(rows(source)) > 0 and rows(source).metric.str.endswith("_p_vs_random").any()
+    parts = tmp_path / "s" / "parts"
+    for alpha in ("-4", "+4"):  # both names have their part and outcomes, as a resumed sweep needs
+        assert (parts / f"{source}__L1__a{alpha}.items.csv").read_text() == \
+            (parts / f"self__L1__a{alpha}.items.csv").read_text()

@@ -4,7 +4,8 @@ For each source checkpoint the vector is built from activations a ``trace`` stor
 ``OUT/source``, reusing whatever is there) and written to ``OUT/vectors/<revision>/<dimension>.safetensors``.
 The target gets its own vector the same way, in ``OUT/target`` (the self-vector baseline, written as
 ``OUT/vectors/self/``); when source and target are the same single model, that is the source's vector.
-Every (source, layer, α) is evaluated on the dimension's benchmark plus perplexity; rows go to
+Every (source, layer, α) is evaluated on the dimension's benchmark plus perplexity (once per distinct direction:
+a source whose vector is the target's own, bit for bit, gets a copy of the ``self`` rows); rows go to
 ``OUT/steering.csv``, the best α per source under a perplexity budget to ``OUT/best.csv``, and with three
 or more sources the probe-accuracy/steering-effect correlation to ``OUT/correlation.csv``. With
 ``proxy_tuned``/``proxy_base`` every source checkpoint is also evaluated proxy-tuned at each β, and the tuned
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +26,27 @@ from ._io import write_json_atomic, write_with
 from .analysis import AnalysisConfig
 from .checkpoints import CheckpointSeries
 from .correlation import probe_vs_effect
-from .data import DIMENSIONS
-from .errors import OptionError, RunFailure, UnknownNameError
-from .evaluate.instructions import INSTRUCTION_SPEC, baseline_instruction
+from .errors import RunFailure
 from .evaluate.judges import Judges, judges_for
-from .evaluate.suite import PERPLEXITY_SOURCES, EvalConfig, Steering, run_suite
-from .executors import ExecutorConfig, map_tasks
+from .evaluate.suite import EvalConfig, Steering, run_suite
+from .executors import map_tasks
 from .extract import ExtractConfig
-from .hub import split_revision
 from .layout import SteerLayout, TraceLayout, record_settings
 from .models import LoadConfig, LoadedModel, load_model, peek_model
-from .outputs import check_output, finite_settings, removed_on_usage_error, start_over
+from .outputs import check_output, removed_on_usage_error, start_over
 from .progress import Progress
 from .proxy_sweep import (
     ProxyEval,
     check_proxy_models,
-    check_proxy_options,
     checkpoint_ref,
     proxy_jobs,
     proxy_model,
-    proxy_settings,
 )
 from .resume import finished_steer_part, settings_key
 from .runlock import hold
 from .steer_controls import Evaluated, control_rows, random_directions
-from .steering import METHODS, POSITIONS, SteeringVector, check_fit, check_layers, hidden_size_mismatch
+from .steering import SteeringVector, check_fit, check_layers, hidden_size_mismatch
+from .sweep_config import SteerConfig
 from .tables import (
     HEADLINE,
     PROMPT,
@@ -70,98 +67,6 @@ log = logging.getLogger(__name__)
 class SweepFailed(RunFailure):
     """Part of a sweep failed after its retries (the message names what and why; a rerun retries it)."""
 
-
-
-@dataclass(frozen=True)
-class SteerConfig:
-    """A steering sweep."""
-
-    source: str  # model of the source checkpoints (hub id, local series, folder, built-in), or MODEL@REVISION
-    target: str  # the model that is steered
-    dimension: str
-    out: str
-    revisions: tuple[str, ...] | None = None  # source revisions (else the series, narrowed by select)
-    select: str | None = None
-    layers: tuple[int, ...] = (14,)
-    alphas: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)
-    positions: str = "last"  # last | all | generated (see trusttrace.steering.steer)
-    method: str = "paper-code"  # paper-code | mean-diff | probe (see trusttrace.steering)
-    limit: int | None = None  # evaluation items at most
-    source_limit: int | None = None  # statements per dataset used to build the vectors
-    max_statement_tokens: int | None = None  # longer source statements keep their last N tokens (--max-tokens)
-    ppl_budget: float = 1.33  # best α only among results with perplexity ≤ budget × unsteered
-    data_dir: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    allow_mismatch: bool = False
-    judge: str = "offline"  # toxicity: offline | an HF classifier's name
-    truth_judge: str = "offline"  # reliability: offline | TRUTH_MODEL[,INFO_MODEL]
-    perplexity_source: str = "auto"  # auto | lambada | statements
-    perplexity_file: str | None = None
-    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # evaluations (and traces) as Ray tasks
-    overwrite: bool = False  # start the folder over once every input is checked (outputs.start_over)
-    proxy_tuned: str | None = None  # proxy-tuning (App. G): the tuned model (MODEL or MODEL@REV); each source
-    proxy_base: str | None = None  # checkpoint is also evaluated as logits + β·(tuned − base), see proxy_sweep
-    proxy_betas: tuple[float, ...] = (1.0,)  # the offset's strengths (the paper: 1; 0 is the checkpoint alone)
-    random_vectors: int = 3  # random directions per (layer, α), of the vectors' norm (steer_controls); 0: none
-    seed: int = 0  # the random directions' seeds: seed, seed + 1, …
-    baseline_prompt: str = "builtin"  # the prompting baseline: builtin (evaluate.instructions) | none | a text file
-
-    def __post_init__(self) -> None:
-        _, revision = split_revision(self.source)  # validates MODEL@REVISION
-        if revision is not None and self.revisions:
-            raise OptionError(f"--source {self.source!r} names a revision and --revisions gives more; use one.")
-        if self.dimension not in DIMENSIONS:
-            raise UnknownNameError(f"dimension {self.dimension!r} is not one of {', '.join(DIMENSIONS)}.")
-        if self.perplexity_source not in PERPLEXITY_SOURCES:
-            raise UnknownNameError(f"perplexity source {self.perplexity_source!r} is not one of "
-                             f"{', '.join(PERPLEXITY_SOURCES)}; --perplexity-file takes your own text.")
-        if self.positions not in POSITIONS:
-            raise UnknownNameError(f"positions {self.positions!r} is not one of {', '.join(POSITIONS)}.")
-        if self.method not in METHODS:
-            raise UnknownNameError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
-        if not self.layers or not self.alphas:
-            raise OptionError("Give at least one layer (--layers) and one strength (--alphas).")
-        if self.random_vectors < 0:
-            raise OptionError(f"--random-vectors {self.random_vectors}: give 0 (no random control) or more draws, "
-                              "e.g. 3.")
-        reserved = [r for r in self.source_revisions or () if r in ("self", "unsteered") or is_control(r)]
-        if reserved:
-            raise OptionError(f"Source revision(s) {reserved} share a name with the sweep's own rows (self, unsteered, "
-                              "prompt, random, random-<k>); rename or copy those checkpoints.")
-        self.instruction  # noqa: B018  (a missing --baseline-prompt file is refused here)
-        check_proxy_options(self.proxy_tuned, self.proxy_base, self.proxy_betas)
-        finite_settings(self.settings(), "steer", positive=("ppl_budget",))  # no NaN budget or α in steer_config.json
-
-    @property
-    def instruction(self) -> str | None:
-        """The prompting baseline's instruction, or None without one."""
-        return baseline_instruction(self.baseline_prompt, self.dimension)
-
-    @property
-    def source_model(self) -> str:
-        """The source series' model, without a ``@REVISION``."""
-        return split_revision(self.source)[0]
-
-    @property
-    def source_revisions(self) -> tuple[str, ...] | None:
-        """The source revisions: the one ``MODEL@REVISION`` names, or ``revisions``."""
-        revision = split_revision(self.source)[1]
-        return (revision,) if revision is not None else self.revisions
-
-    @property
-    def target_model(self) -> tuple[str, str | None]:
-        """The target and its revision (``MODEL@REVISION``), or None for the default branch."""
-        return split_revision(self.target)
-
-    def settings(self) -> dict[str, Any]:
-        """The settings that change the numbers (not where the work runs, nor whether the folder starts over)."""
-        skip = ("executor", "overwrite", "proxy_tuned", "proxy_base", "proxy_betas")
-        settings = {k: v for k, v in asdict(self).items() if k not in skip}
-        settings.update(source=self.source_model, revisions=self.source_revisions, instruction=self.instruction,
-                        instruction_spec=INSTRUCTION_SPEC if self.baseline_prompt == "builtin" else None)
-        settings.update(proxy_settings(self.proxy_tuned, self.proxy_base, self.proxy_betas))
-        return settings
 
 
 @dataclass
@@ -289,6 +194,34 @@ def _jobs(config: SteerConfig, sources: dict[str, SteeringVector], self_vector: 
     return jobs
 
 
+def _repeats(jobs: Sequence[_Job]) -> dict[int, int]:
+    """Jobs whose evaluation an earlier job already does → that earlier job: the same direction, bit for bit, at
+    the same layer and α (the target's own vector when the source is the target, or a source checkpoint that is
+    the target). Evaluated once, their rows are copied under both names."""
+    first: dict[tuple[bytes, int, float], int] = {}
+    repeats = {}
+    for i, job in enumerate(jobs):
+        if job.vector is None or job.proxy is not None:
+            continue
+        key = (job.vector.at(job.layer).numpy().tobytes(), job.layer, job.alpha)
+        if key in first:
+            repeats[i] = first[key]
+        else:
+            first[key] = i
+    return repeats
+
+
+def _copy_job(config: SteerConfig, done: _Job, job: _Job, rows: pd.DataFrame) -> pd.DataFrame:
+    """``job``'s part and outcomes from ``done``'s, an identical evaluation under another name."""
+    layout = SteerLayout(Path(config.out))
+    meta = {"settings_sha256": settings_key(config.settings())}
+    outcomes = pd.read_csv(layout.items(done.name, done.layer, done.alpha))
+    write_with(layout.items(job.name, job.layer, job.alpha), lambda tmp: outcomes.to_csv(tmp, index=False), meta)
+    rows = rows.assign(source_revision=job.name)
+    write_with(layout.part(job.name, job.layer, job.alpha), lambda tmp: rows.to_csv(tmp, index=False), meta)
+    return rows
+
+
 def _with_controls(config: SteerConfig, layout: SteerLayout, jobs: list[_Job], frames: dict[int, pd.DataFrame]
                    ) -> pd.DataFrame:
     """The finished evaluations' rows and their control rows (``trusttrace.steer_controls``), one table."""
@@ -369,10 +302,13 @@ def _sweep(config: SteerConfig, layout: SteerLayout, progress: Progress) -> Stee
     self_vector.save(layout.vectors.vector("self", config.dimension))
     draws = random_directions([self_vector, *sources.values()], config.layers, config.random_vectors, config.seed)
     jobs = _jobs(config, sources, self_vector, draws)
-    progress.start("sweep", "steering sweep", total=len(jobs))
+    repeats = _repeats(jobs)
+    todo = [i for i in range(len(jobs)) if i not in repeats]
+    progress.start("sweep", "steering sweep", total=len(todo))
     frames: dict[int, pd.DataFrame] = {}
     failed: dict[str, str] = {}
-    for i, rows, error in map_tasks(_evaluate_job, [(config, job) for job in jobs], config.executor):
+    for n, rows, error in map_tasks(_evaluate_job, [(config, jobs[i]) for i in todo], config.executor):
+        i = todo[n]
         if error is None and rows is not None:
             frames[i] = rows
             log.info("%s done", jobs[i].label)
@@ -381,6 +317,13 @@ def _sweep(config: SteerConfig, layout: SteerLayout, progress: Progress) -> Stee
             log.error("%s failed after %d retries: %s", jobs[i].label, config.executor.max_retries, error)
         progress.update("sweep", advance=1, description=f"steering sweep: {jobs[i].label}")
     progress.finish("sweep")
+    for i, j in repeats.items():
+        if j in frames:
+            frames[i] = _copy_job(config, jobs[j], jobs[i], frames[j])
+            log.info("%s is the same evaluation as %s (the same vector): its rows are copied", jobs[i].label,
+                     jobs[j].label)
+        else:
+            failed[jobs[i].label] = f"the same evaluation as {jobs[j].label}, which failed"
     write_json_atomic(layout.failed_json, failed)
     if 0 not in frames:
         raise SweepFailed(f"The unsteered evaluation failed ({failed.get('unsteered')}); nothing to compare with.")

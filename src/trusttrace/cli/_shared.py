@@ -279,7 +279,8 @@ MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded
 MiBootstrapOpt = Annotated[int, typer.Option(help=(
     "Half-sample draws for the 95 % intervals of every MI row (mi_*_ci_low/high; 0: none). Measured "
     "(benchmarks/mi_stats.py, SmolLM2 fairness): with 8, the null and the check estimators the MI stage costs "
-    "3.6x the bare estimate (8 draws alone 2.7x, 4 draws with the rest 2.7x), a whole trace about 1.03x; the "
+    "3.6x the bare estimate on an AVX-512 Xeon, 2.8x on an AVX2 EPYC (8 draws alone 2.7x and 1.8x; the checks "
+    "take it over 2x), a whole trace about 1.03x; the "
     "2x goal for the MI stage is not met (README: 'What the intervals and nulls cost'). Fewer draws widen "
     "the intervals (t critical value 3.18 at 4, 2.36 at 8)."))]
 MiPermutationsOpt = Annotated[int, typer.Option(help=(
