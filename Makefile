@@ -52,7 +52,7 @@ system-packages:
 	fi
 
 # Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints (offline; sized
-# from this machine's measured speed to end within --budget, 15 min by default: trusttrace.demo_plan).
+# from this machine's measured speed to end within --budget, 15 min by default: trusttrace.demo.plan).
 demo: setup
 	$(BIN)/trusttrace demo --out runs/demo
 

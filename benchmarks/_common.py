@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trusttrace.data import load_dataset
-from trusttrace.extract import ExtractConfig, extract_last_token
-from trusttrace.models import LoadedModel, choose_device, choose_dtype, load_model
-from trusttrace.packing import prefix_packs
-from trusttrace.probes import _zscore
+from trusttrace.activations.extract import ExtractConfig, extract_last_token
+from trusttrace.activations.packing import prefix_packs
+from trusttrace.analysis.probes import _zscore
+from trusttrace.data.datasets import load_dataset
+from trusttrace.models.loading import LoadedModel, choose_device, choose_dtype, load_model
 
 CPU_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}  # what decides the fast dtype on a CPU
 

@@ -4,7 +4,7 @@ Three runs trace the same statements of all five dimensions from scratch (probes
 after the other, each into a fresh folder: without controls; with every control and an empty random-init
 cache (the shuffled probe, the bag-of-words model, and the random-init network's extraction and probes:
 ``ratio``); and with every control again, the untrained network's activations now read from the machine's
-cache (``trusttrace.random_init_cache``: ``ratio_cached``, what a second trace of the same model pays, e.g.
+cache (``trusttrace.activations.random_init_cache``: ``ratio_cached``, what a second trace of the same model pays, e.g.
 of another checkpoint; the cache key does not depend on the checkpoint). The cache used is a fresh one in
 the scratch folder, so the user's cache neither helps nor fills.
 """
@@ -20,11 +20,11 @@ from pathlib import Path
 
 from _common import add_device_dtype, machine
 
-from trusttrace import random_init_cache
-from trusttrace.analysis import AnalysisConfig
-from trusttrace.models import LoadConfig
-from trusttrace.names import CONTROLS
-from trusttrace.trace import TraceConfig, run_trace
+from trusttrace.activations import random_init_cache
+from trusttrace.analysis.probe_job import AnalysisConfig
+from trusttrace.core.names import CONTROLS
+from trusttrace.models.loading import LoadConfig
+from trusttrace.trace.job import TraceConfig, run_trace
 
 
 def timed(model: str, out: Path, limit: int | None, controls: tuple[str, ...], load: LoadConfig

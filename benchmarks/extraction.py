@@ -24,10 +24,10 @@ import time
 import torch
 from _common import computed_work, machine, matmul_flops_per_s, parser, roofline_shapes, sync
 
-from trusttrace.batching import untuple
-from trusttrace.data import load_dataset
-from trusttrace.extract import ExtractConfig, extract_last_token
-from trusttrace.models import load_model
+from trusttrace.activations.extract import ExtractConfig, extract_last_token
+from trusttrace.data.batching import untuple
+from trusttrace.data.datasets import load_dataset
+from trusttrace.models.loading import load_model
 
 
 def paper_loop(lm, statements: list[str]) -> torch.Tensor:

@@ -18,9 +18,9 @@ import time
 import torch
 from _common import add_device_dtype, forward_flops, machine, matmul_flops_per_s, sync
 
-from trusttrace.data import load_dataset
+from trusttrace.data.datasets import load_dataset
 from trusttrace.evaluate.generation import GenerationConfig, _trim, generate
-from trusttrace.models import load_model
+from trusttrace.models.loading import load_model
 
 
 def one_at_a_time(lm, prompts: list[str], max_new_tokens: int) -> list[tuple[int, ...]]:

@@ -40,12 +40,12 @@ from typing import Any
 import torch
 from _common import machine, max_rel_diff, sync
 
-from trusttrace.batching import pad_batch, pad_id_of
-from trusttrace.data import load_dataset
+from trusttrace.activations.extract import ExtractConfig, extract_last_token, packing_works
+from trusttrace.data.batching import pad_batch, pad_id_of
+from trusttrace.data.datasets import load_dataset
 from trusttrace.evaluate.generation import GenerationConfig, generate
-from trusttrace.extract import ExtractConfig, extract_last_token, packing_works
-from trusttrace.models import LoadedModel, choose_device, load_model
-from trusttrace.steering import SteeringVector, steer
+from trusttrace.models.loading import LoadedModel, choose_device, load_model
+from trusttrace.steering.vector import SteeringVector, steer
 
 TOLERANCE = {"float32": 1e-3, "bfloat16": 6e-2}  # largest relative row difference allowed
 HF_BATCH = 32

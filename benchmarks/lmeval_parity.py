@@ -24,7 +24,7 @@ import numpy as np
 from _common import add_device_dtype, machine
 
 from trusttrace.evaluate.lmeval import QUESTION_SETS, MCDoc, load_docs, score_docs
-from trusttrace.models import LoadedModel, load_model
+from trusttrace.models.loading import LoadedModel, load_model
 
 TASKS = {"truthfulqa_mc1": "trusttrace_truthfulqa_mc1", "truthfulqa_mc2": "trusttrace_truthfulqa_mc2"}
 

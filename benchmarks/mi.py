@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from _common import machine, paper_split, parser
 
-from trusttrace._alloc import keep_freed_memory
-from trusttrace.mutual_info import MIConfig, estimate_mi
+from trusttrace.analysis.mutual_info import MIConfig, estimate_mi
+from trusttrace.core.alloc import keep_freed_memory
 
 
 def released_hsic_cca(a: torch.Tensor, b: torch.Tensor, sigma: float = 50.0, eps: float = 1e-5) -> float:

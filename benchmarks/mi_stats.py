@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from _common import machine, paper_split, parser
 
-from trusttrace.layout import TraceLayout
-from trusttrace.mi_stats import mi_rows
-from trusttrace.mutual_info import DEFAULT_BOOTSTRAP, DEFAULT_PERMUTATIONS, MIConfig, estimate_mi
-from trusttrace.probes import ProbeConfig, training_split
-from trusttrace.store import load_activations
+from trusttrace.activations.store import load_activations
+from trusttrace.analysis.mi_stats import mi_rows
+from trusttrace.analysis.mutual_info import DEFAULT_BOOTSTRAP, DEFAULT_PERMUTATIONS, MIConfig, estimate_mi
+from trusttrace.analysis.probes import ProbeConfig, training_split
+from trusttrace.runs.layout import TraceLayout
 
 Case = tuple[torch.Tensor, np.ndarray]
 

@@ -1,7 +1,7 @@
 """trusttrace against nnsight on the same statements: the last-token output of every decoder block.
 
 Both read the same weights (for a GGUF model such as the built-in, the de-quantised copy that
-``trusttrace.gguf_cache`` keeps) in the same dtype (fp32 unless ``--dtype`` says otherwise), back to back in
+``trusttrace.models.gguf_cache`` keeps) in the same dtype (fp32 unless ``--dtype`` says otherwise), back to back in
 one process. Prints ONE JSON line. What is timed:
 
 - ``load_trusttrace_s``: ``load_model`` (for a GGUF, a second load: it reads the cached copy; the first, which
@@ -9,7 +9,7 @@ one process. Prints ONE JSON line. What is timed:
 - ``load_nnsight_s``: ``nnsight.modeling.transformers.TransformersModel(folder, task="text-generation",
   dispatch=True)`` over the same folder: the weights loaded, ready to trace.
 - ``trusttrace_s``: ``extract_last_token(lm, statements)`` with its defaults (statements packed in rows,
-  each shared prefix computed once: ``trusttrace.packing``).
+  each shared prefix computed once: ``trusttrace.activations.packing``).
 - ``nnsight_batched_s``: nnsight 0.8's public API as a user would write it: 32 statements per
   ``model.trace(batch)``, saving ``layer.output[:, -1]`` of every block (nnsight pads on the left, so the last
   position is every statement's last token), under ``torch.no_grad()``; the saved tensors stacked.
@@ -36,11 +36,11 @@ from typing import Any
 import torch
 from _common import block_matmul_params, computed_work, machine, max_rel_diff
 
-from trusttrace.data import load_dataset
-from trusttrace.extract import ExtractConfig, extract_last_token
-from trusttrace.gguf_cache import dequantized
-from trusttrace.model_files import resolve_source
-from trusttrace.models import choose_device, choose_dtype, load_model
+from trusttrace.activations.extract import ExtractConfig, extract_last_token
+from trusttrace.data.datasets import load_dataset
+from trusttrace.models.files import resolve_source
+from trusttrace.models.gguf_cache import dequantized
+from trusttrace.models.loading import choose_device, choose_dtype, load_model
 
 try:
     import nnsight

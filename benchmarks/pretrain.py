@@ -1,6 +1,6 @@
-"""Pre-training steps (``trusttrace.training.train_step``) on the demo's model size, against the matmul roofline.
+"""Pre-training steps (``trusttrace.training.loop.train_step``) on the demo's model size, against the matmul roofline.
 
-Builds the model ``trusttrace.pretrain`` builds for the default ``PretrainConfig`` (the demo's ``small`` size),
+Builds the model ``trusttrace.training.pretrain`` builds for the default ``PretrainConfig`` (the demo's ``small`` size),
 fed random token blocks of its shape, and times optimizer steps in fp32 and in the auto precision (bf16
 autocast where the hardware runs it fast). Model FLOPs per step = 6 × matmul parameters (the blocks and the
 tied LM head) × tokens + 3 × causal attention; ``roofline_fraction`` = model FLOP/s over the best matmul FLOP/s
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from _common import add_device_dtype, machine, matmul_flops_per_s, sync
 
-from trusttrace.models import choose_device
-from trusttrace.pretrain import PretrainConfig, make_model
-from trusttrace.training import make_optimizer, train_step, use_bf16
+from trusttrace.models.loading import choose_device
+from trusttrace.training.loop import make_optimizer, train_step, use_bf16
+from trusttrace.training.pretrain import PretrainConfig, make_model
 
 
 class _Vocab:

@@ -18,7 +18,7 @@ from _common import machine, paper_split, parser
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from trusttrace.probes import ProbeConfig, fit_score
+from trusttrace.analysis.probes import ProbeConfig, fit_score
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from _common import add_device_dtype, machine
 
-from trusttrace.batching import pad_batch, pad_id_of, positions_of
+from trusttrace.data.batching import pad_batch, pad_id_of, positions_of
 from trusttrace.evaluate.proxy import ProxyTuned, proxy_tuned
-from trusttrace.models import LoadedModel, load_model
+from trusttrace.models.loading import LoadedModel, load_model
 from trusttrace.testing import planted_statements, save_tiny
 
 

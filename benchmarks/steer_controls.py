@@ -27,9 +27,9 @@ from unittest import mock
 from _common import machine
 
 import trusttrace.evaluate.suite
-import trusttrace.sweep
+import trusttrace.steer.job
 from trusttrace.evaluate.generation import GenerationConfig
-from trusttrace.sweep import SteerConfig, run_steer
+from trusttrace.steer.job import SteerConfig, run_steer
 from trusttrace.testing import save_tiny, write_planted_data_dir
 
 
@@ -57,7 +57,7 @@ def main() -> None:
             data_dir = str(write_planted_data_dir(root / "data", rows=2 * max(args.limit, args.source_limit)))
 
         ran = []
-        real_suite = trusttrace.sweep.run_suite
+        real_suite = trusttrace.steer.job.run_suite
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             ran.append(1)
@@ -69,7 +69,7 @@ def main() -> None:
                                  data_dir=data_dir, dtype=args.dtype, perplexity_source="statements", **controls)
             ran.clear()
             started = time.perf_counter()
-            with mock.patch.object(trusttrace.sweep, "run_suite", counted):
+            with mock.patch.object(trusttrace.steer.job, "run_suite", counted):
                 run_steer(config)
             return time.perf_counter() - started, len(ran)
 
@@ -81,7 +81,7 @@ def main() -> None:
             shutil.copytree(root / "warm" / "source", root / "before" / "source")
             batch = partial(GenerationConfig, max_batch=args.before_batch)
             with mock.patch.object(trusttrace.evaluate.suite, "GenerationConfig", batch), \
-                    mock.patch.object(trusttrace.sweep, "_repeats", lambda jobs: {}):
+                    mock.patch.object(trusttrace.steer.job, "_repeats", lambda jobs: {}):
                 before_s, before_n = sweep(root / "before", random_vectors=0, baseline_prompt="none")
         bare_s, bare_n = sweep(root / "bare", random_vectors=0, baseline_prompt="none")
         full_s, full_n = sweep(root / "controls", random_vectors=args.random_vectors)

@@ -37,12 +37,12 @@ from typing import Any
 import torch
 from _common import add_device_dtype, machine
 
-from trusttrace.checkpoints import Checkpoint
-from trusttrace.executors import ExecutorConfig
-from trusttrace.fetcher import Fetch, FetchConfig, Fetched
-from trusttrace.models import LoadConfig
+from trusttrace.core.executors import ExecutorConfig
+from trusttrace.models.checkpoints import Checkpoint
+from trusttrace.models.fetcher import Fetch, FetchConfig, Fetched
+from trusttrace.models.loading import LoadConfig
 from trusttrace.testing import save_tiny, write_planted_data_dir
-from trusttrace.trace import TraceConfig, TraceResult, run_trace
+from trusttrace.trace.job import TraceConfig, TraceResult, run_trace
 
 
 def slow_copy(cache: Path, delay: float) -> Fetch:

@@ -50,16 +50,16 @@ from mi import released_hsic_cca
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-import trusttrace.analysis
-import trusttrace.trace
-import trusttrace.trace_unit
-from trusttrace.analysis import AnalysisConfig
-from trusttrace.assets import BUILTIN_MODELS, builtin_gguf_path
-from trusttrace.data import DIMENSIONS, load_dataset
-from trusttrace.extract import ExtractConfig
-from trusttrace.models import LoadConfig, LoadedModel, choose_device, load_model
-from trusttrace.store import load_activations
-from trusttrace.trace import TraceConfig, run_trace
+import trusttrace.analysis.probe_job
+import trusttrace.trace.job
+import trusttrace.trace.unit
+from trusttrace.activations.extract import ExtractConfig
+from trusttrace.activations.store import load_activations
+from trusttrace.analysis.probe_job import AnalysisConfig
+from trusttrace.data.datasets import DIMENSIONS, load_dataset
+from trusttrace.models.assets import BUILTIN_MODELS, builtin_gguf_path
+from trusttrace.models.loading import LoadConfig, LoadedModel, choose_device, load_model
+from trusttrace.trace.job import TraceConfig, run_trace
 
 ACTS_BATCH_SIZE = 400  # statements per saved activation file in generate_activations.py
 Stages = dict[str, float]
@@ -182,15 +182,15 @@ def run_released(model: str, csvs: dict[str, Path], limit: int | None, device: s
 
 
 TIMED = {  # (module, function) → stage; the functions run_trace calls
-    (trusttrace.trace, "check_statements"): "preflight",
-    (trusttrace.trace, "load_datasets"): "data",
-    (trusttrace.trace_unit, "load_model"): "load",
-    (trusttrace.trace_unit, "extract_last_token"): "extraction",
-    (trusttrace.trace_unit, "save_activations"): "io",
-    (trusttrace.trace_unit, "load_activations"): "io",
-    (trusttrace.analysis, "probe_layers"): "probes",
-    (trusttrace.analysis, "training_split"): "mi",  # MI's rows: the z-scored training split
-    (trusttrace.analysis, "mi_rows"): "mi",
+    (trusttrace.trace.job, "check_statements"): "preflight",
+    (trusttrace.trace.job, "load_datasets"): "data",
+    (trusttrace.trace.unit, "load_model"): "load",
+    (trusttrace.trace.unit, "extract_last_token"): "extraction",
+    (trusttrace.trace.unit, "save_activations"): "io",
+    (trusttrace.trace.unit, "load_activations"): "io",
+    (trusttrace.analysis.probe_job, "probe_layers"): "probes",
+    (trusttrace.analysis.probe_job, "training_split"): "mi",  # MI's rows: the z-scored training split
+    (trusttrace.analysis.probe_job, "mi_rows"): "mi",
 }
 
 
@@ -263,7 +263,7 @@ def without_load(seconds: Stages) -> float:
 
 def warm_up(model: str, device: str, gguf_cache: str) -> None:
     """Imports, the weights in the page cache and, with ``--gguf-cache warm``, the de-quantised copy of a GGUF
-    model built (``trusttrace.gguf_cache``): both sides then load the same way, from a float32 Hugging Face
+    model built (``trusttrace.models.gguf_cache``): both sides then load the same way, from a float32 Hugging Face
     folder, as the released ``from_pretrained`` does; neither pays a first-use cost for the other."""
     import transformers  # noqa: F401
 
@@ -343,13 +343,13 @@ def main() -> None:
         "statements": int(sum(len(ds) for ds in datasets.values())), "layers": record.get("n_layers"),
         "device": device, "dtype_trusttrace": record.get("dtype"), "dtype_reason": record.get("dtype_reason"),
         "dtype_released": "float32",
-        "trusttrace_options": {"api": "trusttrace.trace.run_trace", "protocol": "paper-code", "controls": [],
+        "trusttrace_options": {"api": "trusttrace.trace.job.run_trace", "protocol": "paper-code", "controls": [],
                                "analyses": list(analysis.analyses), "mi_estimator": analysis.mi.estimator,
                                "mi_sigma": analysis.mi.sigma, "mi_eps": analysis.mi.eps,
                                "mi_max_samples": analysis.mi.max_samples, "probe_max_iter": analysis.probe.max_iter,
                                "probe_C": analysis.probe.C, "probe_tol": analysis.probe.tol},
         "order": "released, then trusttrace", "gguf_cache": args.gguf_cache,
-        "gguf_cache_available": importlib.util.find_spec("trusttrace.gguf_cache") is not None,
+        "gguf_cache_available": importlib.util.find_spec("trusttrace.models.gguf_cache") is not None,
         "seconds_released": rounded(ref_seconds), "seconds_trusttrace": rounded(tt_seconds),
         "speedup_end_to_end": round(ref_seconds["total"] / tt_seconds["total"], 2),
         "speedup_without_load": round(without_load(ref_seconds) / without_load(tt_seconds), 2),

@@ -21,8 +21,8 @@ from trusttrace.testing import save_tiny, write_planted_data_dir
 
 CHILD = """
 import resource, sys
-from trusttrace.models import LoadConfig
-from trusttrace.trace import TraceConfig, run_trace
+from trusttrace.models.loading import LoadConfig
+from trusttrace.trace.job import TraceConfig, run_trace
 run_trace(TraceConfig(model=sys.argv[1], out=sys.argv[2], data_dir=sys.argv[3], select=sys.argv[4],
                       load=LoadConfig(dtype=sys.argv[5], device=sys.argv[6])))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)

@@ -17,7 +17,7 @@ from _common import add_device_dtype, machine
 
 from trusttrace.evaluate.likelihood import continuation_logprobs
 from trusttrace.evaluate.truthfulqa import QA_PRIMER, load_mc_items, mc_scores, prompt_for
-from trusttrace.models import load_model
+from trusttrace.models.loading import load_model
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from trusttrace.checkpoints import (
+from trusttrace.models.checkpoints import (
     AMBER_REVISIONS,
     PYTHIA_STEPS,
     CheckpointSeries,

@@ -8,10 +8,11 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace import __version__, names
+from trusttrace import __version__
 from trusttrace.cli import app
 from trusttrace.cli._shared import model_at, numbers
 from trusttrace.cli.choices import CHOICES, check_device
+from trusttrace.core import names
 
 runner = CliRunner()
 

@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 import torch
 
-from trusttrace.analysis import AnalysisConfig, analyse
-from trusttrace.controls import lexical_accuracy, with_selectivity
-from trusttrace.data import load_dataset, read_statements
-from trusttrace.groups import contexts, group_ids, question_of
-from trusttrace.probes import ProbeConfig, probe_layers
-from trusttrace.splits import splits
-from trusttrace.stats import mcnemar_exact, wilson
+from trusttrace.analysis.controls import lexical_accuracy, with_selectivity
+from trusttrace.analysis.probe_job import AnalysisConfig, analyse
+from trusttrace.analysis.probes import ProbeConfig, probe_layers
+from trusttrace.analysis.splits import splits
+from trusttrace.core.stats import mcnemar_exact, wilson
+from trusttrace.data.datasets import load_dataset, read_statements
+from trusttrace.data.groups import contexts, group_ids, question_of
 
 
 def _by_layer(rows, metric):
@@ -135,8 +135,8 @@ def test_mcnemar_on_a_known_table_is_the_exact_binomial_test():
 
 
 def test_transfer_rows_for_every_checkpoint_and_layer(tiny_series, data_dir, tmp_path):
-    from trusttrace.models import LoadConfig
-    from trusttrace.trace import TraceConfig, run_trace
+    from trusttrace.models.loading import LoadConfig
+    from trusttrace.trace.job import TraceConfig, run_trace
 
     config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), dimensions=("privacy",),
                          transfer=(("privacy", "fairness"),), data_dir=str(data_dir), select="first:2",
@@ -148,7 +148,7 @@ def test_transfer_rows_for_every_checkpoint_and_layer(tiny_series, data_dir, tmp
     assert transfer.value.min() > 0.9  # both planted datasets carry their label in the last word
     assert (results[results.metric == "accuracy"].test_dataset == "").all()
     assert set(results.dimension) == {"privacy", "fairness"}  # the test set is traced too
-    from trusttrace.analysis import ProbeRunConfig, run_probe
+    from trusttrace.analysis.probe_job import ProbeRunConfig, run_probe
 
     again = run_probe(ProbeRunConfig(str(tmp_path / "run"), str(tmp_path / "refit"), AnalysisConfig(
         analyses=("probe",), controls=(), transfer=(("fairness", "privacy"),)))).results
@@ -156,7 +156,7 @@ def test_transfer_rows_for_every_checkpoint_and_layer(tiny_series, data_dir, tmp
 
 
 def test_a_transfer_file_with_one_class_is_refused_by_name(tiny_series, data_dir, tmp_path):
-    from trusttrace.trace import TraceConfig, run_trace
+    from trusttrace.trace.job import TraceConfig, run_trace
 
     one = tmp_path / "all_true.csv"
     pd.DataFrame({"statement": [f"w{i} good" for i in range(20)], "label": 1}).to_csv(one, index=False)

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trusttrace import corpus as corpus_mod
-from trusttrace._io import text_sha256
-from trusttrace.corpus import MARKER, Corpus, prepare_corpus, read_data_folder, split_heldout
-from trusttrace.corpus_builtin import clean_gcide_entry, fortune_documents
+from trusttrace.core.files import text_sha256
+from trusttrace.training import corpus as corpus_mod
+from trusttrace.training.corpus import MARKER, Corpus, prepare_corpus, read_data_folder, split_heldout
+from trusttrace.training.corpus_builtin import clean_gcide_entry, fortune_documents
 
 # The real file's format (trimmed from gcide.dict.dz): a dictd header, then entries that start unindented
 # with a backslash-syllabified headword, a phonetic parenthesis, etymology brackets and source tags.

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trusttrace.correlation import bootstrap_r, probe_vs_effect
+from trusttrace.analysis.correlation import bootstrap_r, probe_vs_effect
 
 
 def test_bootstrap_r_on_a_known_relation():

@@ -4,10 +4,10 @@ import logging
 import numpy as np
 import pytest
 
-from trusttrace import data as data_mod
-from trusttrace._io import text_sha256
-from trusttrace.data import SPECS, load_dataset, read_statements
-from trusttrace.errors import DamagedFileError, UnknownNameError
+from trusttrace.core.errors import DamagedFileError, UnknownNameError
+from trusttrace.core.files import text_sha256
+from trusttrace.data import datasets as data_mod
+from trusttrace.data.datasets import SPECS, load_dataset, read_statements
 
 
 def write(tmp_path, text, name="d.csv", encoding="utf-8"):

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
-from trusttrace.demo import DemoConfig, run_demo, steering_sources
+from trusttrace.demo.job import DemoConfig, run_demo, steering_sources
 from trusttrace.testing import write_text_corpus
 
 
@@ -84,7 +84,7 @@ def probe_rows(dimension, step, layer, acc, low, high, sel_low=None):
 
 
 def test_the_summary_calls_a_change_only_where_the_intervals_part():
-    from trusttrace.demo_summary import summarise, summary_markdown
+    from trusttrace.demo.summary import summarise, summary_markdown
 
     rows = (probe_rows("fairness", 0, 0, 0.55, 0.50, 0.60, -0.1) + probe_rows("fairness", 9, 0, 0.80, 0.74, 0.85, 0.02)
             + probe_rows("privacy", 0, 0, 0.55, 0.45, 0.65, -0.1) + probe_rows("privacy", 9, 0, 0.62, 0.52, 0.72, -0.05)

@@ -5,12 +5,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace import demo, demo_plan
 from trusttrace.cli import app
-from trusttrace.demo import DemoConfig, run_demo
-from trusttrace.demo_plan import PLANS, PlanSize, Throughput, at, choose, estimate, measure, parse_budget
-from trusttrace.errors import OptionError
-from trusttrace.progress import Progress
+from trusttrace.core.errors import OptionError
+from trusttrace.core.progress import Progress
+from trusttrace.demo import job as demo
+from trusttrace.demo import plan as demo_plan
+from trusttrace.demo.job import DemoConfig, run_demo
+from trusttrace.demo.plan import PLANS, PlanSize, Throughput, at, choose, estimate, measure, parse_budget
 from trusttrace.testing import write_text_corpus
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace import errors
 from trusttrace.cli import app
+from trusttrace.core import errors
 
 from .conftest import report
 from .walk import CASES, Ctx, Outcome, build_context, run_case
@@ -85,7 +85,7 @@ def test_debug_shows_the_traceback_and_the_default_does_not(tmp_path):
 
 
 def test_an_unexpected_error_is_called_a_bug(monkeypatch, tmp_path):
-    from trusttrace import trace
+    from trusttrace.trace import job as trace
 
     def broken(config, progress=None):
         raise ZeroDivisionError("division by zero")

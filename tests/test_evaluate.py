@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from trusttrace.evaluate import GenerationConfig, binary_choice, generate
-from trusttrace.models import load_model
+from trusttrace.models.loading import load_model
 from trusttrace.testing import planted_statements
 
 
@@ -100,7 +100,7 @@ from typer.testing import CliRunner
 
 from trusttrace.cli import app
 from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
-from trusttrace.steering import SteeringVector
+from trusttrace.steering.vector import SteeringVector
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from trusttrace.executors import ExecutorConfig, map_tasks, share
+from trusttrace.core.executors import ExecutorConfig, map_tasks, share
 
 
 def test_local_units_run_in_order_and_errors_propagate():

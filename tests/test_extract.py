@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from trusttrace.batching import length_buckets
-from trusttrace.extract import ExtractConfig, extract_last_token
-from trusttrace.models import load_model
+from trusttrace.activations.extract import ExtractConfig, extract_last_token
+from trusttrace.data.batching import length_buckets
+from trusttrace.models.loading import load_model
 from trusttrace.testing import planted_statements
 
 
@@ -64,7 +64,7 @@ def test_compile_gives_the_eager_activations(tiny_models):
 
 @pytest.mark.parametrize("pass_tokens", [0, 7, 1000])
 def test_fewest_padded_buckets_is_a_valid_partition_with_no_more_padding(pass_tokens):
-    from trusttrace.batching import fewest_padded_buckets
+    from trusttrace.data.batching import fewest_padded_buckets
 
     lengths = [5, 50, 3, 7, 20, 20, 2, 9, 9, 31, 4, 12]
     buckets = fewest_padded_buckets(lengths, max_tokens=60, max_batch=4, pass_tokens=pass_tokens)

@@ -1,7 +1,7 @@
 """Fault injection: runs killed at random writes, stored files damaged between reruns; every rerun must end
 with the tables of an uninterrupted run, and no damaged file may be used.
 
-A kill is a ``Killed`` BaseException raised where a write is published (``_io._move``: before a record, before
+A kill is a ``Killed`` BaseException raised where a write is published (``core_files._move``: before a record, before
 the file's rename, or between the rename and its final record), as SIGKILL would stop the process there:
 nothing after it runs, and half the time the temporary file is left behind under another process's name.
 Between reruns a random stored file (or a record) is truncated or has bytes overwritten. A damaged settings
@@ -24,16 +24,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trusttrace import _io
-from trusttrace.analysis import AnalysisConfig
-from trusttrace.errors import DamagedFileError
-from trusttrace.integrity import remove
-from trusttrace.models import LoadConfig
-from trusttrace.pretrain import PretrainConfig, run_pretrain
-from trusttrace.sweep import SteerConfig, run_steer
+from trusttrace.analysis.probe_job import AnalysisConfig
+from trusttrace.core import files as core_files
+from trusttrace.core.errors import DamagedFileError
+from trusttrace.models.loading import LoadConfig
+from trusttrace.runs.integrity import remove
+from trusttrace.runs.verify import verify_run
+from trusttrace.steer.job import SteerConfig, run_steer
 from trusttrace.testing import write_text_corpus
-from trusttrace.trace import TraceConfig, run_trace
-from trusttrace.verify import verify_run
+from trusttrace.trace.job import TraceConfig, run_trace
+from trusttrace.training.pretrain import PretrainConfig, run_pretrain
 
 from .conftest import report
 
@@ -135,7 +135,7 @@ def _kill_trace(tiny_series, data_dir, tmp_path, monkeypatch, seed: int, kills: 
     reference = run_trace(_trace_config(tiny_series, data_dir, tmp_path / "reference")).results
     out = tmp_path / "run"
     faults = Faults(seed, max_gap=14)
-    monkeypatch.setattr(_io, "_move", faults.move)
+    monkeypatch.setattr(core_files, "_move", faults.move)
     result = _until_finished(lambda: run_trace(_trace_config(tiny_series, data_dir, out)), out, faults, kills, 0.6)
     monkeypatch.undo()
     report("test_faults", faults.summary("run_trace"))
@@ -163,7 +163,7 @@ def test_steer_survives_random_kills_and_damage(tiny_series, data_dir, tmp_path,
     reference = run_steer(_steer_config(tiny_series, data_dir, tmp_path / "reference"))
     out = tmp_path / "run"
     faults = Faults(seed=15, max_gap=30)
-    monkeypatch.setattr(_io, "_move", faults.move)
+    monkeypatch.setattr(core_files, "_move", faults.move)
     result = _until_finished(lambda: run_steer(_steer_config(tiny_series, data_dir, out)), out, faults, 20, 0.6)
     monkeypatch.undo()
     report("test_faults", faults.summary("run_steer"))
@@ -195,7 +195,7 @@ def test_pretrain_survives_random_kills_and_damage(tmp_path, monkeypatch):
     run_pretrain(_pretrain_config(tmp_path / "reference", corpus))
     out = tmp_path / "run"
     faults = Faults(seed=16, max_gap=12)
-    monkeypatch.setattr(_io, "_move", faults.move)
+    monkeypatch.setattr(core_files, "_move", faults.move)
     _until_finished(lambda: run_pretrain(_pretrain_config(out, corpus)), out, faults, 20, 0.5)
     monkeypatch.undo()
     report("test_faults", faults.summary("run_pretrain"))

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-import trusttrace.trace as trace_mod
-import trusttrace.trace_unit as unit_mod
-from trusttrace.checkpoints import Checkpoint
-from trusttrace.fetcher import CheckpointFetcher, Fetch, FetchConfig, Fetched
-from trusttrace.models import LoadConfig
-from trusttrace.trace import TraceConfig, run_trace
+import trusttrace.trace.job as trace_mod
+import trusttrace.trace.unit as unit_mod
+from trusttrace.models.checkpoints import Checkpoint
+from trusttrace.models.fetcher import CheckpointFetcher, Fetch, FetchConfig, Fetched
+from trusttrace.models.loading import LoadConfig
+from trusttrace.trace.job import TraceConfig, run_trace
 
 Events = list[tuple[str, str, float, str]]  # (what, checkpoint, perf_counter, thread)
 

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from trusttrace.batching import collate_prompted
-from trusttrace.finetune import FinetuneConfig, builtin_pairs, encode_pairs, read_pairs, run_finetune
-from trusttrace.models import load_model
+from trusttrace.data.batching import collate_prompted
+from trusttrace.models.loading import load_model
+from trusttrace.training.finetune import FinetuneConfig, builtin_pairs, encode_pairs, read_pairs, run_finetune
 
 
 def test_builtin_pairs_use_train_questions_and_dev_halves_only(sft_data):

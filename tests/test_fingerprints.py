@@ -17,10 +17,11 @@ from typing import Any, TypeAlias
 
 import pytest
 
-from trusttrace import integrity
-from trusttrace import trace_unit as unit_mod
-from trusttrace.analysis import AnalysisConfig
-from trusttrace.integrity import (
+from trusttrace.activations.store import load_activations, read_metadata, save_activations
+from trusttrace.analysis.probe_job import AnalysisConfig
+from trusttrace.models.loading import LoadConfig
+from trusttrace.runs import integrity
+from trusttrace.runs.integrity import (
     changed_files,
     files_digest,
     model_files,
@@ -28,10 +29,9 @@ from trusttrace.integrity import (
     weights_fingerprint,
     weights_stat,
 )
-from trusttrace.layout import TraceLayout
-from trusttrace.models import LoadConfig
-from trusttrace.store import load_activations, read_metadata, save_activations
-from trusttrace.trace import TraceConfig, run_trace
+from trusttrace.runs.layout import TraceLayout
+from trusttrace.trace import unit as unit_mod
+from trusttrace.trace.job import TraceConfig, run_trace
 
 NAMES = ("step0", "step10", "step100")
 Patch: TypeAlias = pytest.MonkeyPatch

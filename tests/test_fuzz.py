@@ -33,10 +33,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trusttrace.checkpoints import Checkpoint, CheckpointSeries
 from trusttrace.cli import _shared
-from trusttrace.data import dataset_names, load_datasets
-from trusttrace.errors import TrustTraceError
+from trusttrace.core.errors import TrustTraceError
+from trusttrace.data.datasets import dataset_names, load_datasets
+from trusttrace.models.checkpoints import Checkpoint, CheckpointSeries
 from trusttrace.report import ReportConfig, run_report
 
 from .conftest import report

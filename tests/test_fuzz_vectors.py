@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as save_safetensors
 
-from trusttrace.errors import TrustTraceError
-from trusttrace.interop import export_vector, import_vector
-from trusttrace.steering import SteeringVector
+from trusttrace.core.errors import TrustTraceError
+from trusttrace.steering.interop import export_vector, import_vector
+from trusttrace.steering.vector import SteeringVector
 
 from .conftest import report
 

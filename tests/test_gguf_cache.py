@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from trusttrace import _io, gguf_cache
-from trusttrace.assets import builtin_gguf_path
-from trusttrace.errors import OptionError
-from trusttrace.models import load_model, peek_model
+from trusttrace.core import files as core_files
+from trusttrace.core.errors import OptionError
+from trusttrace.models import gguf_cache
+from trusttrace.models.assets import builtin_gguf_path
+from trusttrace.models.loading import load_model, peek_model
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
@@ -106,9 +107,9 @@ def test_the_first_load_saves_the_copy_and_later_loads_read_only_it(tiny, monkey
     first = load_model(str(tiny), dtype="float32", device="cpu")
     root = Path(os.environ[gguf_cache.ENV])
     (folder,) = folders(root)
-    sha = _io.sha256_file(tiny)
+    sha = core_files.sha256_file(tiny)
     assert folder.name == sha and (folder / "model.safetensors").is_file() and (folder / gguf_cache.META).is_file()
-    assert _io.read_record(folder) is not None and not gguf_cache.why_unusable(folder)
+    assert core_files.read_record(folder) is not None and not gguf_cache.why_unusable(folder)
     assert first.info.source == "gguf" and first.info.path == str(tiny) and first.info.weights_sha256 == sha
 
     no_gguf_reading(monkeypatch)
@@ -149,7 +150,7 @@ def test_a_changed_gguf_gets_a_new_key(tiny):
     second = load_model(str(tiny), dtype="float32", device="cpu")
     root = Path(os.environ[gguf_cache.ENV])
     assert len(folders(root)) == 2 and first.info.weights_sha256 != second.info.weights_sha256
-    assert second.info.weights_sha256 == _io.sha256_file(tiny)
+    assert second.info.weights_sha256 == core_files.sha256_file(tiny)
     assert not same_weights(first, second)
 
 
@@ -160,7 +161,7 @@ def test_an_unchanged_gguf_is_not_hashed_again(tiny, monkeypatch):
         raise AssertionError(f"{path} hashed again")
 
     monkeypatch.setattr(gguf_cache, "sha256_file", refuse)
-    assert load_model(str(tiny), dtype="float32", device="cpu").info.weights_sha256 == _io.sha256_file(tiny)
+    assert load_model(str(tiny), dtype="float32", device="cpu").info.weights_sha256 == core_files.sha256_file(tiny)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "extra", "record"])
@@ -175,8 +176,8 @@ def test_a_damaged_copy_is_rebuilt_with_a_warning(tiny, caplog, damage):
     elif damage == "extra":
         (folder / "stray.bin").write_bytes(b"x")
     else:
-        _io.record_path(folder).write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="trusttrace.gguf_cache"):
+        core_files.record_path(folder).write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="trusttrace.models.gguf_cache"):
         again = load_model(str(tiny), dtype="float32", device="cpu")
     assert "is not used" in caplog.text and "Rebuilding" in caplog.text
     assert same_weights(first, again) and not gguf_cache.why_unusable(folder)
@@ -185,7 +186,7 @@ def test_a_damaged_copy_is_rebuilt_with_a_warning(tiny, caplog, damage):
 def test_a_copy_built_by_other_versions_is_rebuilt(tiny, monkeypatch, caplog):
     load_model(str(tiny), dtype="float32", device="cpu")
     monkeypatch.setattr(gguf_cache, "_versions", lambda: {"transformers": "99.0", "gguf": "99.0"})
-    with caplog.at_level(logging.WARNING, logger="trusttrace.gguf_cache"):
+    with caplog.at_level(logging.WARNING, logger="trusttrace.models.gguf_cache"):
         load_model(str(tiny), dtype="float32", device="cpu")
     assert "99.0" in caplog.text
     (folder,) = folders(Path(os.environ[gguf_cache.ENV]))
@@ -200,13 +201,13 @@ def test_a_killed_build_leaves_no_copy_that_is_used(tiny, monkeypatch):
         raise Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(_io, "_move", killed)
+        patch.setattr(core_files, "_move", killed)
         with pytest.raises(Killed):
             load_model(str(tiny), dtype="float32", device="cpu")
     root = Path(os.environ[gguf_cache.ENV])
     assert folders(root) == []
     # A real kill (SIGKILL) also leaves the hidden build folder: an old one is removed by the next build.
-    stale = root / f".{_io.sha256_file(tiny)}.tmp-99999"
+    stale = root / f".{core_files.sha256_file(tiny)}.tmp-99999"
     stale.mkdir()
     os.utime(stale, (time.time() - 2 * gguf_cache.STALE_SECONDS,) * 2)
     assert load_model(str(tiny), dtype="float32", device="cpu").info.n_layers == 2
@@ -218,14 +219,14 @@ def test_of_two_builders_the_second_uses_the_first_ones_copy(tiny, monkeypatch, 
 
     def racing(path, out, **kwargs):  # another process publishes its copy while this one builds
         real(path, out, **kwargs)
-        theirs = Path(os.environ[gguf_cache.ENV]) / _io.sha256_file(path)
+        theirs = Path(os.environ[gguf_cache.ENV]) / core_files.sha256_file(path)
         shutil.copytree(out, theirs)
         (theirs / gguf_cache.META).write_text(json.dumps({"format": gguf_cache.FORMAT,
                                                           "versions": gguf_cache._versions()}))
-        _io.record_as_is(theirs)
+        core_files.record_as_is(theirs)
 
     monkeypatch.setattr(gguf_cache, "save_dequantized", racing)
-    with caplog.at_level(logging.INFO, logger="trusttrace.gguf_cache"):
+    with caplog.at_level(logging.INFO, logger="trusttrace.models.gguf_cache"):
         lm = load_model(str(tiny), dtype="float32", device="cpu")
     assert lm.info.n_layers == 2 and "another process" in caplog.text
     (folder,) = folders(Path(os.environ[gguf_cache.ENV]))
@@ -236,7 +237,7 @@ def test_the_off_switch_and_another_folder(tmp_path, monkeypatch):
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
     monkeypatch.setenv(gguf_cache.ENV, "off")
     lm = load_model(str(path), dtype="float32", device="cpu")
-    assert lm.info.weights_sha256 == _io.sha256_file(path) and lm.info.path == str(path)
+    assert lm.info.weights_sha256 == core_files.sha256_file(path) and lm.info.path == str(path)
     assert not (Path(os.environ["TRUSTTRACE_CACHE"]) / "gguf").exists()
     elsewhere = tmp_path / "elsewhere"
     monkeypatch.setenv(gguf_cache.ENV, str(elsewhere))

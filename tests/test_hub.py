@@ -6,12 +6,13 @@ import huggingface_hub
 import pandas as pd
 import pytest
 
-from trusttrace import hub, model_files
-from trusttrace import models as models_mod
-from trusttrace.checkpoints import CheckpointSeries
-from trusttrace.fetcher import FetchConfig
-from trusttrace.models import LoadConfig
-from trusttrace.trace import TraceConfig, run_trace
+from trusttrace.models import files as model_files
+from trusttrace.models import hub
+from trusttrace.models import loading as models_mod
+from trusttrace.models.checkpoints import CheckpointSeries
+from trusttrace.models.fetcher import FetchConfig
+from trusttrace.models.loading import LoadConfig
+from trusttrace.trace.job import TraceConfig, run_trace
 
 COMMITS = {"step0": "a" * 40, "step10": "b" * 40, "step100": "c" * 40}
 

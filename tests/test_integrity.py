@@ -9,18 +9,18 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace import trace_unit as trace_mod
-from trusttrace._io import record_path, write_text_atomic
-from trusttrace.analysis import AnalysisConfig
+from trusttrace.activations.store import load_activations
+from trusttrace.analysis.probe_job import AnalysisConfig
 from trusttrace.cli import app
-from trusttrace.errors import DamagedFileError, OutputError, RunFolderError, RunFolderNotFoundError
-from trusttrace.integrity import check, weights_fingerprint
-from trusttrace.layout import TraceLayout
-from trusttrace.models import LoadConfig
-from trusttrace.store import load_activations
+from trusttrace.core.errors import DamagedFileError, OutputError, RunFolderError, RunFolderNotFoundError
+from trusttrace.core.files import record_path, write_text_atomic
+from trusttrace.models.loading import LoadConfig
+from trusttrace.runs.integrity import check, weights_fingerprint
+from trusttrace.runs.layout import TraceLayout
+from trusttrace.runs.verify import verify_run
 from trusttrace.testing import save_tiny
-from trusttrace.trace import TraceConfig, run_trace
-from trusttrace.verify import verify_run
+from trusttrace.trace import unit as trace_mod
+from trusttrace.trace.job import TraceConfig, run_trace
 
 
 def _analysis(seed=0):
@@ -183,7 +183,7 @@ def test_folders_before_records_are_unrecorded_and_recomputed(tiny_series, data_
     calls = _count_extractions(monkeypatch)
     again = run_trace(_config(tiny_series, data_dir, out))
     # every checkpoint; the random-init control's unrecorded file is rewritten from the machine's cache of it
-    # (trusttrace.random_init_cache), which the first run filled: the untrained network is not traced again
+    # (trusttrace.activations.random_init_cache), which the first run filled: the untrained network is not traced again
     assert len(calls) == 3
     pd.testing.assert_frame_equal(again.results, reference)
     assert verify_run(out).intact
@@ -217,7 +217,7 @@ def test_adopting_a_folder_from_before_records_reuses_it(tiny_series, data_dir, 
 
 
 def test_unchanged_weights_are_not_read_again_on_resume(tiny_series, data_dir, tmp_path, monkeypatch):
-    from trusttrace import resume
+    from trusttrace.trace import resume
 
     out = tmp_path / "run"
     run_trace(_config(tiny_series, data_dir, out))

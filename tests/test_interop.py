@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
-from trusttrace.errors import VectorError
-from trusttrace.interop import FORMATS, export_vector, hookpoint, import_vector
-from trusttrace.models import load_model
-from trusttrace.steering import SteeringVector, steer
+from trusttrace.core.errors import VectorError
+from trusttrace.models.loading import load_model
+from trusttrace.steering.interop import FORMATS, export_vector, hookpoint, import_vector
+from trusttrace.steering.vector import SteeringVector, steer
 
 HAS_LMEVAL = importlib.util.find_spec("lm_eval") is not None
 HAS_REPENG = importlib.util.find_spec("repeng") is not None

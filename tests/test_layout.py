@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from trusttrace.layout import (
+from trusttrace.runs.layout import (
     DemoLayout,
     PretrainLayout,
     RunLayout,
@@ -54,8 +54,8 @@ def test_hostile_names_become_one_safe_file_name_each(tmp_path):
 
 
 def test_names_one_file_system_takes_for_one_are_refused():
-    from trusttrace.errors import UnknownNameError
-    from trusttrace.layout import check_distinct
+    from trusttrace.core.errors import UnknownNameError
+    from trusttrace.runs.layout import check_distinct
 
     check_distinct(["step10:a", "step10__a", "org/b", "org__b"], "checkpoints")  # distinct file names
     with pytest.raises(UnknownNameError, match="'Step10' and 'step10'"):

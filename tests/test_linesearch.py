@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from trusttrace import linesearch
-from trusttrace.linesearch import MoreThuente
+from trusttrace.analysis import linesearch
+from trusttrace.analysis.linesearch import MoreThuente
 
 
 def run_search(phi, stp: float, **kw) -> tuple[float, MoreThuente, int]:

@@ -13,7 +13,7 @@ from trusttrace.evaluate import EvalConfig, evaluate_suite
 from trusttrace.evaluate.likelihood import continuation_logprobs, pair_tokens
 from trusttrace.evaluate.lmeval import MCDoc, lambada_last_word, lambada_scores, load_docs, score_docs
 from trusttrace.evaluate.truthfulqa import prompt_for
-from trusttrace.models import load_model
+from trusttrace.models.loading import load_model
 
 
 @pytest.fixture(scope="module")

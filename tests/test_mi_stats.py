@@ -1,11 +1,11 @@
-"""Intervals, nulls and check estimators of the MI rows (trusttrace.mi_stats), on data with known answers."""
+"""Intervals, nulls and check estimators of the MI rows (trusttrace.analysis.mi_stats), on data with known answers."""
 
 import numpy as np
 import pytest
 import torch
 
-from trusttrace.mi_stats import half_samples, mi_rows, restricted_permutations
-from trusttrace.mutual_info import MIConfig, estimate_mi, estimate_mi_columns
+from trusttrace.analysis.mi_stats import half_samples, mi_rows, restricted_permutations
+from trusttrace.analysis.mutual_info import MIConfig, estimate_mi, estimate_mi_columns
 
 NHSIC = MIConfig(estimator="nhsic", sigma=None)
 
@@ -143,7 +143,7 @@ def test_bad_settings_teach(kwargs, match):
 def test_engine_equals_each_estimator_alone(dtype, rtol):
     """One pass over the layers (shared Gram matrices, half-samples as sub-matrices) gives what each estimator
     computes alone, on the full rows and on every half."""
-    from trusttrace.mi_engine import HALF_TAIL, estimate_all
+    from trusttrace.analysis.mi_engine import HALF_TAIL, estimate_all
 
     x, t, y = population(90, 7)
     rng = np.random.default_rng(1)

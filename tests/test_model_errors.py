@@ -15,12 +15,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from trusttrace.activations.extract import ExtractConfig, extract_last_token
 from trusttrace.cli import app
-from trusttrace.errors import ModelError, ModelNotFoundError, OptionError, StatementTooLongError, VectorError
-from trusttrace.extract import ExtractConfig, extract_last_token
-from trusttrace.interop import import_vector
-from trusttrace.models import load_model
-from trusttrace.steering import SteeringMismatch, SteeringVector, steer
+from trusttrace.core.errors import (
+    ModelError,
+    ModelNotFoundError,
+    OptionError,
+    StatementTooLongError,
+    VectorError,
+)
+from trusttrace.models.loading import load_model
+from trusttrace.steering.interop import import_vector
+from trusttrace.steering.vector import SteeringMismatch, SteeringVector, steer
 from trusttrace.testing import planted_statements, save_tiny
 
 runner = CliRunner()

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trusttrace.models import BLOCK_PATHS, choose_dtype, find_blocks, load_model
+from trusttrace.models.loading import BLOCK_PATHS, choose_dtype, find_blocks, load_model
 
 
 @pytest.mark.parametrize("arch,n_layers", [("llama", 3), ("gpt_neox", 3), ("gpt2", 3)])

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from trusttrace.mi_stats import mi_rows
-from trusttrace.mutual_info import MIConfig, estimate_mi
+from trusttrace.analysis.mi_stats import mi_rows
+from trusttrace.analysis.mutual_info import MIConfig, estimate_mi
 
 # ---- slow references, written from the formulas (float64, explicit inverses, full label kernel)
 

@@ -14,11 +14,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace.checkpoints import CheckpointSeries
 from trusttrace.cli import _shared, app
-from trusttrace.data import dataset_names, load_datasets
-from trusttrace.demo import DemoConfig
-from trusttrace.errors import (
+from trusttrace.core.errors import (
     DataFileError,
     DataFileNotFoundError,
     OptionError,
@@ -26,11 +23,14 @@ from trusttrace.errors import (
     RunFolderError,
     UnknownNameError,
 )
-from trusttrace.outputs import check_output, start_over
-from trusttrace.pretrain import PretrainConfig
+from trusttrace.data.datasets import dataset_names, load_datasets
+from trusttrace.demo.job import DemoConfig
+from trusttrace.models.checkpoints import CheckpointSeries
 from trusttrace.report import ReportConfig, run_report
-from trusttrace.sweep import SteerConfig
+from trusttrace.runs.outputs import check_output, start_over
+from trusttrace.steer.job import SteerConfig
 from trusttrace.testing import planted_statements
+from trusttrace.training.pretrain import PretrainConfig
 
 runner = CliRunner()
 
@@ -177,7 +177,7 @@ def test_outputs_that_cannot_be_written_are_refused(tmp_path, monkeypatch):
         check_output(file)
     with pytest.raises(OutputError, match=r"lies under .*file.txt, which is a file"):
         check_output(file / "run")
-    monkeypatch.setattr("trusttrace.outputs.os.access", lambda path, mode: False)  # root writes anywhere
+    monkeypatch.setattr("trusttrace.runs.outputs.os.access", lambda path, mode: False)  # root writes anywhere
     with pytest.raises(OutputError, match=r"\(its first existing parent .*\) is not writable by this user"):
         check_output(tmp_path / "new" / "run")
     assert check_output("s3://bucket/run") == Path("s3://bucket/run")

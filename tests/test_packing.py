@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from trusttrace.extract import ExtractConfig, extract_last_token, packing_works
-from trusttrace.models import load_model
-from trusttrace.packing import common_prefix, pack_batch, prefix_packs, tree_pack
+from trusttrace.activations.extract import ExtractConfig, extract_last_token, packing_works
+from trusttrace.activations.packing import common_prefix, pack_batch, prefix_packs, tree_pack
+from trusttrace.models.loading import load_model
 from trusttrace.testing import planted_statements
 
 from .test_extract import reference
@@ -115,7 +115,7 @@ def test_a_model_that_ignores_the_mask_is_batched_padded(tiny_models, monkeypatc
         return plain(*args, **kwargs)
 
     monkeypatch.setattr(body, "forward", no_mask)
-    monkeypatch.setattr("trusttrace.extract.PACKING_CHECKED", {})
+    monkeypatch.setattr("trusttrace.activations.extract.PACKING_CHECKED", {})
     statements = sharing_statements()
     acts = extract_last_token(lm, statements, ExtractConfig(pack_tokens=40))
     assert not packing_works(lm)
@@ -150,7 +150,7 @@ def test_common_prefix():
 
 
 def test_bad_batching_options_are_refused():
-    from trusttrace.errors import OptionError
+    from trusttrace.core.errors import OptionError
 
     with pytest.raises(OptionError, match="prefix-tree"):
         ExtractConfig(batching="trie")  # type: ignore[arg-type]
@@ -161,11 +161,11 @@ def test_bad_batching_options_are_refused():
 def test_a_trace_packed_or_padded_stores_the_same_activations(tiny_series, data_dir, tmp_path):
     """``trace --batching padded`` and the packed default store the same activations (to float rounding),
     and the manifest records which was asked for."""
-    from trusttrace.analysis import AnalysisConfig
-    from trusttrace.layout import TraceLayout
-    from trusttrace.models import LoadConfig
-    from trusttrace.store import load_activations
-    from trusttrace.trace import TraceConfig, run_trace
+    from trusttrace.activations.store import load_activations
+    from trusttrace.analysis.probe_job import AnalysisConfig
+    from trusttrace.models.loading import LoadConfig
+    from trusttrace.runs.layout import TraceLayout
+    from trusttrace.trace.job import TraceConfig, run_trace
 
     runs = {}
     for batching in ("prefix-tree", "padded"):

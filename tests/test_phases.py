@@ -3,9 +3,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from trusttrace.analysis.phases import (
+    PhaseRule,
+    PhasesConfig,
+    detect_phases,
+    layer_phases,
+    run_phases,
+    summarise,
+)
 from trusttrace.cli import app
-from trusttrace.phases import PhaseRule, PhasesConfig, detect_phases, layer_phases, run_phases, summarise
-from trusttrace.tables import select_layers
+from trusttrace.runs.tables import select_layers
 
 STEPS = np.array([0, 100, 200, 300, 500, 1000, 1500, 2000, 2500, 3000])
 

@@ -3,10 +3,10 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from trusttrace.live import trace_checkpoint, tracer
-from trusttrace.pretrain import PretrainConfig, checkpoint_steps, run_pretrain
 from trusttrace.testing import write_text_corpus
-from trusttrace.training import batch_indices
+from trusttrace.trace.live import trace_checkpoint, tracer
+from trusttrace.training.loop import batch_indices
+from trusttrace.training.pretrain import PretrainConfig, checkpoint_steps, run_pretrain
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_trace_callback_traces_what_the_trainer_saves(tmp_path, tiny_models, dat
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from trusttrace.live import TraceCallback
+    from trusttrace.trace.live import TraceCallback
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
     tok = AutoTokenizer.from_pretrained(tiny_models["llama"])

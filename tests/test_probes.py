@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from trusttrace.probes import BatchedLogisticRegression, ProbeConfig, probe_layers
+from trusttrace.analysis.probes import BatchedLogisticRegression, ProbeConfig, probe_layers
 
 
 def planted(n=400, d=20, layers=4, strength=(0.0, 0.5, 2.0, 4.0), seed=0):
@@ -63,7 +63,7 @@ def two_loop(g, S, Y):
 
 @pytest.mark.parametrize("pairs", [1, 5, 12])
 def test_the_compact_inverse_hessian_is_the_two_loop_recursion(pairs):
-    from trusttrace.logreg import _History
+    from trusttrace.analysis.logreg import _History
 
     g = torch.Generator().manual_seed(pairs)
     S = [torch.randn(3, 9, generator=g, dtype=torch.float64) for _ in range(pairs)]
@@ -105,8 +105,8 @@ def test_paper_code_protocol_matches_sklearn_defaults():
 
 @pytest.mark.parametrize("protocol", ["cv", "paper-code"])
 def test_the_kept_probes_are_the_tables_first_fold_fit(protocol):
-    from trusttrace.probes import training_rows
-    from trusttrace.saved_probes import fit_probes, kept_probes
+    from trusttrace.analysis.probes import training_rows
+    from trusttrace.analysis.saved_probes import fit_probes, kept_probes
 
     X, y = planted()
     kept = []
@@ -172,7 +172,7 @@ def test_a_trace_keeps_its_probes_and_they_score_new_statements(tiny_series, dat
         load_probe,
         run_trace,
     )
-    from trusttrace.layout import TraceLayout
+    from trusttrace.runs.layout import TraceLayout
     from trusttrace.testing import planted_statements
 
     out = tmp_path / "run"
@@ -193,8 +193,8 @@ def test_a_trace_keeps_its_probes_and_they_score_new_statements(tiny_series, dat
 
 def test_a_damaged_probe_file_is_refitted_by_a_rerun(tiny_series, data_dir, tmp_path):
     from trusttrace import LoadConfig, TraceConfig, load_activations, load_probe, run_trace
-    from trusttrace.layout import TraceLayout
-    from trusttrace.verify import verify_run
+    from trusttrace.runs.layout import TraceLayout
+    from trusttrace.runs.verify import verify_run
 
     config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), dimensions=("privacy",),
                          data_dir=str(data_dir), select="last:1", load=LoadConfig(dtype="float32"))

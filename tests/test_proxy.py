@@ -10,17 +10,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from trusttrace.batching import pad_batch, positions_of
 from trusttrace.cli import app
-from trusttrace.errors import ModelError, OptionError
+from trusttrace.core.errors import ModelError, OptionError
+from trusttrace.data.batching import pad_batch, positions_of
 from trusttrace.evaluate import EvaluateConfig
 from trusttrace.evaluate.generation import GenerationConfig, _trim, generate
 from trusttrace.evaluate.likelihood import continuation_logprobs
 from trusttrace.evaluate.proxy import ProxyTuned, proxy_tuned
 from trusttrace.evaluate.scoring import binary_choice
 from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
-from trusttrace.models import load_model
-from trusttrace.steering import SteeringVector
+from trusttrace.models.loading import load_model
+from trusttrace.steering.vector import SteeringVector
 from trusttrace.testing import make_tokenizer, planted_statements, save_tiny
 
 PROMPTS = ["w1 w2 w3 w4 w5 w6 w7", "w8", "w9 w10 good", "w11 w12 w13 bad w14", "maybe"]

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace import sweep
 from trusttrace.cli import app
-from trusttrace.errors import OptionError
+from trusttrace.core.errors import OptionError
 from trusttrace.evaluate import EvaluateConfig, run_evaluate
 from trusttrace.evaluate.suite import EvalConfig
-from trusttrace.sweep import SteerConfig
+from trusttrace.steer import job as sweep
+from trusttrace.steer.job import SteerConfig
 from trusttrace.testing import save_tiny
 
 

@@ -1,4 +1,4 @@
-"""The random-init control's activations, traced once per machine (``trusttrace.random_init_cache``)."""
+"""The random-init control's activations, traced once per machine (``trusttrace.activations.random_init_cache``)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import trusttrace.trace_unit as unit_mod
-from trusttrace import random_init_cache as cache
-from trusttrace.analysis import AnalysisConfig
+import trusttrace.trace.unit as unit_mod
+from trusttrace.activations import random_init_cache as cache
+from trusttrace.activations.store import load_activations
+from trusttrace.analysis.probe_job import AnalysisConfig
 from trusttrace.cli import app
-from trusttrace.errors import OptionError
-from trusttrace.layout import TraceLayout
-from trusttrace.models import LoadConfig
-from trusttrace.store import load_activations
-from trusttrace.trace import TraceConfig, run_trace
+from trusttrace.core.errors import OptionError
+from trusttrace.models.loading import LoadConfig
+from trusttrace.runs.layout import TraceLayout
+from trusttrace.trace.job import TraceConfig, run_trace
 
 
 def _config(series, data_dir, out, select, seed=0, protocol="paper-code", **kw):

@@ -12,9 +12,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install 'trusttrace[ray]'` (make setup does)")
 
-from trusttrace.executors import ExecutorConfig
-from trusttrace.models import LoadConfig
-from trusttrace.trace import TraceConfig, _checkpoint_task, run_trace
+from trusttrace.core.executors import ExecutorConfig
+from trusttrace.models.loading import LoadConfig
+from trusttrace.trace.job import TraceConfig, _checkpoint_task, run_trace
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_a_killed_driver_resumes_without_recomputing(cluster, tiny_series, data_
 
 
 def test_a_steering_sweep_on_ray_matches_the_local_one(cluster, tiny_series, data_dir, tmp_path):
-    from trusttrace.sweep import SteerConfig, run_steer
+    from trusttrace.steer.job import SteerConfig, run_steer
 
     def config(out, **kw):
         return SteerConfig(source=str(tiny_series), select="step0,step100", target=str(tiny_series / "step10"),

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from trusttrace.assets import builtin_gguf_path
-from trusttrace.data import load_dataset
-from trusttrace.extract import extract_last_token
-from trusttrace.models import load_model
-from trusttrace.probes import ProbeConfig, probe_layers
+from trusttrace.activations.extract import extract_last_token
+from trusttrace.analysis.probes import ProbeConfig, probe_layers
+from trusttrace.data.datasets import load_dataset
+from trusttrace.models.assets import builtin_gguf_path
+from trusttrace.models.loading import load_model
 
 SHARED_DATA = os.environ.get("TRUSTTRACE_DATA_DIR")  # read before the autouse fixture clears it
 
@@ -33,11 +33,11 @@ def test_fairness_probe_peaks_in_the_middle():
 def test_own_toxicity_vector_detoxifies(tmp_path):
     """Steering SmolLM2 with its own toxicity vector (α < 0: away from label 1 = toxic) lowers the
     offline-judged toxic ratio on 100 prompts; perplexity is reported beside it."""
-    from trusttrace.analysis import AnalysisConfig
+    from trusttrace.analysis.probe_job import AnalysisConfig
     from trusttrace.evaluate.judges import EmbeddingJudge, Judges
     from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
-    from trusttrace.trace import TraceConfig, run_trace
-    from trusttrace.vectors import vector_from_run
+    from trusttrace.steering.vectors import vector_from_run
+    from trusttrace.trace.job import TraceConfig, run_trace
 
     run_trace(TraceConfig(model="smollm2-135m-instruct", out=str(tmp_path / "run"), dimensions=("toxicity",),
                           limit=1000, data_dir=SHARED_DATA, analysis=AnalysisConfig(analyses=("probe",))))

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
-from trusttrace.errors import RunFolderError
+from trusttrace.core.errors import RunFolderError
 from trusttrace.report import ReportConfig, load_run, run_report
 
 STEPS = [0, 10, 100, 1000]
@@ -186,7 +186,7 @@ def test_heatmap_has_whole_layer_ticks_and_marks_where_each_layer_emerges():
 
 
 def test_emergence_summary_names_the_first_step_or_never():
-    from trusttrace.tables import NEVER, emergence_summary
+    from trusttrace.runs.tables import NEVER, emergence_summary
 
     rows = []
     for step in (0, 10, 100):

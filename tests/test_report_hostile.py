@@ -13,12 +13,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from trusttrace.errors import LinkInRunFolderError
+from trusttrace.core.errors import LinkInRunFolderError
+from trusttrace.core.runlock import hold
 from trusttrace.report import ReportConfig, load_run, run_report, write_mi_figures
 from trusttrace.report.export import inside, png_failure, write_pngs
 from trusttrace.report.page import copy_tables
 from trusttrace.report.style import SAFE_ID, Figure, distinct, figure_id, id_part, plot_text
-from trusttrace.runlock import hold
 
 ALERTS = ("x'><img src=x onerror=alert(1)>", "</script><script>alert(1)</script>", '"><svg onload=alert(1)>',
           "../../x/PWNED", "{{7*7}}", "%{x}")

@@ -1,4 +1,4 @@
-"""One writer per run folder (``trusttrace.runlock``): the lock, what it refuses, what it leaves, and two real
+"""One writer per run folder (``trusttrace.core.runlock``): the lock, what it refuses, what it leaves, and two real
 processes on one ``--out``."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trusttrace import runlock
-from trusttrace._io import write_text_atomic
-from trusttrace.errors import FolderLockedError, FolderVanishedError, LinkInRunFolderError
-from trusttrace.outputs import start_over
+from trusttrace.core import runlock
+from trusttrace.core.errors import FolderLockedError, FolderVanishedError, LinkInRunFolderError
+from trusttrace.core.files import write_text_atomic
+from trusttrace.runs.outputs import start_over
 
 from .conftest import report
 
@@ -29,7 +29,7 @@ from .conftest import report
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from trusttrace.runlock import hold
+    from trusttrace.core.runlock import hold
     with hold(sys.argv[1], "trace"):
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))
@@ -170,7 +170,7 @@ def test_the_links_trusttrace_makes_are_allowed(tmp_path):
 def test_stored_files_get_the_umask_mode(tmp_path):
     import torch
 
-    from trusttrace.store import save_activations
+    from trusttrace.activations.store import save_activations
 
     path = tmp_path / "acts.safetensors"
     save_activations(path, torch.zeros(2, 3, 4), [0, 1], {"dataset": "x"})

@@ -5,15 +5,15 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace import trace as trace_mod
-from trusttrace import trace_unit as unit_mod
-from trusttrace.analysis import AnalysisConfig
+from trusttrace.analysis.probe_job import AnalysisConfig
 from trusttrace.cli import app
-from trusttrace.executors import ExecutorConfig
-from trusttrace.fetcher import FetchConfig, Fetched
-from trusttrace.models import LoadConfig
-from trusttrace.tables import RESULT_COLUMNS
-from trusttrace.trace import TraceConfig, run_trace
+from trusttrace.core.executors import ExecutorConfig
+from trusttrace.models.fetcher import FetchConfig, Fetched
+from trusttrace.models.loading import LoadConfig
+from trusttrace.runs.tables import RESULT_COLUMNS
+from trusttrace.trace import job as trace_mod
+from trusttrace.trace import unit as unit_mod
+from trusttrace.trace.job import TraceConfig, run_trace
 
 DIMS = ("reliability", "fairness")
 

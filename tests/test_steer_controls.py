@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
+from trusttrace.core.stats import detectable_change, fisher_exact_p, mcnemar_exact
 from trusttrace.evaluate import suite as suite_mod
 from trusttrace.evaluate.instructions import INSTRUCTIONS, baseline_instruction
 from trusttrace.evaluate.suite import EvalConfig, Steering, run_suite
-from trusttrace.models import load_model
-from trusttrace.stats import detectable_change, fisher_exact_p, mcnemar_exact
-from trusttrace.steer_controls import Evaluated, control_rows, random_directions
-from trusttrace.steering import SteeringVector
-from trusttrace.tables import steering_verdict
+from trusttrace.models.loading import load_model
+from trusttrace.runs.tables import steering_verdict
+from trusttrace.steer.controls import Evaluated, control_rows, random_directions
+from trusttrace.steering.vector import SteeringVector
 from trusttrace.testing import save_tiny, write_planted_data_dir
 
 

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from trusttrace.analysis import AnalysisConfig
-from trusttrace.batching import untuple
-from trusttrace.errors import VectorError
-from trusttrace.models import LoadConfig, load_model, vocab_sha256
-from trusttrace.steering import SteeringMismatch, SteeringVector, build_vector, steer
-from trusttrace.trace import TraceConfig, run_trace
-from trusttrace.vectors import vector_from_run
+from trusttrace.analysis.probe_job import AnalysisConfig
+from trusttrace.core.errors import VectorError
+from trusttrace.data.batching import untuple
+from trusttrace.models.loading import LoadConfig, load_model, vocab_sha256
+from trusttrace.steering.vector import SteeringMismatch, SteeringVector, build_vector, steer
+from trusttrace.steering.vectors import vector_from_run
+from trusttrace.trace.job import TraceConfig, run_trace
 
 LAYER = 1
 

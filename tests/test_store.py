@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from trusttrace.layout import TraceLayout
-from trusttrace.store import is_complete, load_activations, read_metadata, save_activations
+from trusttrace.activations.store import is_complete, load_activations, read_metadata, save_activations
+from trusttrace.runs.layout import TraceLayout
 
 
 def test_roundtrip_atomic_and_metadata(tmp_path):
@@ -24,7 +24,7 @@ def test_roundtrip_atomic_and_metadata(tmp_path):
 def test_damaged_activations_raise_a_named_error_never_a_parser_error(tmp_path):
     import pytest
 
-    from trusttrace.errors import DamagedFileError
+    from trusttrace.core.errors import DamagedFileError
 
     path = tmp_path / "a" / "x.safetensors"
     save_activations(path, torch.randn(2, 4, 3), np.array([0, 1, 0, 1]), {"n_rows": "4"})

@@ -3,9 +3,9 @@ import pytest
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
-from trusttrace.steering import SteeringVector
-from trusttrace.sweep import SteerConfig
-from trusttrace.tables import best_alphas
+from trusttrace.runs.tables import best_alphas
+from trusttrace.steer.job import SteerConfig
+from trusttrace.steering.vector import SteeringVector
 
 
 def test_steer_sweeps_sources_on_a_separate_target(tiny_series, data_dir, tmp_path):
@@ -98,7 +98,7 @@ def test_best_alpha_takes_only_vectors_that_beat_random():
 
 
 def test_a_source_that_is_the_target_is_evaluated_once(tiny_series, data_dir, tmp_path, monkeypatch):
-    from trusttrace import sweep
+    from trusttrace.steer import job as sweep
 
     steered = []
     real = sweep.run_suite

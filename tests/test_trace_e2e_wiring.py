@@ -13,9 +13,9 @@ trace_e2e = pytest.importorskip("trace_e2e")
 
 
 def test_every_timed_stage_is_called_by_a_trace(tiny_series, data_dir, tmp_path):
-    from trusttrace.analysis import AnalysisConfig
-    from trusttrace.models import LoadConfig
-    from trusttrace.trace import TraceConfig
+    from trusttrace.analysis.probe_job import AnalysisConfig
+    from trusttrace.models.loading import LoadConfig
+    from trusttrace.trace.job import TraceConfig
 
     trace_e2e.check_timed()
     config = TraceConfig(model=str(tiny_series), out=str(tmp_path / "run"), dimensions=("toxicity",),

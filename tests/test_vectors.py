@@ -4,14 +4,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from trusttrace.analysis import AnalysisConfig
+from trusttrace.activations.store import load_activations
+from trusttrace.analysis.probe_job import AnalysisConfig
 from trusttrace.cli import app
-from trusttrace.layout import TraceLayout
-from trusttrace.models import LoadConfig
-from trusttrace.steering import SteeringVector, build_vector
-from trusttrace.store import load_activations
-from trusttrace.trace import TraceConfig, run_trace
-from trusttrace.vectors import VectorsConfig, run_vectors
+from trusttrace.models.loading import LoadConfig
+from trusttrace.runs.layout import TraceLayout
+from trusttrace.steering.vector import SteeringVector, build_vector
+from trusttrace.steering.vectors import VectorsConfig, run_vectors
+from trusttrace.trace.job import TraceConfig, run_trace
 
 
 @pytest.fixture

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from trusttrace._io import record_path, write_json_atomic
-from trusttrace.analysis import AnalysisConfig
+from trusttrace.analysis.probe_job import AnalysisConfig
 from trusttrace.cli import app
-from trusttrace.layout import SteerLayout, TraceLayout
-from trusttrace.models import LoadConfig
-from trusttrace.pretrain import PretrainConfig, run_pretrain
-from trusttrace.runlock import LOCK_NAME
-from trusttrace.sweep import SteerConfig, run_steer
+from trusttrace.core.files import record_path, write_json_atomic
+from trusttrace.core.runlock import LOCK_NAME
+from trusttrace.models.loading import LoadConfig
+from trusttrace.runs.layout import SteerLayout, TraceLayout
+from trusttrace.runs.verify import verify_run
+from trusttrace.steer.job import SteerConfig, run_steer
 from trusttrace.testing import write_text_corpus
-from trusttrace.trace import TraceConfig, run_trace
-from trusttrace.verify import verify_run
+from trusttrace.trace.job import TraceConfig, run_trace
+from trusttrace.training.pretrain import PretrainConfig, run_pretrain
 
 
 def _trace_config(series: Path, data_dir: Path, out: Path) -> TraceConfig:
@@ -138,7 +138,7 @@ def test_a_damaged_file_outranks_work_left(finished_trace: Path, tmp_path: Path)
 
 def _hold_in_another_process(folder: Path) -> subprocess.Popen[str]:
     """A process that holds ``folder`` as `trusttrace trace` does, until it is killed."""
-    code = ("import sys, time\nfrom trusttrace.runlock import hold\n"
+    code = ("import sys, time\nfrom trusttrace.core.runlock import hold\n"
             "with hold(sys.argv[1], 'trace'):\n    print('held', flush=True)\n    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"

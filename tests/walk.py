@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 from typer.testing import CliRunner
 
-from trusttrace._io import write_json_atomic
+from trusttrace.core.files import write_json_atomic
 from trusttrace.testing import make_tokenizer, save_tiny, write_planted_data_dir
 
 FAST = ["--controls", "none", "--analyses", "probe", "--limit", "40", "-q"]
@@ -83,7 +83,7 @@ class Skip(Exception):
     """A case this machine cannot set up (no tmpfs mount, no setpriv): reported as skipped, never as ok."""
 
 
-HOLDER = ("import sys, time\nfrom trusttrace.runlock import hold\nwith hold(sys.argv[1], 'trace'):\n"
+HOLDER = ("import sys, time\nfrom trusttrace.core.runlock import hold\nwith hold(sys.argv[1], 'trace'):\n"
           "    print('held', flush=True)\n    time.sleep(120)\n")
 
 
@@ -102,7 +102,7 @@ class Scratch:
         proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
         self.cleanups.append(lambda: (proc.kill(), proc.wait()))
         if proc.stdout is None or proc.stdout.readline().strip() != "held":  # a trusttrace without runlock
-            raise Skip("no other process could hold the folder (this trusttrace has no trusttrace.runlock)")
+            raise Skip("no other process could hold the folder (this trusttrace has no trusttrace.core.runlock)")
         return proc.pid
 
     def small_disk(self, name: str, kilobytes: int) -> Path:
@@ -775,7 +775,7 @@ def _hostile_table(s: Scratch, dimension: str, steps: int = 1) -> Path:
 
 def _hostile_trace(s: Scratch, dimension: str) -> Path:
     """A trace folder whose results hold MI rows over steps of a dimension named ``dimension``."""
-    from trusttrace.tables import RESULT_COLUMNS
+    from trusttrace.runs.tables import RESULT_COLUMNS
 
     frame = pd.read_csv(_hostile_table(s, dimension, steps=5))
     for col in RESULT_COLUMNS:

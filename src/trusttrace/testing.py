@@ -77,7 +77,7 @@ def write_planted_data_dir(root: Path, rows: int = 120) -> Path:
     """Planted-label CSVs under the five published file names, usable as ``--data-dir``."""
     import pandas as pd
 
-    from .data import SPECS
+    from .data.datasets import SPECS
 
     root.mkdir(parents=True, exist_ok=True)
     for i, spec in enumerate(SPECS.values()):

@@ -20,7 +20,7 @@ def main() -> None:
     import os
     import sys
 
-    from ..errors import environment_failure
+    from ..core.errors import environment_failure
 
     try:
         app(prog_name="trusttrace")

@@ -34,7 +34,7 @@ class RunLog(logging.FileHandler):
 
     def _folder_started(self) -> bool:
         """Whether the run wrote into its folder yet (anything but the lock and the log itself)."""
-        from ..runlock import LOCK_NAME
+        from ..core.runlock import LOCK_NAME
 
         if not self.ready:
             folder = Path(self.baseFilename).parent

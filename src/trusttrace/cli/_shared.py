@@ -21,16 +21,16 @@ from rich.progress import Progress as Bars
 from rich.table import Table
 
 from .._version import __version__
-from ..errors import OptionError
-from ..names import CONTROLS, DIMENSIONS, MI_CHECKS
-from ..progress import Progress
+from ..core.errors import OptionError
+from ..core.names import CONTROLS, DIMENSIONS, MI_CHECKS
+from ..core.progress import Progress
 from ._logging import console, setup_logging  # noqa: F401 (every command takes them from here)
 from .choices import Dtype, Executor, MiEstimator, PerplexitySource, Positions, Protocol, check_device
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..executors import ExecutorConfig
+    from ..core.executors import ExecutorConfig
 
 app = typer.Typer(no_args_is_help=True,
                   help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.\n\n"
@@ -69,7 +69,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 def exit_code(err: Exception) -> int:
     """2 for a usage error (fix the input), 1 for anything else (a rerun, or a bug report, mends it)."""
-    from ..errors import TrustTraceError
+    from ..core.errors import TrustTraceError
 
     if isinstance(err, TrustTraceError):
         return err.exit_code
@@ -88,7 +88,7 @@ def fail(err: Exception) -> NoReturn:
     """
     import click
 
-    from ..errors import TrustTraceError, environment_failure
+    from ..core.errors import TrustTraceError, environment_failure
 
     if isinstance(err, (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort)):
         raise err
@@ -110,8 +110,8 @@ def fail(err: Exception) -> NoReturn:
 def writing(folder: Path | str | None, command: str, wait: bool, beside: bool = False) -> Iterator[None]:
     """The command's output folder held for it while the block runs (``runlock.hold``: one writer at a time;
     ``wait``: queue behind another). A URL's local mirror is held by the job itself; no folder, no hold."""
-    from ..outputs import check_output
-    from ..runlock import hold, waiting
+    from ..core.runlock import hold, waiting
+    from ..runs.outputs import check_output
 
     with waiting(wait):
         if folder is None or "://" in str(folder):
@@ -268,12 +268,12 @@ TransferOpt = Annotated[str | None, typer.Option(help="Transfer tests TRAIN:TEST
                                                      "all of TRAIN, scored on all of TEST (dimensions, "
                                                      "truthfulqa_heldout, or files).")]
 ControlsOpt = Annotated[str, typer.Option(help=f"none, or comma-separated: {', '.join(CONTROLS)} (what the "
-                                               "accuracy is compared with; see trusttrace.controls).")]
+                                               "accuracy is compared with; see trusttrace.analysis.controls).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the cv folds (and MI subsamples).")]
 TrainSeedOpt = Annotated[int, typer.Option(help="Seed of the initial weights, the batch order and dropout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and the final summary only.")]
 AnalysesOpt = Annotated[str, typer.Option(help="Comma-separated: probe, mi.")]
-MiEstimatorOpt = Annotated[MiEstimator, typer.Option(help="MI estimator (see trusttrace.mutual_info).")]
+MiEstimatorOpt = Annotated[MiEstimator, typer.Option(help="MI estimator (see trusttrace.analysis.mutual_info).")]
 MiSigmaOpt = Annotated[str, typer.Option(help="Kernel width σ, or 'median' (hsic/nhsic).")]
 MiMaxSamplesOpt = Annotated[int | None, typer.Option(help="Estimate MI on seeded subsamples of this many rows.")]
 MiBootstrapOpt = Annotated[int, typer.Option(help=(
@@ -325,7 +325,7 @@ RetriesOpt = Annotated[int, typer.Option(help="Retries of a failed task (ray).",
 def executor_config(executor: Executor, ray_address: str | None, gpus_per_task: float, cpus_per_task: float,
                     max_retries: int) -> ExecutorConfig:
     """The executor options as one config."""
-    from ..executors import ExecutorConfig
+    from ..core.executors import ExecutorConfig
 
     return ExecutorConfig(kind=executor.value, ray_address=ray_address, gpus_per_task=gpus_per_task,
                           cpus_per_task=cpus_per_task, max_retries=max_retries)
@@ -334,7 +334,7 @@ def executor_config(executor: Executor, ray_address: str | None, gpus_per_task: 
 def model_at(model: str, revision: str | None, option: str = "--model") -> tuple[str, str | None]:
     """``MODEL@REV`` or ``MODEL`` with ``--revision REV`` → (MODEL, REV) (``hub.split_revision``); both at once
     must agree."""
-    from ..hub import split_revision
+    from ..models.hub import split_revision
 
     name, rev = split_revision(model)
     if rev is None:

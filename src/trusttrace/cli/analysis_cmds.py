@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import OptionError
-from ..names import DEFAULT_MI_BOOTSTRAP as DEFAULT_BOOTSTRAP
-from ..names import DEFAULT_MI_PERMUTATIONS as DEFAULT_PERMUTATIONS
-from ..names import DIMENSIONS, MI_CHECKS, SELECTOR_HELP
+from ..core.errors import OptionError
+from ..core.names import DEFAULT_MI_BOOTSTRAP as DEFAULT_BOOTSTRAP
+from ..core.names import DEFAULT_MI_PERMUTATIONS as DEFAULT_PERMUTATIONS
+from ..core.names import DIMENSIONS, MI_CHECKS, SELECTOR_HELP
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,7 +77,7 @@ EMERGENCE_TITLE = ("when each dimension emerges: the first checkpoint from which
 
 def print_summaries(results: pd.DataFrame) -> None:
     """The best-layer table and, over a series, the step each dimension emerges."""
-    from ..tables import emergence_summary, trace_summary
+    from ..runs.tables import emergence_summary, trace_summary
 
     print_table(trace_summary(results), SUMMARY_TITLE, SUMMARY_HEADERS)
     emerged = emergence_summary(results)
@@ -140,17 +140,17 @@ def trace(
     quiet: QuietOpt = False,
 ) -> None:
     """Extract last-token activations of every layer, then probe them and estimate I(T;X), I(T;Y)."""
-    from ..layout import TraceLayout
-    from ..remote import is_url
+    from ..runs.layout import TraceLayout
+    from ..runs.remote import is_url
 
     setup_logging(quiet, None if is_url(out) else TraceLayout(Path(out)).log)
     try:
-        from ..analysis import AnalysisConfig
-        from ..extract import ExtractConfig
-        from ..fetcher import FetchConfig
-        from ..models import LoadConfig
-        from ..outputs import start_over
-        from ..trace import TraceConfig, run_trace
+        from ..activations.extract import ExtractConfig
+        from ..analysis.probe_job import AnalysisConfig
+        from ..models.fetcher import FetchConfig
+        from ..models.loading import LoadConfig
+        from ..runs.outputs import start_over
+        from ..trace.job import TraceConfig, run_trace
 
         quiet_transformers()
         name, rev = model_at(model, None)
@@ -206,12 +206,12 @@ def probe(
     quiet: QuietOpt = False,
 ) -> None:
     """Re-run probes and MI on a run's stored activations, with other settings (no model needed)."""
-    from ..layout import TraceLayout
+    from ..runs.layout import TraceLayout
 
     setup_logging(quiet, TraceLayout(out).log)
     try:
-        from ..analysis import AnalysisConfig, ProbeRunConfig, run_probe
-        from ..outputs import refuse_overlap, start_over
+        from ..analysis.probe_job import AnalysisConfig, ProbeRunConfig, run_probe
+        from ..runs.outputs import refuse_overlap, start_over
 
         analysis = AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                         sigma(mi_sigma), mi_max_samples=mi_max_samples,
@@ -239,8 +239,8 @@ def phases(
     """Where I(T;X) peaks per dimension and layer, whether compression follows, and whether I(T;Y) rises."""
     setup_logging(quiet=True)
     try:
-        from ..layout import TraceLayout
-        from ..phases import PhaseRule, PhasesConfig, run_phases
+        from ..analysis.phases import PhaseRule, PhasesConfig, run_phases
+        from ..runs.layout import TraceLayout
 
         with writing(TraceLayout(run).mi if run.is_dir() else None, "phases", wait):
             result = run_phases(PhasesConfig(str(run), PhaseRule(smooth=smooth, min_drop=min_drop)))
@@ -271,7 +271,7 @@ def checkpoints(
     """List the checkpoints a trace would visit, in order."""
     setup_logging(quiet=True)
     try:
-        from ..checkpoints import CheckpointSeries
+        from ..models.checkpoints import CheckpointSeries
 
         series = CheckpointSeries.resolve(model, split(revisions)).select(select)
     except user_errors() as err:
@@ -287,7 +287,7 @@ def checkpoints(
 @app.command()
 def datasets() -> None:
     """The five dimensions, their published files and label polarity."""
-    from ..data import SPECS
+    from ..data.datasets import SPECS
 
     table = Table(title="trustworthiness dimensions")
     for col in ("dimension", "file", "rows", "label 1", "label 0"):

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import OptionError
-from ..names import DIMENSIONS, SELECTOR_HELP
+from ..core.errors import OptionError
+from ..core.names import DIMENSIONS, SELECTOR_HELP
 from ._shared import (
     EXIT_FAILURE,
     CpusOpt,
@@ -104,12 +104,12 @@ def evaluate(
 ) -> None:
     """Evaluate a model on the five dimensions (and perplexity), optionally under a steering vector or
     proxy-tuned by a tuned model's logit offset."""
-    from ..layout import EvaluateLayout
+    from ..runs.layout import EvaluateLayout
 
     setup_logging(quiet, log_file=EvaluateLayout(out).log if out else None)
     try:
         from ..evaluate import EvalConfig, EvaluateConfig, run_evaluate
-        from ..outputs import start_over
+        from ..runs.outputs import start_over
 
         quiet_transformers()
         suite = EvalConfig(dimensions=dimensions(dims), limit=limit, data_dir=path_or_none(data_dir),
@@ -156,7 +156,7 @@ def steer(
     alphas: Annotated[str, typer.Option(help="Comma-separated strengths; negative moves away from label 1.")]
     = "-2,-1,1,2",
     positions: PositionsOpt = Positions.last,
-    method: Annotated[VectorMethod, typer.Option(help="Vector builder (see trusttrace.steering).")]
+    method: Annotated[VectorMethod, typer.Option(help="Vector builder (see trusttrace.steering.vector).")]
     = VectorMethod.paper_code,
     limit: Annotated[int | None, typer.Option(help="Evaluation items at most.")] = None,
     source_limit: Annotated[int | None, typer.Option(help="Statements used to build each vector.")] = None,
@@ -199,13 +199,13 @@ def steer(
     directions, a prompting baseline (and optionally the source checkpoints proxy-tuned)."""
     import logging
 
-    from ..layout import SteerLayout
+    from ..runs.layout import SteerLayout
 
     setup_logging(quiet, log_file=SteerLayout(out).log)
     logging.getLogger("trusttrace.evaluate.suite").setLevel(logging.WARNING)  # the sweep's bar says where it is
     try:
-        from ..outputs import start_over
-        from ..sweep import SteerConfig, run_steer
+        from ..runs.outputs import start_over
+        from ..steer.job import SteerConfig, run_steer
 
         quiet_transformers()
         config = SteerConfig(

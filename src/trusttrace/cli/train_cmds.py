@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..progress import Progress
+from ..core.progress import Progress
 from ._shared import (
     DataDirOpt,
     DeviceOpt,
@@ -73,13 +73,13 @@ def pretrain(
     quiet: QuietOpt = False,
 ) -> None:
     """Pre-train a small Llama model from scratch, saving (and optionally tracing) a checkpoint series."""
-    from ..layout import PretrainLayout
+    from ..runs.layout import PretrainLayout
 
     setup_logging(quiet, PretrainLayout(out).log)
     try:
-        from ..live import tracer
-        from ..outputs import start_over
-        from ..pretrain import PretrainConfig, run_pretrain
+        from ..runs.outputs import start_over
+        from ..trace.live import tracer
+        from ..training.pretrain import PretrainConfig, run_pretrain
 
         quiet_transformers()
         config = PretrainConfig(out=str(out), corpus=corpus, steps=steps, checkpoints=checkpoints,
@@ -123,8 +123,8 @@ def finetune(
     """Instruction-tune a checkpoint into a small chat model (the steering target)."""
     setup_logging(quiet)
     try:
-        from ..finetune import FinetuneConfig, run_finetune
-        from ..outputs import start_over
+        from ..runs.outputs import start_over
+        from ..training.finetune import FinetuneConfig, run_finetune
 
         quiet_transformers()
         name, rev = model_at(model, revision)
@@ -158,14 +158,14 @@ def demo(
     wait: WaitOpt = False,
 ) -> None:
     """Pre-train a small model with live tracing, fine-tune it, steer it with its own checkpoints: offline."""
-    from ..layout import DemoLayout
+    from ..runs.layout import DemoLayout
 
     setup_logging(False, DemoLayout(out).log)
     try:
-        from ..demo import DemoConfig, run_demo
-        from ..demo_plan import parse_budget
-        from ..errors import OptionError
-        from ..outputs import start_over
+        from ..core.errors import OptionError
+        from ..demo.job import DemoConfig, run_demo
+        from ..demo.plan import parse_budget
+        from ..runs.outputs import start_over
 
         quiet_transformers()
         sizes = {k: v for k, v in (("steps", steps), ("trace_limit", trace_limit), ("steer_limit", steer_limit))

@@ -33,7 +33,7 @@ def build(
     dimension: Annotated[str, typer.Option(help="The dimension (or user file stem) whose activations to use.")],
     out: Annotated[Path | None, typer.Option(help="Folder for <revision>/<dimension>.safetensors "
                                                   "(default RUN/vectors).")] = None,
-    method: Annotated[VectorMethod, typer.Option(help="How the vector is built (see trusttrace.steering).")]
+    method: Annotated[VectorMethod, typer.Option(help="How the vector is built (see trusttrace.steering.vector).")]
     = VectorMethod.paper_code,
     vector_split: Annotated[str | None, typer.Option("--split", help="Rows of the mean difference: first-half | all "
                                                                     "(default: all for reliability, else first-half).")]
@@ -44,7 +44,7 @@ def build(
     """Build steering vectors from a trace folder's stored activations (no model needed)."""
     setup_logging(quiet=True)
     try:
-        from ..vectors import VectorsConfig, run_vectors
+        from ..steering.vectors import VectorsConfig, run_vectors
 
         with writing(None, "vectors build", wait):  # run_vectors holds its folder
             result = run_vectors(VectorsConfig(str(run), dimension, path_or_none(out), method.value, vector_split,
@@ -68,12 +68,12 @@ def export(
     architecture: Annotated[str | None, typer.Option(help="Model type (llama, gpt2, gpt_neox, …) when the vector "
                                                           "does not record it.")] = None,
 ) -> None:
-    """Write a vector in another tool's format (see trusttrace.interop)."""
+    """Write a vector in another tool's format (see trusttrace.steering.interop)."""
     setup_logging(quiet=True)
     try:
-        from ..interop import FORMATS, export_vector
-        from ..outputs import refuse_same_file
-        from ..steering import SteeringVector
+        from ..runs.outputs import refuse_same_file
+        from ..steering.interop import FORMATS, export_vector
+        from ..steering.vector import SteeringVector
 
         target = out or vector.with_suffix(FORMATS[fmt.value])
         refuse_same_file(target, vector, "vectors export")
@@ -93,8 +93,8 @@ def import_(
     """Read another tool's steering vector into a trusttrace vector (with where it came from)."""
     setup_logging(quiet=True)
     try:
-        from ..interop import import_vector
-        from ..outputs import refuse_same_file
+        from ..runs.outputs import refuse_same_file
+        from ..steering.interop import import_vector
 
         refuse_same_file(out, source, "vectors import")
         vector = import_vector(source)

@@ -1,5 +1,5 @@
-"""``trusttrace verify RUN``: check every file of a run folder against its record (``trusttrace.integrity``)
-and say what the run has not done yet (``trusttrace.unfinished``)."""
+"""``trusttrace verify RUN``: check every file of a run folder against its record (``trusttrace.runs.integrity``)
+and say what the run has not done yet (``trusttrace.runs.unfinished``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from ._shared import EXIT_FAILURE, EXIT_OK, WaitOpt, app, console, fail, setup_logging, user_errors, writing
 
 if TYPE_CHECKING:
-    from ..verify import VerifyReport
+    from ..runs.verify import VerifyReport
 
 EXIT_INCOMPLETE = 3  # every file intact, but work left (or another process writing the folder)
 EXIT_CODES = {"intact": EXIT_OK, "damaged": EXIT_FAILURE, "incomplete": EXIT_INCOMPLETE}
@@ -37,8 +37,8 @@ def verify(
     """
     setup_logging(quiet=True)
     try:
-        from ..verify import adopt as adopt_files
-        from ..verify import verify_run
+        from ..runs.verify import adopt as adopt_files
+        from ..runs.verify import verify_run
 
         report = verify_run(run)
         if adopt:
@@ -81,12 +81,12 @@ def cache(
 ) -> None:
     """Show (or --clear) the machine's cache of random-init control activations: an untrained network is
     traced once per model, seed, dataset and extraction settings, and later traces read it from here
-    (trusttrace.random_init_cache). TRUSTTRACE_RANDOM_INIT_CACHE moves it (or turns it off), and
+    (trusttrace.activations.random_init_cache). TRUSTTRACE_RANDOM_INIT_CACHE moves it (or turns it off), and
     TRUSTTRACE_RANDOM_INIT_CACHE_GB bounds it (default 4 GB; least recently used files go first)."""
     setup_logging(quiet=True)
     try:
-        from ..random_init_cache import cache_root, entries, limit_bytes
-        from ..random_init_cache import clear as clear_cache
+        from ..activations.random_init_cache import cache_root, entries, limit_bytes
+        from ..activations.random_init_cache import clear as clear_cache
 
         root = cache_root()
         if root is None:

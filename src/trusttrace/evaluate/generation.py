@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .._alloc import keep_freed_memory
-from ..batching import length_buckets, pad_batch, pad_id_of
-from ..models import LoadedModel, check_fits, context_length
+from ..core.alloc import keep_freed_memory
+from ..data.batching import length_buckets, pad_batch, pad_id_of
+from ..models.loading import LoadedModel, check_fits, context_length
 
 log = logging.getLogger(__name__)
 

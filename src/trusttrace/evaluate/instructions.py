@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import OptionError
+from ..core.errors import OptionError
 
 INSTRUCTION_SPEC = "baseline-instructions/1"
 INSTRUCTIONS: dict[str, str] = {

@@ -10,15 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from .._io import write_json_atomic, write_with
 from .._version import package_versions
-from ..errors import OptionError
-from ..hub import split_revision
-from ..layout import EvaluateLayout
-from ..models import LoadedModel, load_model, peek_model
-from ..outputs import check_output
-from ..runlock import hold
-from ..steering import SteeringVector, check_compatible, check_fit
+from ..core.errors import OptionError
+from ..core.files import write_json_atomic, write_with
+from ..core.runlock import hold
+from ..models.hub import split_revision
+from ..models.loading import LoadedModel, load_model, peek_model
+from ..runs.layout import EvaluateLayout
+from ..runs.outputs import check_output
+from ..steering.vector import SteeringVector, check_compatible, check_fit
 from .judges import judges_for
 from .proxy import check_same_vocab, proxy_tuned
 from .suite import EvalConfig, Steering, evaluate_suite

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from ..assets import encoder_folder
-from ..data import load_dataset
-from ..errors import OptionError
-from ..models import LoadedModel
+from ..core.errors import OptionError
+from ..data.datasets import load_dataset
+from ..models.assets import encoder_folder
+from ..models.loading import LoadedModel
 from .truthfulqa import MCItem
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,9 @@ def dev_embeddings(encoder: SentenceEncoder, texts: list[str]) -> np.ndarray:
     import importlib.metadata
     import json
 
-    from .._io import atomic_path, sha256_file, text_sha256
-    from ..hub import default_cache_dir
-    from ..integrity import check
+    from ..core.caches import default_cache_dir
+    from ..core.files import atomic_path, sha256_file, text_sha256
+    from ..runs.integrity import check
 
     weights = sorted(Path(encoder.folder).glob("*.safetensors"))
     key = text_sha256(json.dumps({"texts": texts, "weights": [sha256_file(w) for w in weights],
@@ -244,7 +244,7 @@ class HFTruthJudge:
 
     def __init__(self, truth_model: str = HF_TRUTH_JUDGE, info_model: str = HF_INFO_JUDGE,
                  dtype: str = "auto", device: str = "auto") -> None:
-        from ..models import load_model
+        from ..models.loading import load_model
 
         self.truth_model, self.info_model = truth_model, info_model
         self.name = f"Hugging Face judges {truth_model} (truth) and {info_model} (info)"

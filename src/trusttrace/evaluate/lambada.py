@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataFileNotFoundError
+from ..core.errors import DataFileNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def lambada_texts(cache_dir: str | None = None) -> tuple[tuple[str, ...], str]:
     """(passages, description) from the hub (or the Hugging Face cache); errors as ``hub_call`` raises them."""
     from huggingface_hub import snapshot_download
 
-    from ..hub import commit_of, hub_call
+    from ..models.hub import commit_of, hub_call
 
     folder = Path(hub_call(f"Downloading {LAMBADA_REPO}", snapshot_download, LAMBADA_REPO, repo_type="dataset",
                            cache_dir=cache_dir, allow_patterns=_PATTERNS))

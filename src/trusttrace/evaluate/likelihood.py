@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .._alloc import keep_freed_memory
-from ..batching import length_buckets, pad_batch, pad_id_of, positions_of
-from ..errors import DataFileError
-from ..models import LoadedModel, check_fits
+from ..core.alloc import keep_freed_memory
+from ..core.errors import DataFileError
+from ..data.batching import length_buckets, pad_batch, pad_id_of, positions_of
+from ..models.loading import LoadedModel, check_fits
 
 
 def score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Sequence[int], max_batch: int = 32,

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from ..errors import DataFileError, DataFileNotFoundError, OptionError
-from ..models import LoadedModel
+from ..core.errors import DataFileError, DataFileNotFoundError, OptionError
+from ..models.loading import LoadedModel
 from .likelihood import continuation_logprobs, greedy_tails
 from .truthfulqa import QA_PRIMER, answer_lists, load_mc_items, prompt_for
 
@@ -81,7 +81,7 @@ def load_docs(data_dir: str | Path | None = None, questions: str = "all", limit:
 def _hub_docs() -> tuple[list[MCDoc], str]:
     from huggingface_hub import snapshot_download
 
-    from ..hub import commit_of, hub_call
+    from ..models.hub import commit_of, hub_call
 
     folder = Path(hub_call(f"Downloading {TRUTHFULQA_REPO}", snapshot_download, TRUTHFULQA_REPO,
                            repo_type="dataset", allow_patterns=["multiple_choice/*"]))
@@ -96,7 +96,7 @@ def _hub_docs() -> tuple[list[MCDoc], str]:
 
 
 def _table_docs(data_dir: str | Path | None) -> list[MCDoc]:
-    from ..data import EVAL_FILES, locate_file
+    from ..data.datasets import EVAL_FILES, locate_file
 
     table = pd.read_csv(locate_file(EVAL_FILES["truthfulqa_mc"], data_dir)[0], encoding="utf-8-sig")
     docs = []

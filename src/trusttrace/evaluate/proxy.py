@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from ..batching import positions_of
-from ..errors import ModelError, OptionError
-from ..models import LoadedModel, context_length, vocab_sha256
+from ..core.errors import ModelError, OptionError
+from ..data.batching import positions_of
+from ..models.loading import LoadedModel, context_length, vocab_sha256
 
 if TYPE_CHECKING:
-    from ..models import CausalLM
+    from ..models.loading import CausalLM
 
 
 @dataclass

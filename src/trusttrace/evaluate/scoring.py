@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..batching import length_buckets, pad_batch, pad_id_of, positions_of
-from ..errors import ModelError
-from ..models import LoadedModel, check_fits
+from ..core.errors import ModelError
+from ..data.batching import length_buckets, pad_batch, pad_id_of, positions_of
+from ..models.loading import LoadedModel, check_fits
 
 
 def _single_token(lm: LoadedModel, text: str) -> int:

@@ -42,12 +42,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from ..data import DIMENSIONS, load_dataset
-from ..errors import OptionError, UnknownNameError
-from ..models import LoadedModel
-from ..names import BINARY_MODES, PERPLEXITY_SOURCES, TRUTHFULQA_SPECS
-from ..stats import wilson
-from ..steering import SteeringVector, steer
+from ..core.errors import OptionError, UnknownNameError
+from ..core.names import BINARY_MODES, PERPLEXITY_SOURCES, TRUTHFULQA_SPECS
+from ..core.stats import wilson
+from ..data.datasets import DIMENSIONS, load_dataset
+from ..models.loading import LoadedModel
+from ..steering.vector import SteeringVector, steer
 from .generation import GenerationConfig, generate
 from .instructions import instructed
 from .judges import Judges, SelfCheckingTruthJudge, ToxicityJudge, TruthJudge

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from ..data import EVAL_FILES, locate_file
-from ..models import LoadedModel
+from ..data.datasets import EVAL_FILES, locate_file
+from ..models.loading import LoadedModel
 from .instructions import instructed
 from .likelihood import continuation_logprobs
 

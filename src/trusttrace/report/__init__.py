@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._io import write_text_atomic
-from ..errors import OptionError, RunFolderError, RunFolderNotFoundError
-from ..layout import ReportLayout, report_for
-from ..outputs import check_output, refuse_overlap, start_over
-from ..runlock import hold
-from ..tables import steered_dimension, steering_verdict
+from ..core.errors import OptionError, RunFolderError, RunFolderNotFoundError
+from ..core.files import write_text_atomic
+from ..core.runlock import hold
+from ..runs.layout import ReportLayout, report_for
+from ..runs.outputs import check_output, refuse_overlap, start_over
+from ..runs.tables import steered_dimension, steering_verdict
 from .export import write_pngs
 from .load import ACCEPTED, Run, load_run
 from .mi_figures import information_plane, mi_curves, write_mi_figures

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .._io import write_text_atomic, write_with
-from ..runlock import guard_write
+from ..core.files import write_text_atomic, write_with
+from ..core.runlock import guard_write
 from .style import Figure
 
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from ..errors import RunFolderError, RunFolderNotFoundError, environment_failure
-from ..layout import RunLayout, SteerLayout, TraceLayout, read_csv, read_json
-from ..tables import HEADLINE, steered_dimension
+from ..core.errors import RunFolderError, RunFolderNotFoundError, environment_failure
+from ..runs.layout import RunLayout, SteerLayout, TraceLayout, read_csv, read_json
+from ..runs.tables import HEADLINE, steered_dimension
 
 ACCEPTED = ("a trace, probe, steer, pretrain or demo run folder, or a CSV of step,dimension,layer,metric,value "
             "rows")

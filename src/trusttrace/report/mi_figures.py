@@ -14,10 +14,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..errors import RunFolderError
-from ..layout import TraceLayout, safe_name
-from ..runlock import hold
-from ..tables import mi_wide, select_layers
+from ..core.errors import RunFolderError
+from ..core.runlock import hold
+from ..runs.layout import TraceLayout, safe_name
+from ..runs.tables import mi_wide, select_layers
 from .export import inside, write_html, write_pngs
 from .load import Run, load_run, steps_of
 from .style import DASHES, Figure, colours, figure_id, legend_name, log_steps, step_axis, styled, with_alpha

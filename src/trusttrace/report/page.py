@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from .._io import write_with
 from .._version import __version__
-from ..layout import safe_name
+from ..core.files import write_with
+from ..runs.layout import safe_name
 from .export import inside
 from .load import Run
 from .style import Figure, id_part, slug

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..tables import emergence, select_layers
+from ..runs.tables import emergence, select_layers
 from .load import Run, steps_of
 from .style import (
     CIVIDIS,

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..tables import HEADLINE, PROMPT, RANDOM, SIGNIFICANT, is_control, steered_dimension, steering_wide
+from ..runs.tables import HEADLINE, PROMPT, RANDOM, SIGNIFICANT, is_control, steered_dimension, steering_wide
 from .load import Run, Sweep
 from .style import Figure, colours, figure_id, plot_text, styled
 
