@@ -29,6 +29,7 @@ from torch import nn
 
 from ..core.alloc import keep_freed_memory
 from ..core.errors import OptionError, StatementTooLongError
+from ..core.names import BATCHINGS
 from ..data.batching import fewest_padded_buckets, pad_batch, pad_id_of, positions_of, untuple
 from ..models.loading import LoadConfig, LoadedModel, context_length, peek_model
 from .packing import pack_batch, prefix_packs
@@ -69,8 +70,7 @@ class ExtractConfig:
         if self.max_statement_tokens is not None and self.max_statement_tokens < 1:
             raise OptionError(f"--max-tokens {self.max_statement_tokens}: give a positive number of tokens (each "
                               "longer statement keeps its last N).")
-        if self.batching not in ("prefix-tree", "padded"):
-            raise OptionError(f"batching={self.batching!r}: give 'prefix-tree' or 'padded'.")
+        BATCHINGS.check(self.batching)
         if self.pack_tokens < 1:
             raise OptionError(f"pack_tokens={self.pack_tokens}: give a positive number of tokens per packed row.")
 

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.errors import UnknownNameError
 from ..core.names import CONTROLS
 from .splits import Split
 
@@ -31,9 +30,7 @@ SELECTIVITY_OF = ("control_lexical", "control_random_init")
 
 
 def check_controls(controls: Sequence[str]) -> None:
-    bad = [c for c in controls if c not in CONTROLS]
-    if bad:
-        raise UnknownNameError(f"controls {list(bad)}: choose from {', '.join(CONTROLS)}, or none.")
+    CONTROLS.check_all(controls, "controls", hint="Or none.")
 
 
 def lexical_accuracy(statements: Sequence[str], labels: np.ndarray, fold_sets: Sequence[Sequence[Split]]) -> float:

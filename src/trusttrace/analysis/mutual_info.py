@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from ..core.alloc import keep_freed_memory
-from ..core.errors import OptionError, UnknownNameError
+from ..core.errors import OptionError
 from ..core.names import DEFAULT_MI_BOOTSTRAP, DEFAULT_MI_PERMUTATIONS, MI_CHECKS, MI_ESTIMATORS
 
 ESTIMATORS = MI_ESTIMATORS
@@ -84,11 +84,8 @@ class MIConfig:
     checks: tuple[str, ...] = MI_CHECKS
 
     def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise UnknownNameError(f"mi_estimator {self.estimator!r} is not one of {', '.join(ESTIMATORS)}.")
-        bad = [c for c in self.checks if c not in MI_CHECKS]
-        if bad:
-            raise UnknownNameError(f"--mi-checks {','.join(bad)}: choose from {', '.join(MI_CHECKS)}, or none.")
+        ESTIMATORS.check(self.estimator)
+        MI_CHECKS.check_all(self.checks, hint="Or none.")
         if self.bootstrap == 1 or self.bootstrap < 0:
             raise OptionError(f"--mi-bootstrap {self.bootstrap}: an interval needs at least 2 half-sample draws; "
                               f"give 0 (no intervals) or 2 or more (default {DEFAULT_BOOTSTRAP}).")

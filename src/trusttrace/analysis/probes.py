@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.errors import OptionError, RunFolderError, UnknownNameError
+from ..core.errors import OptionError, RunFolderError
 from ..core.names import PROTOCOLS
 from ..core.stats import wilson
 from .logreg import BatchedLogisticRegression
@@ -51,8 +51,7 @@ class ProbeConfig:
     chunk_bytes: int = 16 << 20
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise UnknownNameError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+        PROTOCOLS.check(self.protocol)
         if self.folds < 2:
             raise OptionError(f"folds={self.folds}: cross-validation needs at least 2 folds.")
         if self.seeds < 1:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from ..core.errors import DataFileError, UnknownNameError
+from ..core.errors import DataFileError
 from ..core.names import PROTOCOLS
 
 Split = tuple[np.ndarray, np.ndarray]  # (train rows, test rows)
@@ -24,8 +24,7 @@ PAPER_TRAIN_SHARE = 0.8
 def check(labels: np.ndarray, groups: np.ndarray | None, protocol: str, folds: int, what: str = "") -> None:
     """Refuse inputs the protocol cannot split, saying what to change (``what`` names the dataset)."""
     at = f"{what}: " if what else ""
-    if protocol not in PROTOCOLS:
-        raise UnknownNameError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}.")
+    PROTOCOLS.check(protocol)
     if set(np.unique(labels)) - {0, 1}:
         raise DataFileError(f"{at}labels must be 0/1; found {sorted(set(np.unique(labels).tolist()))}.")
     counts = np.bincount(labels, minlength=2)

@@ -6,13 +6,14 @@ when it runs, so ``trusttrace --help`` loads neither torch nor pandas.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -62,9 +63,22 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     _DEBUG["on"] = debug
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """What a command catches and hands to ``fail``: everything but the CLI's own exits."""
-    return (Exception,)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def command_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """A command whose every failure ends as ``fail`` says: the message and its exit code, never a traceback
+    (the CLI's own exits pass through ``fail`` unchanged)."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 (each kind is sorted by fail: usage, network, bug)
+            fail(err)
+
+    return run
 
 
 def exit_code(err: Exception) -> int:

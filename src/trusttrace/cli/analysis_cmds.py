@@ -44,10 +44,10 @@ from ._shared import (
     TransferOpt,
     WaitOpt,
     app,
+    command_errors,
     console,
     dimensions,
     executor_config,
-    fail,
     gigabytes,
     model_at,
     parse_checks,
@@ -61,7 +61,6 @@ from ._shared import (
     sigma,
     split,
     transfer_pairs,
-    user_errors,
     writing,
 )
 from .choices import Batching, Dtype, Executor, MiEstimator, Protocol
@@ -86,6 +85,7 @@ def print_summaries(results: pd.DataFrame) -> None:
 
 
 @app.command()
+@command_errors
 def trace(
     model: Annotated[str, typer.Option(help="Hub id (MODEL@REV: that revision alone), local series folder, "
                                             "checkpoint folder, .gguf file, or smollm2-135m-instruct.")],
@@ -144,37 +144,34 @@ def trace(
     from ..runs.remote import is_url
 
     setup_logging(quiet, None if is_url(out) else TraceLayout(Path(out)).log)
-    try:
-        from ..activations.extract import ExtractConfig
-        from ..analysis.probe_job import AnalysisConfig
-        from ..models.fetcher import FetchConfig
-        from ..models.loading import LoadConfig
-        from ..runs.outputs import start_over
-        from ..trace.job import TraceConfig, run_trace
+    from ..activations.extract import ExtractConfig
+    from ..analysis.probe_job import AnalysisConfig
+    from ..models.fetcher import FetchConfig
+    from ..models.loading import LoadConfig
+    from ..runs.outputs import start_over
+    from ..trace.job import TraceConfig, run_trace
 
-        quiet_transformers()
-        name, rev = model_at(model, None)
-        if rev is not None and revisions:
-            raise OptionError(f"--model {model!r} names a revision and --revisions gives more; use one.")
-        config = TraceConfig(
-            model=name, out=str(out), revisions=(rev,) if rev else split(revisions), select=select, dimensions=dimensions(dims),
-            limit=limit, data_dir=path_or_none(data_dir),
-            load=LoadConfig(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-                            blocks=blocks, cache_dir=path_or_none(cache_dir)),
-            extract=ExtractConfig(max_statement_tokens=max_tokens, compile=compile_blocks, batching=batching.value),
-            analysis=AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
-                                          sigma(mi_sigma), mi_max_samples=mi_max_samples,
-                                          controls=parse_controls(controls), seeds=seeds, mi_bootstrap=mi_bootstrap,
-                                          mi_permutations=mi_permutations, mi_checks=parse_checks(mi_checks)),
-            fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=gigabytes(cache_budget) if cache_budget else None,
-                              keep_checkpoints=keep_checkpoints),
-            executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
-            transfer=transfer_pairs(transfer), overwrite=overwrite)
-        start_over(out, overwrite, ("trace", "probe"), remove=False)  # run_trace removes it once the data passes
-        with writing(out, "trace", wait), progress_bars(quiet) as progress:
-            result = run_trace(config, progress)
-    except user_errors() as err:
-        fail(err)
+    quiet_transformers()
+    name, rev = model_at(model, None)
+    if rev is not None and revisions:
+        raise OptionError(f"--model {model!r} names a revision and --revisions gives more; use one.")
+    config = TraceConfig(
+        model=name, out=str(out), revisions=(rev,) if rev else split(revisions), select=select, dimensions=dimensions(dims),
+        limit=limit, data_dir=path_or_none(data_dir),
+        load=LoadConfig(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                        blocks=blocks, cache_dir=path_or_none(cache_dir)),
+        extract=ExtractConfig(max_statement_tokens=max_tokens, compile=compile_blocks, batching=batching.value),
+        analysis=AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
+                                      sigma(mi_sigma), mi_max_samples=mi_max_samples,
+                                      controls=parse_controls(controls), seeds=seeds, mi_bootstrap=mi_bootstrap,
+                                      mi_permutations=mi_permutations, mi_checks=parse_checks(mi_checks)),
+        fetch=FetchConfig(prefetch=prefetch, cache_budget_gb=gigabytes(cache_budget) if cache_budget else None,
+                          keep_checkpoints=keep_checkpoints),
+        executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
+        transfer=transfer_pairs(transfer), overwrite=overwrite)
+    start_over(out, overwrite, ("trace", "probe"), remove=False)  # run_trace removes it once the data passes
+    with writing(out, "trace", wait), progress_bars(quiet) as progress:
+        result = run_trace(config, progress)
     print_summaries(result.results)
     print_outputs(result.outputs)
     if result.failed:
@@ -185,6 +182,7 @@ def trace(
 
 
 @app.command()
+@command_errors
 def probe(
     run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
     out: Annotated[Path, typer.Option(help="Folder for the new results table.")],
@@ -209,26 +207,24 @@ def probe(
     from ..runs.layout import TraceLayout
 
     setup_logging(quiet, TraceLayout(out).log)
-    try:
-        from ..analysis.probe_job import AnalysisConfig, ProbeRunConfig, run_probe
-        from ..runs.outputs import refuse_overlap, start_over
+    from ..analysis.probe_job import AnalysisConfig, ProbeRunConfig, run_probe
+    from ..runs.outputs import refuse_overlap, start_over
 
-        analysis = AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
-                                        sigma(mi_sigma), mi_max_samples=mi_max_samples,
-                                        controls=parse_controls(controls), seeds=seeds, mi_bootstrap=mi_bootstrap,
-                                        mi_permutations=mi_permutations, mi_checks=parse_checks(mi_checks))
-        analysis = replace(analysis, transfer=transfer_pairs(transfer))
-        refuse_overlap(out, run, "probe")  # e.g. --out RUN/activations: before anything is written
-        with writing(out, "probe", wait):
-            start_over(out, overwrite, ("probe", "trace"), inputs=(run,))
-            result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
-    except user_errors() as err:
-        fail(err)
+    analysis = AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
+                                    sigma(mi_sigma), mi_max_samples=mi_max_samples,
+                                    controls=parse_controls(controls), seeds=seeds, mi_bootstrap=mi_bootstrap,
+                                    mi_permutations=mi_permutations, mi_checks=parse_checks(mi_checks))
+    analysis = replace(analysis, transfer=transfer_pairs(transfer))
+    refuse_overlap(out, run, "probe")  # e.g. --out RUN/activations: before anything is written
+    with writing(out, "probe", wait):
+        start_over(out, overwrite, ("probe", "trace"), inputs=(run,))
+        result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
     print_summaries(result.results)
     print_outputs(result.outputs)
 
 
 @app.command()
+@command_errors
 def phases(
     run: Annotated[Path, typer.Argument(help="A trace run folder with MI rows over several checkpoints.")],
     smooth: Annotated[int, typer.Option(help="Checkpoints in the moving average.")] = 3,
@@ -238,21 +234,18 @@ def phases(
 ) -> None:
     """Where I(T;X) peaks per dimension and layer, whether compression follows, and whether I(T;Y) rises."""
     setup_logging(quiet=True)
-    try:
-        from ..analysis.phases import PhaseRule, PhasesConfig, run_phases
-        from ..runs.layout import TraceLayout
+    from ..analysis.phases import PhaseRule, PhasesConfig, run_phases
+    from ..runs.layout import TraceLayout
 
-        with writing(TraceLayout(run).mi if run.is_dir() else None, "phases", wait):
-            result = run_phases(PhasesConfig(str(run), PhaseRule(smooth=smooth, min_drop=min_drop)))
-            outputs: list[Path] = list(result.outputs)
-            notes: list[str] = []
-            if plots:
-                from ..report import write_mi_figures
+    with writing(TraceLayout(run).mi if run.is_dir() else None, "phases", wait):
+        result = run_phases(PhasesConfig(str(run), PhaseRule(smooth=smooth, min_drop=min_drop)))
+        outputs: list[Path] = list(result.outputs)
+        notes: list[str] = []
+        if plots:
+            from ..report import write_mi_figures
 
-                figures, notes = write_mi_figures(run)
-                outputs += figures
-    except user_errors() as err:
-        fail(err)
+            figures, notes = write_mi_figures(run)
+            outputs += figures
     print_table(result.summary, "fitting → compression per dimension (layer counts)")
     for line in result.lines:
         Console().print(line)
@@ -263,6 +256,7 @@ def phases(
 
 
 @app.command()
+@command_errors
 def checkpoints(
     model: Annotated[str, typer.Argument(help="Hub id, local series folder, or checkpoint.")],
     select: Annotated[str | None, typer.Option(help=SELECTOR_HELP)] = None,
@@ -270,12 +264,9 @@ def checkpoints(
 ) -> None:
     """List the checkpoints a trace would visit, in order."""
     setup_logging(quiet=True)
-    try:
-        from ..models.checkpoints import CheckpointSeries
+    from ..models.checkpoints import CheckpointSeries
 
-        series = CheckpointSeries.resolve(model, split(revisions)).select(select)
-    except user_errors() as err:
-        fail(err)
+    series = CheckpointSeries.resolve(model, split(revisions)).select(select)
     table = Table(title=f"{model}: {len(series)} checkpoints ({series.source})")
     for col in ("#", "name", "step", "commit"):
         table.add_column(col)

@@ -99,7 +99,8 @@ CHOICES: dict[str, type[Enum]] = {
     "PROTOCOLS": Protocol, "MI_ESTIMATORS": MiEstimator, "EXECUTORS": Executor, "VECTOR_METHODS": VectorMethod,
     "STEER_POSITIONS": Positions, "PERPLEXITY_SOURCES": PerplexitySource, "BINARY_MODES": BinaryMode,
     "DTYPES": Dtype, "PRECISIONS": Precision, "DIMENSIONS": Dimension, "TRUTHFULQA_SPECS": TruthfulQASpec,
-}
+    "QUESTION_SETS": QuestionSet, "BATCHINGS": Batching, "VECTOR_FORMATS": VectorFormat,
+}  # each enum above, by the name of its set in core.names (tests/test_names.py: every enum, equal)
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

@@ -32,10 +32,10 @@ from ._shared import (
     TruthJudgeOpt,
     WaitOpt,
     app,
+    command_errors,
     console,
     dimensions,
     executor_config,
-    fail,
     model_at,
     numbers,
     path_or_none,
@@ -45,7 +45,6 @@ from ._shared import (
     quiet_transformers,
     setup_logging,
     split,
-    user_errors,
     writing,
 )
 from .choices import (
@@ -62,6 +61,7 @@ from .choices import (
 
 
 @app.command()
+@command_errors
 def evaluate(
     model: Annotated[str, typer.Option(help="Hub id (MODEL@REV for a revision), local folder, .gguf file, or "
                                             "smollm2-135m-instruct.")],
@@ -107,30 +107,27 @@ def evaluate(
     from ..runs.layout import EvaluateLayout
 
     setup_logging(quiet, log_file=EvaluateLayout(out).log if out else None)
-    try:
-        from ..evaluate import EvalConfig, EvaluateConfig, run_evaluate
-        from ..runs.outputs import start_over
+    from ..evaluate import EvalConfig, EvaluateConfig, run_evaluate
+    from ..runs.outputs import start_over
 
-        quiet_transformers()
-        suite = EvalConfig(dimensions=dimensions(dims), limit=limit, data_dir=path_or_none(data_dir),
-                           perplexity_file=path_or_none(perplexity_file), binary_mode=binary_mode.value,
-                           perplexity_source=perplexity.value, truthfulqa_spec=truthfulqa_spec.value,
-                           lmeval_questions=lmeval_questions.value)
-        name, rev = model_at(model, revision)
-        if beta is not None and proxy_tuned is None and proxy_base is None:
-            raise OptionError(f"--beta {beta:g} is the strength of a proxy-tuning offset; give it with --proxy-tuned "
-                              "and --proxy-base, or leave it out.")
-        config = EvaluateConfig(
-            model=name, revision=rev, suite=suite, vector=path_or_none(vector), layer=layer, alpha=alpha,
-            positions=positions.value, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
-            dtype=dtype.value, device=device, out=path_or_none(out), proxy_tuned=proxy_tuned,
-            proxy_base=proxy_base, beta=1.0 if beta is None else beta)
-        with writing(out, "evaluate", wait):
-            if out is not None:
-                start_over(out, overwrite, ("evaluate",))  # before the model loads
-            result = run_evaluate(config)
-    except user_errors() as err:
-        fail(err)
+    quiet_transformers()
+    suite = EvalConfig(dimensions=dimensions(dims), limit=limit, data_dir=path_or_none(data_dir),
+                       perplexity_file=path_or_none(perplexity_file), binary_mode=binary_mode.value,
+                       perplexity_source=perplexity.value, truthfulqa_spec=truthfulqa_spec.value,
+                       lmeval_questions=lmeval_questions.value)
+    name, rev = model_at(model, revision)
+    if beta is not None and proxy_tuned is None and proxy_base is None:
+        raise OptionError(f"--beta {beta:g} is the strength of a proxy-tuning offset; give it with --proxy-tuned "
+                          "and --proxy-base, or leave it out.")
+    config = EvaluateConfig(
+        model=name, revision=rev, suite=suite, vector=path_or_none(vector), layer=layer, alpha=alpha,
+        positions=positions.value, allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge,
+        dtype=dtype.value, device=device, out=path_or_none(out), proxy_tuned=proxy_tuned,
+        proxy_base=proxy_base, beta=1.0 if beta is None else beta)
+    with writing(out, "evaluate", wait):
+        if out is not None:
+            start_over(out, overwrite, ("evaluate",))  # before the model loads
+        result = run_evaluate(config)
     title = f"{model}" + (f" + {alpha:g}·{vector.name} at layer {layer} ({positions.value})" if vector else "")
     if proxy_tuned is not None:
         title += f" + {1.0 if beta is None else beta:g}·({proxy_tuned} − {proxy_base})"
@@ -144,6 +141,7 @@ def evaluate(
 
 
 @app.command()
+@command_errors
 def steer(
     source: Annotated[str, typer.Option(help="Source model or series (hub id, local series folder, folder), or "
                                              "MODEL@REVISION for one checkpoint.")],
@@ -203,30 +201,27 @@ def steer(
 
     setup_logging(quiet, log_file=SteerLayout(out).log)
     logging.getLogger("trusttrace.evaluate.suite").setLevel(logging.WARNING)  # the sweep's bar says where it is
-    try:
-        from ..runs.outputs import start_over
-        from ..steer.job import SteerConfig, run_steer
+    from ..runs.outputs import start_over
+    from ..steer.job import SteerConfig, run_steer
 
-        quiet_transformers()
-        config = SteerConfig(
-            source=source, target=target, dimension=dimension.value, out=str(out), revisions=split(revisions),
-            select=select, layers=numbers(layers, "--layers", int), alphas=numbers(alphas, "--alphas", float),
-            positions=positions.value, method=method.value, limit=limit, source_limit=source_limit,
-            max_statement_tokens=max_tokens,
-            ppl_budget=ppl_budget, data_dir=path_or_none(data_dir), dtype=dtype.value, device=device,
-            allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge, perplexity_source=perplexity.value,
-            perplexity_file=path_or_none(perplexity_file), proxy_tuned=proxy_tuned, proxy_base=proxy_base,
-            proxy_betas=numbers(proxy_betas, "--proxy-betas", float) if proxy_betas is not None else (1.0,),
-            executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
-            overwrite=overwrite, random_vectors=random_vectors, seed=seed, baseline_prompt=baseline_prompt)
-        if proxy_betas is not None and proxy_tuned is None:
-            raise OptionError(f"--proxy-betas {proxy_betas} without --proxy-tuned and --proxy-base: the strengths "
-                              "are for proxy-tuning; give both models, or drop --proxy-betas.")
-        start_over(out, overwrite, ("steer",), remove=False)  # run_steer removes it once its inputs pass
-        with writing(out, "steer", wait), progress_bars(quiet) as progress:
-            result = run_steer(config, progress)
-    except user_errors() as err:
-        fail(err)
+    quiet_transformers()
+    config = SteerConfig(
+        source=source, target=target, dimension=dimension.value, out=str(out), revisions=split(revisions),
+        select=select, layers=numbers(layers, "--layers", int), alphas=numbers(alphas, "--alphas", float),
+        positions=positions.value, method=method.value, limit=limit, source_limit=source_limit,
+        max_statement_tokens=max_tokens,
+        ppl_budget=ppl_budget, data_dir=path_or_none(data_dir), dtype=dtype.value, device=device,
+        allow_mismatch=allow_mismatch, judge=judge, truth_judge=truth_judge, perplexity_source=perplexity.value,
+        perplexity_file=path_or_none(perplexity_file), proxy_tuned=proxy_tuned, proxy_base=proxy_base,
+        proxy_betas=numbers(proxy_betas, "--proxy-betas", float) if proxy_betas is not None else (1.0,),
+        executor=executor_config(executor, ray_address, gpus_per_task, cpus_per_task, max_retries),
+        overwrite=overwrite, random_vectors=random_vectors, seed=seed, baseline_prompt=baseline_prompt)
+    if proxy_betas is not None and proxy_tuned is None:
+        raise OptionError(f"--proxy-betas {proxy_betas} without --proxy-tuned and --proxy-base: the strengths "
+                          "are for proxy-tuning; give both models, or drop --proxy-betas.")
+    start_over(out, overwrite, ("steer",), remove=False)  # run_steer removes it once its inputs pass
+    with writing(out, "steer", wait), progress_bars(quiet) as progress:
+        result = run_steer(config, progress)
     print_table(result.best, f"best α per source for {dimension.value} (perplexity ≤ {ppl_budget}× unsteered)")
     console.print(result.verdict)
     print_outputs(result.outputs)

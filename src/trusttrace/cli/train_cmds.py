@@ -19,16 +19,15 @@ from ._shared import (
     TrainSeedOpt,
     WaitOpt,
     app,
+    command_errors,
     console,
     dimensions,
-    fail,
     model_at,
     path_or_none,
     print_outputs,
     progress_bars,
     quiet_transformers,
     setup_logging,
-    user_errors,
     writing,
 )
 from .choices import Precision
@@ -45,6 +44,7 @@ def _live_tracing(progress: Progress, trace: Callable[[Path, int], None]) -> Cal
 
 
 @app.command()
+@command_errors
 def pretrain(
     out: Annotated[Path, typer.Option(help="Run folder (created; a rerun resumes from its last checkpoint).")],
     corpus: Annotated[str, typer.Option(help="builtin (Debian dict-gcide + fortunes) | PATH (.txt file or folder) "
@@ -76,31 +76,29 @@ def pretrain(
     from ..runs.layout import PretrainLayout
 
     setup_logging(quiet, PretrainLayout(out).log)
-    try:
-        from ..runs.outputs import start_over
-        from ..trace.live import tracer
-        from ..training.pretrain import PretrainConfig, run_pretrain
+    from ..runs.outputs import start_over
+    from ..trace.live import tracer
+    from ..training.pretrain import PretrainConfig, run_pretrain
 
-        quiet_transformers()
-        config = PretrainConfig(out=str(out), corpus=corpus, steps=steps, checkpoints=checkpoints,
-                                hidden_size=hidden_size, n_layers=layers, n_heads=heads,
-                                intermediate_size=intermediate_size, vocab_size=vocab_size, seq_len=seq_len,
-                                batch_size=batch_size, lr=lr, seed=seed, precision=precision.value,
-                                device=device)
-        trace_dir = PretrainLayout(out).trace.root
-        traced = dimensions(trace, "--trace") if trace else None
-        with writing(out, "pretrain", wait), progress_bars(quiet) as progress:
-            start_over(out, overwrite, ("pretrain",))
-            hook = _live_tracing(progress, tracer(trace_dir, traced, limit=trace_limit,
-                                                  data_dir=path_or_none(data_dir), seed=seed)) if traced else None
-            result = run_pretrain(config, progress, hook)
-    except user_errors() as err:
-        fail(err)
+    quiet_transformers()
+    config = PretrainConfig(out=str(out), corpus=corpus, steps=steps, checkpoints=checkpoints,
+                            hidden_size=hidden_size, n_layers=layers, n_heads=heads,
+                            intermediate_size=intermediate_size, vocab_size=vocab_size, seq_len=seq_len,
+                            batch_size=batch_size, lr=lr, seed=seed, precision=precision.value,
+                            device=device)
+    trace_dir = PretrainLayout(out).trace.root
+    traced = dimensions(trace, "--trace") if trace else None
+    with writing(out, "pretrain", wait), progress_bars(quiet) as progress:
+        start_over(out, overwrite, ("pretrain",))
+        hook = _live_tracing(progress, tracer(trace_dir, traced, limit=trace_limit,
+                                              data_dir=path_or_none(data_dir), seed=seed)) if traced else None
+        result = run_pretrain(config, progress, hook)
     console.print(f"{len(result.checkpoints)} checkpoints in {result.seconds:.0f} s")
     print_outputs({**result.outputs, **({"trace": trace_dir} if trace_dir.exists() else {})})
 
 
 @app.command()
+@command_errors
 def finetune(
     model: Annotated[str, typer.Option(help="Checkpoint folder to tune (e.g. RUN/checkpoints/last), or a hub id "
                                             "(MODEL@REV for a revision).")],
@@ -122,24 +120,22 @@ def finetune(
 ) -> None:
     """Instruction-tune a checkpoint into a small chat model (the steering target)."""
     setup_logging(quiet)
-    try:
-        from ..runs.outputs import start_over
-        from ..training.finetune import FinetuneConfig, run_finetune
+    from ..runs.outputs import start_over
+    from ..training.finetune import FinetuneConfig, run_finetune
 
-        quiet_transformers()
-        name, rev = model_at(model, revision)
-        config = FinetuneConfig(model=name, revision=rev, out=str(out), data=data, steps=steps, batch_size=batch_size,
-                                lr=lr, seed=seed, data_dir=path_or_none(data_dir), precision=precision.value,
-                                device=device)
-        with writing(out, "finetune", wait, beside=True), progress_bars(quiet) as progress:
-            start_over(out, overwrite, ("finetune",))
-            result = run_finetune(config, progress)
-    except user_errors() as err:
-        fail(err)
+    quiet_transformers()
+    name, rev = model_at(model, revision)
+    config = FinetuneConfig(model=name, revision=rev, out=str(out), data=data, steps=steps, batch_size=batch_size,
+                            lr=lr, seed=seed, data_dir=path_or_none(data_dir), precision=precision.value,
+                            device=device)
+    with writing(out, "finetune", wait, beside=True), progress_bars(quiet) as progress:
+        start_over(out, overwrite, ("finetune",))
+        result = run_finetune(config, progress)
     console.print(f"fine-tuned model: {result.out}")
 
 
 @app.command()
+@command_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Demo folder (a rerun resumes every stage).")] = Path("runs/demo"),
     corpus: Annotated[str, typer.Option(help="builtin | PATH | hf:DATASET[:COLUMN].")] = "builtin",
@@ -161,35 +157,33 @@ def demo(
     from ..runs.layout import DemoLayout
 
     setup_logging(False, DemoLayout(out).log)
-    try:
-        from ..core.errors import OptionError
-        from ..demo.job import DemoConfig, run_demo
-        from ..demo.plan import parse_budget
-        from ..runs.outputs import start_over
+    from ..core.errors import OptionError
+    from ..demo.job import DemoConfig, run_demo
+    from ..demo.plan import parse_budget
+    from ..runs.outputs import start_over
 
-        quiet_transformers()
-        sizes = {k: v for k, v in (("steps", steps), ("trace_limit", trace_limit), ("steer_limit", steer_limit))
-                 if v is not None}
-        if sizes and budget is not None:
-            given = ", ".join("--" + k.replace("_", "-") for k in sizes)
-            raise OptionError(f"--budget {budget} and {given} both size the demo: give --budget to have the sizes "
-                              f"chosen for this machine, or {given} (and --budget none is implied), not both.")
-        budget_s = None if sizes else parse_budget(budget or "15m")
-        default = DemoConfig()
-        config = DemoConfig(out=str(out), corpus=corpus, data_dir=path_or_none(data_dir), seed=seed,
-                            budget_s=budget_s, steps=default.steps if steps is None else steps,
-                            trace_limit=default.trace_limit if trace_limit is None else trace_limit,
-                            steer_limit=default.steer_limit if steer_limit is None else steer_limit)
-        with writing(out, "demo", wait), progress_bars(False) as progress:
-            start_over(out, overwrite, ("demo",))
-            result = run_demo(config, progress)
-    except user_errors() as err:
-        fail(err)
+    quiet_transformers()
+    sizes = {k: v for k, v in (("steps", steps), ("trace_limit", trace_limit), ("steer_limit", steer_limit))
+             if v is not None}
+    if sizes and budget is not None:
+        given = ", ".join("--" + k.replace("_", "-") for k in sizes)
+        raise OptionError(f"--budget {budget} and {given} both size the demo: give --budget to have the sizes "
+                          f"chosen for this machine, or {given} (and --budget none is implied), not both.")
+    budget_s = None if sizes else parse_budget(budget or "15m")
+    default = DemoConfig()
+    config = DemoConfig(out=str(out), corpus=corpus, data_dir=path_or_none(data_dir), seed=seed,
+                        budget_s=budget_s, steps=default.steps if steps is None else steps,
+                        trace_limit=default.trace_limit if trace_limit is None else trace_limit,
+                        steer_limit=default.steer_limit if steer_limit is None else steer_limit)
+    with writing(out, "demo", wait), progress_bars(False) as progress:
+        start_over(out, overwrite, ("demo",))
+        result = run_demo(config, progress)
     Console().print(result.outputs["summary.md"].read_text())
     print_outputs(result.outputs)
 
 
 @app.command()
+@command_errors
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run folder(s) (trace, steer, pretrain, demo) or results CSVs; "
                                                      "several are overlaid.")],
@@ -202,13 +196,10 @@ def report(
 ) -> None:
     """Draw one offline HTML page (and PNGs) of a run's dynamics from its tables."""
     setup_logging(quiet=True)
-    try:
-        from ..report import ReportConfig, run_report
+    from ..report import ReportConfig, run_report
 
-        with writing(None, "report", wait):  # run_report holds its folder once it knows where it goes
-            result = run_report(ReportConfig(tuple(str(r) for r in runs), path_or_none(out), png, overwrite))
-    except user_errors() as err:
-        fail(err)
+    with writing(None, "report", wait):  # run_report holds its folder once it knows where it goes
+        result = run_report(ReportConfig(tuple(str(r) for r in runs), path_or_none(out), png, overwrite))
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"{len(result.figures)} figures, {len(result.pngs)} PNGs")

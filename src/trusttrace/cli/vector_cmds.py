@@ -10,14 +10,13 @@ import typer
 from ._shared import (
     WaitOpt,
     app,
+    command_errors,
     console,
-    fail,
     numbers,
     path_or_none,
     print_outputs,
     setup_logging,
     split,
-    user_errors,
     writing,
 )
 from .choices import VectorFormat, VectorMethod
@@ -28,6 +27,7 @@ app.add_typer(vectors_app, name="vectors")
 
 
 @vectors_app.command()
+@command_errors
 def build(
     run: Annotated[Path, typer.Argument(help="A trace run folder holding activations/.")],
     dimension: Annotated[str, typer.Option(help="The dimension (or user file stem) whose activations to use.")],
@@ -43,19 +43,17 @@ def build(
 ) -> None:
     """Build steering vectors from a trace folder's stored activations (no model needed)."""
     setup_logging(quiet=True)
-    try:
-        from ..steering.vectors import VectorsConfig, run_vectors
+    from ..steering.vectors import VectorsConfig, run_vectors
 
-        with writing(None, "vectors build", wait):  # run_vectors holds its folder
-            result = run_vectors(VectorsConfig(str(run), dimension, path_or_none(out), method.value, vector_split,
-                                               split(revisions)))
-    except user_errors() as err:
-        fail(err)
+    with writing(None, "vectors build", wait):  # run_vectors holds its folder
+        result = run_vectors(VectorsConfig(str(run), dimension, path_or_none(out), method.value, vector_split,
+                                           split(revisions)))
     console.print(f"{len(result.files)} vectors ({dimension}, {method.value})")
     print_outputs(result.files)
 
 
 @vectors_app.command()
+@command_errors
 def export(
     vector: Annotated[Path, typer.Argument(help="A trusttrace vector (.safetensors).")],
     fmt: Annotated[VectorFormat, typer.Option("--format", help="lm-eval: the steered model's .pt; repeng: repeng's "
@@ -70,36 +68,31 @@ def export(
 ) -> None:
     """Write a vector in another tool's format (see trusttrace.steering.interop)."""
     setup_logging(quiet=True)
-    try:
-        from ..runs.outputs import refuse_same_file
-        from ..steering.interop import FORMATS, export_vector
-        from ..steering.vector import SteeringVector
+    from ..runs.outputs import refuse_same_file
+    from ..steering.interop import FORMATS, export_vector
+    from ..steering.vector import SteeringVector
 
-        target = out or vector.with_suffix(FORMATS[fmt.value])
-        refuse_same_file(target, vector, "vectors export")
-        written = export_vector(SteeringVector.load(vector), target, fmt.value,
-                                layers=numbers(layers, "--layers", int) if layers else None,
-                                coefficient=coefficient, architecture=architecture)
-    except user_errors() as err:
-        fail(err)
+    target = out or vector.with_suffix(FORMATS[fmt.value])
+    refuse_same_file(target, vector, "vectors export")
+    written = export_vector(SteeringVector.load(vector), target, fmt.value,
+                            layers=numbers(layers, "--layers", int) if layers else None,
+                            coefficient=coefficient, architecture=architecture)
     print_outputs({fmt.value: written})
 
 
 @vectors_app.command("import")
+@command_errors
 def import_(
     source: Annotated[Path, typer.Argument(help="A control vector: .gguf (repeng, llama.cpp), .pt (lm-eval) or .npz.")],
     out: Annotated[Path, typer.Option(help="The trusttrace vector to write (.safetensors).")],
 ) -> None:
     """Read another tool's steering vector into a trusttrace vector (with where it came from)."""
     setup_logging(quiet=True)
-    try:
-        from ..runs.outputs import refuse_same_file
-        from ..steering.interop import import_vector
+    from ..runs.outputs import refuse_same_file
+    from ..steering.interop import import_vector
 
-        refuse_same_file(out, source, "vectors import")
-        vector = import_vector(source)
-        vector.save(out)
-    except user_errors() as err:
-        fail(err)
+    refuse_same_file(out, source, "vectors import")
+    vector = import_vector(source)
+    vector.save(out)
     console.print(f"{len(vector.layers)} layers, hidden size {vector.hidden_size}")
     print_outputs({"vector": out})

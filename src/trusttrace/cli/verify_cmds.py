@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._shared import EXIT_FAILURE, EXIT_OK, WaitOpt, app, console, fail, setup_logging, user_errors, writing
+from ._shared import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    WaitOpt,
+    app,
+    command_errors,
+    console,
+    setup_logging,
+    writing,
+)
 
 if TYPE_CHECKING:
     from ..runs.verify import VerifyReport
@@ -18,6 +27,7 @@ EXIT_CODES = {"intact": EXIT_OK, "damaged": EXIT_FAILURE, "incomplete": EXIT_INC
 
 
 @app.command()
+@command_errors
 def verify(
     run: Annotated[Path, typer.Argument(help="A run folder: the --out of trace, probe, steer, pretrain or demo.")],
     adopt: Annotated[bool, typer.Option(help="Record the unrecorded files of a trace, probe or steer folder that "
@@ -36,19 +46,16 @@ def verify(
     2 RUN is not a run folder.
     """
     setup_logging(quiet=True)
-    try:
-        from ..runs.verify import adopt as adopt_files
-        from ..runs.verify import verify_run
+    from ..runs.verify import adopt as adopt_files
+    from ..runs.verify import verify_run
 
+    report = verify_run(run)
+    if adopt:
+        with writing(run, "verify --adopt", wait):
+            adopted, skipped = adopt_files(verify_run(run))
+        console.print(f"adopted {len(adopted)} unrecorded files (each read back whole)"
+                      + (f"; left unrecorded: {', '.join(skipped)}" if skipped else ""), highlight=False)
         report = verify_run(run)
-        if adopt:
-            with writing(run, "verify --adopt", wait):
-                adopted, skipped = adopt_files(verify_run(run))
-            console.print(f"adopted {len(adopted)} unrecorded files (each read back whole)"
-                          + (f"; left unrecorded: {', '.join(skipped)}" if skipped else ""), highlight=False)
-            report = verify_run(run)
-    except user_errors() as err:
-        fail(err)
     # one line each (typer.echo, not rich), so that a narrow terminal or a log keeps every word
     if report.writing is not None:
         typer.echo(f"{'writing':<10} {report.writing}")
@@ -76,6 +83,7 @@ def _verdict(report: VerifyReport) -> str:
 
 
 @app.command()
+@command_errors
 def cache(
     clear: Annotated[bool, typer.Option(help="Delete every cached file.")] = False,
 ) -> None:
@@ -84,21 +92,18 @@ def cache(
     (trusttrace.activations.random_init_cache). TRUSTTRACE_RANDOM_INIT_CACHE moves it (or turns it off), and
     TRUSTTRACE_RANDOM_INIT_CACHE_GB bounds it (default 4 GB; least recently used files go first)."""
     setup_logging(quiet=True)
-    try:
-        from ..activations.random_init_cache import cache_root, entries, limit_bytes
-        from ..activations.random_init_cache import clear as clear_cache
+    from ..activations.random_init_cache import cache_root, entries, limit_bytes
+    from ..activations.random_init_cache import clear as clear_cache
 
-        root = cache_root()
-        if root is None:
-            console.print("The random-init cache is off (TRUSTTRACE_RANDOM_INIT_CACHE); nothing is kept.",
-                          highlight=False)
-            return
-        if clear:
-            files, size = clear_cache()
-            console.print(f"removed {files} cached files ({size / 1e6:.1f} MB) from {root}", highlight=False)
-            return
-        found = entries()
-        console.print(f"random-init cache {root}: {len(found)} files, {sum(e.size for e in found) / 1e6:.1f} MB of "
-                      f"{limit_bytes() / 1e6:.0f} MB allowed", highlight=False, soft_wrap=True)
-    except user_errors() as err:
-        fail(err)
+    root = cache_root()
+    if root is None:
+        console.print("The random-init cache is off (TRUSTTRACE_RANDOM_INIT_CACHE); nothing is kept.",
+                      highlight=False)
+        return
+    if clear:
+        files, size = clear_cache()
+        console.print(f"removed {files} cached files ({size / 1e6:.1f} MB) from {root}", highlight=False)
+        return
+    found = entries()
+    console.print(f"random-init cache {root}: {len(found)} files, {sum(e.size for e in found) / 1e6:.1f} MB of "
+                  f"{limit_bytes() / 1e6:.0f} MB allowed", highlight=False, soft_wrap=True)

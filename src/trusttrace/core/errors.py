@@ -43,7 +43,11 @@ class OptionError(UsageError):
 
 
 class UnknownNameError(UsageError):
-    """A name that is not one of the allowed ones: a dimension, a built-in model, a revision, a layer."""
+    """A name outside the allowed ones: a dimension, a built-in model, a revision, a layer."""
+
+
+class UnknownChoiceError(UnknownNameError, OptionError):
+    """An option's value outside its closed set of names (``core.names.Choices.check``: the one check)."""
 
 
 class DataFileError(UsageError):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import OptionError, UnknownNameError
+from .errors import OptionError
 from .names import EXECUTORS
 
 R = TypeVar("R")
@@ -29,8 +29,7 @@ class ExecutorConfig:
     max_retries: int = 2  # Ray: attempts after the first, per unit
 
     def __post_init__(self) -> None:
-        if self.kind not in EXECUTORS:
-            raise UnknownNameError(f"executor {self.kind!r} is not one of {', '.join(EXECUTORS)}.")
+        EXECUTORS.check(self.kind)
         if self.max_retries < 0 or self.gpus_per_task < 0 or self.cpus_per_task < 0:
             raise OptionError(f"max_retries={self.max_retries}, gpus_per_task={self.gpus_per_task}, "
                              f"cpus_per_task={self.cpus_per_task}: none may be negative.")

@@ -1,24 +1,80 @@
-"""The names a user chooses from, in a module that imports nothing: the CLI lists them in its help without
-loading torch, and each stage validates its settings against the same tuples."""
+"""Every closed set of names a user chooses from, defined once, with the one check they all share.
+
+A ``Choices`` is a tuple of the allowed names (so ``in``, iteration and ``", ".join`` work as on any tuple)
+that knows what it names. ``Choices.check`` is the only place a bad choice is refused: an
+``UnknownChoiceError`` (a usage error, exit 2) that names the bad value, lists the allowed ones and suggests
+the nearest. The CLI's enums (``cli/choices.py``) and the API's ``Literal`` types are checked against these
+sets by ``tests/test_names.py``. Nothing here imports more than the error types, so the CLI lists the
+choices in ``--help`` without loading torch.
+"""
 
 from __future__ import annotations
 
-DIMENSIONS: tuple[str, ...] = ("reliability", "toxicity", "privacy", "fairness", "robustness")
-PROTOCOLS: tuple[str, ...] = ("group-cv", "cv", "paper-code")  # see trusttrace.analysis.splits
-CONTROLS: tuple[str, ...] = ("shuffled", "lexical", "random-init")  # see trusttrace.analysis.controls
-ANALYSES: tuple[str, ...] = ("probe", "mi")  # what trace computes per activation file
-MI_ESTIMATORS: tuple[str, ...] = ("paper-code", "hsic", "nhsic", "linear-cka")  # see trusttrace.analysis.mutual_info
-MI_CHECKS: tuple[str, ...] = ("nhsic", "linear-cka")  # every MI verdict is checked under these (trusttrace.analysis.mi_stats)
+import difflib
+from collections.abc import Iterable
+from typing import final
+
+from .errors import UnknownChoiceError
+
+
+@final
+class Choices(tuple[str, ...]):
+    """A closed set of names and what they name (e.g. ``Choices("protocol", ("group-cv", "cv"))``)."""
+
+    what: str
+
+    def __new__(cls, what: str, names: Iterable[str]) -> Choices:
+        self = super().__new__(cls, tuple(names))
+        self.what = what
+        return self
+
+    def __getnewargs__(self) -> tuple[str, tuple[str, ...]]:  # copies and pickles keep ``what``
+        return self.what, tuple(self)
+
+    def nearest(self, value: object) -> str | None:
+        """The allowed name closest to ``value``, when one is close enough to be a typo of it."""
+        close = difflib.get_close_matches(str(value).strip().lower(), self, n=1, cutoff=0.6)
+        return close[0] if close else None
+
+    def check(self, value: object, option: str | None = None, hint: str = "") -> str:
+        """``value`` when it is one of the names; else an ``UnknownChoiceError`` naming it (as ``option``, by
+        default ``what``), the allowed names, the nearest one, and ``hint`` (what else to do)."""
+        if isinstance(value, str) and value in self:
+            return value
+        return self.refuse(value, option, hint)
+
+    def check_all(self, values: Iterable[object], option: str | None = None, hint: str = "") -> tuple[str, ...]:
+        """Each of ``values`` checked (a list option such as ``--controls``), refused at the first bad one."""
+        return tuple(self.check(value, option, hint) for value in values)
+
+    def refuse(self, value: object, option: str | None = None, hint: str = "") -> str:
+        """Raise the refusal ``check`` raises (for a caller that decided ``value`` is not allowed)."""
+        nearest = self.nearest(value)
+        guess = f"; did you mean {nearest!r}?" if nearest is not None else "."
+        raise UnknownChoiceError(f"{option or self.what} {value!r} is not one of {', '.join(self)}{guess}"
+                                 + (f" {hint}" if hint else ""))
+
+
+DIMENSIONS = Choices("dimension", ("reliability", "toxicity", "privacy", "fairness", "robustness"))
+PROTOCOLS = Choices("protocol", ("group-cv", "cv", "paper-code"))  # see trusttrace.analysis.splits
+CONTROLS = Choices("control", ("shuffled", "lexical", "random-init"))  # see trusttrace.analysis.controls
+ANALYSES = Choices("analysis", ("probe", "mi"))  # what trace computes per activation file
+MI_ESTIMATORS = Choices("mi_estimator", ("paper-code", "hsic", "nhsic", "linear-cka"))  # analysis.mutual_info
+MI_CHECKS = Choices("--mi-checks", ("nhsic", "linear-cka"))  # every MI verdict is checked under these (mi_stats)
 # MI intervals and null (trusttrace.analysis.mi_stats): defaults chosen from benchmarks/mi_stats.py (see the README)
 DEFAULT_MI_BOOTSTRAP = 8
 DEFAULT_MI_PERMUTATIONS = 199
-EXECUTORS: tuple[str, ...] = ("local", "ray")
-VECTOR_METHODS: tuple[str, ...] = ("paper-code", "mean-diff", "probe")  # see trusttrace.steering.vector
-VECTOR_SPLITS: tuple[str, ...] = ("first-half", "all")  # rows a vector's mean difference uses
-STEER_POSITIONS: tuple[str, ...] = ("last", "all", "generated")
-PERPLEXITY_SOURCES: tuple[str, ...] = ("auto", "lambada", "statements")
-TRUTHFULQA_SPECS: tuple[str, ...] = ("paper", "lm-eval", "both")  # see trusttrace.evaluate.suite
-BINARY_MODES: tuple[str, ...] = ("logprob", "generate")  # how 0/1 prompts are answered
-DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
-PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")  # training: bf16 autocast or fp32
+EXECUTORS = Choices("executor", ("local", "ray"))
+VECTOR_METHODS = Choices("method", ("paper-code", "mean-diff", "probe"))  # see trusttrace.steering.vector
+VECTOR_SPLITS = Choices("split", ("first-half", "all"))  # rows a vector's mean difference uses
+VECTOR_FORMATS = Choices("format", ("lm-eval", "repeng", "gguf", "numpy"))  # see trusttrace.steering.interop
+STEER_POSITIONS = Choices("positions", ("last", "all", "generated"))
+PERPLEXITY_SOURCES = Choices("perplexity source", ("auto", "lambada", "statements"))
+TRUTHFULQA_SPECS = Choices("truthfulqa_spec", ("paper", "lm-eval", "both"))  # see trusttrace.evaluate.suite
+QUESTION_SETS = Choices("questions", ("all", "test"))  # lm-eval TruthfulQA: the benchmark's, or the held-out 407
+BINARY_MODES = Choices("binary_mode", ("logprob", "generate"))  # how 0/1 prompts are answered
+DTYPES = Choices("--dtype", ("auto", "bfloat16", "float16", "float32"))
+BATCHINGS = Choices("batching", ("prefix-tree", "padded"))  # how extraction batches statements
+PRECISIONS = Choices("precision", ("auto", "bf16", "fp32"))  # training: bf16 autocast or fp32
+DEMO_SIZES = Choices("size", ("small", "compact", "tiny"))  # model shapes of trusttrace.demo.plan
 SELECTOR_HELP = "all | first:N | last:N | every:K | log:N | comma-separated names (e.g. ckpt_000,ckpt_179)"

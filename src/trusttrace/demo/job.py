@@ -30,8 +30,9 @@ import pandas as pd
 import torch
 
 from ..analysis.phases import PhasesConfig, run_phases
-from ..core.errors import OptionError, UnknownNameError
+from ..core.errors import OptionError
 from ..core.files import write_json_atomic, write_text_atomic
+from ..core.names import DEMO_SIZES
 from ..core.progress import Progress
 from ..core.runlock import hold
 from ..data.datasets import DIMENSIONS
@@ -73,9 +74,7 @@ class DemoConfig:
     budget_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.size not in SIZES:
-            raise UnknownNameError(f"size {self.size!r} is not one of {', '.join(SIZES)}; e.g. size='tiny' for a "
-                                   "smoke run.")
+        DEMO_SIZES.check(self.size, hint="E.g. size='tiny' for a smoke run.")
         # alphas: a NaN strength steers nowhere and compares false
         finite_settings(asdict(self), "demo", positive=("steps", "budget_s"))
 

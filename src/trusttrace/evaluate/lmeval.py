@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from ..core.errors import DataFileError, DataFileNotFoundError, OptionError
+from ..core.errors import DataFileError, DataFileNotFoundError
+from ..core.names import QUESTION_SETS
 from ..models.loading import LoadedModel
 from .likelihood import continuation_logprobs, greedy_tails
 from .truthfulqa import QA_PRIMER, answer_lists, load_mc_items, prompt_for
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 SPEC = "truthfulqa-mc-lmeval/1"
 LAMBADA_SPEC = "lambada-openai-lmeval/1"
 TRUTHFULQA_REPO = "truthfulqa/truthful_qa"
-QUESTION_SETS = ("all", "test")
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,8 @@ class MCDoc:
 def load_docs(data_dir: str | Path | None = None, questions: str = "all", limit: int | None = None,
               hub: bool = True) -> tuple[list[MCDoc], str]:
     """The documents and where they came from (the hub's rows, or rows built from the TruthfulQA table)."""
-    if questions not in QUESTION_SETS:
-        raise OptionError(f"questions {questions!r} is not one of {', '.join(QUESTION_SETS)} (all: the benchmark's "
-                          "817; test: the 407 held-out questions of the paper's split).")
+    QUESTION_SETS.check(questions, hint="all: the benchmark's 817; test: the 407 held-out questions of the paper's "
+                                        "split.")
     docs, source = None, ""
     if hub:
         try:

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from ..core.errors import OptionError, UnknownNameError
+from ..core.errors import OptionError
 from ..core.names import BINARY_MODES, PERPLEXITY_SOURCES, TRUTHFULQA_SPECS
 from ..core.stats import wilson
 from ..data.datasets import DIMENSIONS, load_dataset
@@ -105,19 +105,13 @@ class EvalConfig:
     instruction: str = ""  # put before every prompt (not the perplexity texts): the prompting baseline
 
     def __post_init__(self) -> None:
-        if self.binary_mode not in BINARY_MODES:
-            raise OptionError(f"binary_mode {self.binary_mode!r} is not one of {', '.join(BINARY_MODES)}.")
-        if self.truthfulqa_spec not in TRUTHFULQA_SPECS:
-            raise OptionError(f"truthfulqa_spec {self.truthfulqa_spec!r} is not one of {', '.join(TRUTHFULQA_SPECS)}.")
-        if self.perplexity_source not in PERPLEXITY_SOURCES:
-            raise OptionError(f"perplexity source {self.perplexity_source!r} is not one of "
-                              f"{', '.join(PERPLEXITY_SOURCES)} (or give a text file).")
+        BINARY_MODES.check(self.binary_mode)
+        TRUTHFULQA_SPECS.check(self.truthfulqa_spec)
+        PERPLEXITY_SOURCES.check(self.perplexity_source, hint="Or give a text file (perplexity_file).")
         if self.instruction and self.truthfulqa_spec != "paper":
             raise OptionError(f"An instruction (the prompting baseline) applies to the paper's TruthfulQA spec only; "
                               f"got truthfulqa_spec {self.truthfulqa_spec!r}. Use truthfulqa_spec='paper'.")
-        unknown = [d for d in self.dimensions if d not in DIMENSIONS]
-        if unknown:
-            raise UnknownNameError(f"Unknown dimension(s) {unknown}; choose from {', '.join(DIMENSIONS)}.")
+        DIMENSIONS.check_all(self.dimensions)
 
 
 def _instructed(config: EvalConfig) -> str:

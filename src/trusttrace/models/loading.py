@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ModelError, OptionError, StatementTooLongError
+from ..core.names import DTYPES
 from .files import Source, resolve_source, transformers_call
 from .gguf_cache import dequantized
 
@@ -144,8 +145,8 @@ def choose_dtype(dtype: DtypeName | str, device: torch.device) -> tuple[torch.dt
     named = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
              "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
     if dtype != "auto":
-        if dtype not in named:
-            raise OptionError(f"--dtype {dtype!r} is not one of auto, bfloat16, float16, float32.")
+        if dtype not in named:  # bf16, fp16 and fp32 are accepted beside the names --dtype lists
+            DTYPES.refuse(dtype)
         return named[dtype], "asked for"
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():

@@ -256,7 +256,7 @@ class PretrainLayout:
     log = At("log.txt")
 
     def checkpoints(self) -> Iterator[Path]:
-        """The saved checkpoint folders, in step order (the ``last`` link is not one of them)."""
+        """The saved checkpoint folders, in step order (the ``last`` link is not among them)."""
         found = (p for p in self.checkpoints_dir.glob("step*") if p.is_dir() and not p.is_symlink())
         yield from sorted(found, key=lambda p: int(p.name[4:]))
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..core.errors import OptionError, UnknownNameError
+from ..core.errors import OptionError
 from ..core.executors import ExecutorConfig
+from ..core.names import STEER_POSITIONS, VECTOR_METHODS
 from ..data.datasets import DIMENSIONS
 from ..evaluate.instructions import INSTRUCTION_SPEC, baseline_instruction
 from ..evaluate.suite import PERPLEXITY_SOURCES
 from ..models.hub import split_revision
 from ..runs.outputs import finite_settings
 from ..runs.tables import is_control
-from ..steering.vector import METHODS, POSITIONS
 from .proxy import check_proxy_options, proxy_settings
 
 
@@ -57,15 +57,10 @@ class SteerConfig:
         _, revision = split_revision(self.source)  # validates MODEL@REVISION
         if revision is not None and self.revisions:
             raise OptionError(f"--source {self.source!r} names a revision and --revisions gives more; use one.")
-        if self.dimension not in DIMENSIONS:
-            raise UnknownNameError(f"dimension {self.dimension!r} is not one of {', '.join(DIMENSIONS)}.")
-        if self.perplexity_source not in PERPLEXITY_SOURCES:
-            raise UnknownNameError(f"perplexity source {self.perplexity_source!r} is not one of "
-                             f"{', '.join(PERPLEXITY_SOURCES)}; --perplexity-file takes your own text.")
-        if self.positions not in POSITIONS:
-            raise UnknownNameError(f"positions {self.positions!r} is not one of {', '.join(POSITIONS)}.")
-        if self.method not in METHODS:
-            raise UnknownNameError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
+        DIMENSIONS.check(self.dimension)
+        PERPLEXITY_SOURCES.check(self.perplexity_source, hint="--perplexity-file takes your own text.")
+        STEER_POSITIONS.check(self.positions)
+        VECTOR_METHODS.check(self.method)
         if not self.layers or not self.alphas:
             raise OptionError("Give at least one layer (--layers) and one strength (--alphas).")
         if self.random_vectors < 0:

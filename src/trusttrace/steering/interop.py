@@ -38,6 +38,7 @@ import torch
 
 from ..core.errors import OptionError, VectorError, environment_failure
 from ..core.files import write_with
+from ..core.names import VECTOR_FORMATS
 from ..models.loading import BLOCK_PATHS
 from .vector import SteeringVector, checked_directions
 
@@ -75,8 +76,7 @@ def export_vector(vector: SteeringVector, path: str | Path, fmt: str, *, layers:
     ``--control-vector-scaled FILE SCALE``). ``architecture`` (the model type, e.g. ``llama``) names the
     hookpoints and the GGUF's model hint; default the vector's own ``architecture`` metadata.
     """
-    if fmt not in FORMATS:
-        raise OptionError(f"format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    VECTOR_FORMATS.check(fmt)
     chosen = sorted(vector.layers) if layers is None else [int(layer) for layer in layers]
     for layer in chosen:
         vector.at(layer)  # a clear error for a layer the vector lacks

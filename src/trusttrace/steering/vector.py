@@ -194,10 +194,8 @@ def build_vector(acts: torch.Tensor, labels: np.ndarray, method: str = "paper-co
     (the released code's choice for reliability, whose test questions live in another file).
     """
     labels = np.asarray(labels)
-    if method not in METHODS:
-        raise OptionError(f"method {method!r} is not one of {', '.join(METHODS)}.")
-    if split not in SPLITS:
-        raise OptionError(f"split {split!r} is not one of {', '.join(SPLITS)}.")
+    METHODS.check(method)
+    SPLITS.check(split)
     if acts.ndim != 3 or acts.shape[1] != len(labels):
         raise VectorError(f"acts must be [n_layers, n, d] with n = {len(labels)} labels; got {tuple(acts.shape)}.")
     rows = np.arange(len(labels)) if split == "all" else np.arange(len(labels) // 2)
@@ -307,8 +305,7 @@ def steer(lm: LoadedModel, vector: SteeringVector, layer: int, alpha: float = 1.
     Yields a dict counting forward calls (``calls``) and calls that were steered (``steered``). The hook
     is removed on every exit path.
     """
-    if positions not in POSITIONS:
-        raise OptionError(f"positions {positions!r} is not one of {', '.join(POSITIONS)}.")
+    POSITIONS.check(positions)
     if not math.isfinite(alpha):
         raise OptionError(f"alpha {alpha!r} is not a finite number; give a strength such as -2, 1 or 1.5.")
     check_compatible(vector, lm, layer, allow_mismatch)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..activations.store import load_activations, read_metadata
-from ..core.errors import OptionError, RunFolderNotFoundError, UnknownNameError
+from ..core.errors import RunFolderNotFoundError, UnknownNameError
 from ..core.runlock import hold
 from ..data.datasets import SPECS
 from ..runs.layout import TraceLayout, VectorsLayout, safe_name
@@ -56,8 +56,7 @@ class VectorsConfig:
     revisions: tuple[str, ...] | None = None  # default: every revision stored for the dimension
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise OptionError(f"method {self.method!r} is not one of {', '.join(METHODS)}.")
+        METHODS.check(self.method)
 
     @property
     def folder(self) -> VectorsLayout:

@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.errors import DataFileError, OptionError, UnknownNameError
+from ..core.errors import DataFileError, OptionError
 from ..core.files import atomic_path, write_json_atomic, write_with
+from ..core.names import PRECISIONS
 from ..core.progress import Progress
 from ..core.runlock import hold
 from ..models.checkpoints import log_spaced_indices
@@ -102,8 +103,7 @@ class PretrainConfig:
         if self.hidden_size % self.n_heads:
             raise OptionError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}; "
                              "pick sizes where it is (e.g. 256 and 4).")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise UnknownNameError(f"precision {self.precision!r} is not one of auto, bf16, fp32.")
+        PRECISIONS.check(self.precision)
         checkpoint_steps(self.checkpoints, self.steps)  # validates the spec
         finite_settings(asdict(self), "pretrain", positive=("lr",))  # no NaN in pretrain_config.json
 
