@@ -19,17 +19,18 @@ from .errors import UnknownChoiceError
 
 @final
 class Choices(tuple[str, ...]):
-    """A closed set of names and what they name (e.g. ``Choices("protocol", ("group-cv", "cv"))``)."""
+    """A closed set of names and what they name (e.g. ``Choices(("group-cv", "cv"), "protocol")``)."""
 
     what: str
 
-    def __new__(cls, what: str, names: Iterable[str]) -> Choices:
+    def __new__(cls, names: Iterable[str], what: str = "name") -> Choices:
+        # (names, what): copies made as of any tuple (``dataclasses.asdict``, ``copy``) give the names alone
         self = super().__new__(cls, tuple(names))
         self.what = what
         return self
 
-    def __getnewargs__(self) -> tuple[str, tuple[str, ...]]:  # copies and pickles keep ``what``
-        return self.what, tuple(self)
+    def __getnewargs__(self) -> tuple[tuple[str, ...], str]:  # pickles keep ``what``
+        return tuple(self), self.what
 
     def nearest(self, value: object) -> str | None:
         """The allowed name closest to ``value``, when one is close enough to be a typo of it."""
@@ -55,26 +56,26 @@ class Choices(tuple[str, ...]):
                                  + (f" {hint}" if hint else ""))
 
 
-DIMENSIONS = Choices("dimension", ("reliability", "toxicity", "privacy", "fairness", "robustness"))
-PROTOCOLS = Choices("protocol", ("group-cv", "cv", "paper-code"))  # see trusttrace.analysis.splits
-CONTROLS = Choices("control", ("shuffled", "lexical", "random-init"))  # see trusttrace.analysis.controls
-ANALYSES = Choices("analysis", ("probe", "mi"))  # what trace computes per activation file
-MI_ESTIMATORS = Choices("mi_estimator", ("paper-code", "hsic", "nhsic", "linear-cka"))  # analysis.mutual_info
-MI_CHECKS = Choices("--mi-checks", ("nhsic", "linear-cka"))  # every MI verdict is checked under these (mi_stats)
+DIMENSIONS = Choices(("reliability", "toxicity", "privacy", "fairness", "robustness"), "dimension")
+PROTOCOLS = Choices(("group-cv", "cv", "paper-code"), "protocol")  # see trusttrace.analysis.splits
+CONTROLS = Choices(("shuffled", "lexical", "random-init"), "control")  # see trusttrace.analysis.controls
+ANALYSES = Choices(("probe", "mi"), "analysis")  # what trace computes per activation file
+MI_ESTIMATORS = Choices(("paper-code", "hsic", "nhsic", "linear-cka"), "mi_estimator")  # analysis.mutual_info
+MI_CHECKS = Choices(("nhsic", "linear-cka"), "--mi-checks")  # every MI verdict is checked under these (mi_stats)
 # MI intervals and null (trusttrace.analysis.mi_stats): defaults chosen from benchmarks/mi_stats.py (see the README)
 DEFAULT_MI_BOOTSTRAP = 8
 DEFAULT_MI_PERMUTATIONS = 199
-EXECUTORS = Choices("executor", ("local", "ray"))
-VECTOR_METHODS = Choices("method", ("paper-code", "mean-diff", "probe"))  # see trusttrace.steering.vector
-VECTOR_SPLITS = Choices("split", ("first-half", "all"))  # rows a vector's mean difference uses
-VECTOR_FORMATS = Choices("format", ("lm-eval", "repeng", "gguf", "numpy"))  # see trusttrace.steering.interop
-STEER_POSITIONS = Choices("positions", ("last", "all", "generated"))
-PERPLEXITY_SOURCES = Choices("perplexity source", ("auto", "lambada", "statements"))
-TRUTHFULQA_SPECS = Choices("truthfulqa_spec", ("paper", "lm-eval", "both"))  # see trusttrace.evaluate.suite
-QUESTION_SETS = Choices("questions", ("all", "test"))  # lm-eval TruthfulQA: the benchmark's, or the held-out 407
-BINARY_MODES = Choices("binary_mode", ("logprob", "generate"))  # how 0/1 prompts are answered
-DTYPES = Choices("--dtype", ("auto", "bfloat16", "float16", "float32"))
-BATCHINGS = Choices("batching", ("prefix-tree", "padded"))  # how extraction batches statements
-PRECISIONS = Choices("precision", ("auto", "bf16", "fp32"))  # training: bf16 autocast or fp32
-DEMO_SIZES = Choices("size", ("small", "compact", "tiny"))  # model shapes of trusttrace.demo.plan
+EXECUTORS = Choices(("local", "ray"), "executor")
+VECTOR_METHODS = Choices(("paper-code", "mean-diff", "probe"), "method")  # see trusttrace.steering.vector
+VECTOR_SPLITS = Choices(("first-half", "all"), "split")  # rows a vector's mean difference uses
+VECTOR_FORMATS = Choices(("lm-eval", "repeng", "gguf", "numpy"), "format")  # see trusttrace.steering.interop
+STEER_POSITIONS = Choices(("last", "all", "generated"), "positions")
+PERPLEXITY_SOURCES = Choices(("auto", "lambada", "statements"), "perplexity source")
+TRUTHFULQA_SPECS = Choices(("paper", "lm-eval", "both"), "truthfulqa_spec")  # see trusttrace.evaluate.suite
+QUESTION_SETS = Choices(("all", "test"), "questions")  # lm-eval TruthfulQA: the benchmark's, or the held-out 407
+BINARY_MODES = Choices(("logprob", "generate"), "binary_mode")  # how 0/1 prompts are answered
+DTYPES = Choices(("auto", "bfloat16", "float16", "float32"), "--dtype")
+BATCHINGS = Choices(("prefix-tree", "padded"), "batching")  # how extraction batches statements
+PRECISIONS = Choices(("auto", "bf16", "fp32"), "precision")  # training: bf16 autocast or fp32
+DEMO_SIZES = Choices(("small", "compact", "tiny"), "size")  # model shapes of trusttrace.demo.plan
 SELECTOR_HELP = "all | first:N | last:N | every:K | log:N | comma-separated names (e.g. ckpt_000,ckpt_179)"
