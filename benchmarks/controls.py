@@ -52,7 +52,8 @@ def main() -> None:
         with_all, _ = timed(args.model, Path(tmp) / "all", args.limit, CONTROLS, load)
         cached = len(random_init_cache.entries())
         with_cached, _ = timed(args.model, Path(tmp) / "all-again", args.limit, CONTROLS, load)
-    print(json.dumps({"benchmark": "controls", "model": args.model, "limit": args.limit, **machine(args.device, args.dtype),
+    print(json.dumps({"benchmark": "controls", "model": args.model, "limit": args.limit,
+                      **machine(args.device, args.dtype),
                       "seconds_without": round(without, 1), "seconds_with": round(with_all, 1),
                       "seconds_with_cached": round(with_cached, 1), "random_init_files_cached": cached,
                       "ratio": round(with_all / without, 3), "ratio_cached": round(with_cached / without, 3)}))

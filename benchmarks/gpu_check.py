@@ -13,8 +13,9 @@ Parts (each a key of ``parts``; one that cannot run here is named in ``skipped``
   (flash, memory-efficient, cuDNN, math) accept the packed rows' 4D mask and the padded rows' causal mask,
   each timed on the same statements: what packing costs or saves against padded rows, per backend.
 - ``throughput``: statement tokens per second of ``extract_last_token`` against a Hugging Face batched forward
-  (``output_hidden_states``, right-padded batches of 32; ``max_rel_diff_vs_hf`` over every block but the last) and nnsight (``benchmarks/peers.py``'s loop; skipped
-  when nnsight is not installed: ``make bench`` installs it), in the run's dtype.
+  (``output_hidden_states``, right-padded batches of 32; ``max_rel_diff_vs_hf`` over every block but the last) and
+  nnsight (``benchmarks/peers.py``'s loop; skipped when nnsight is not installed: ``make bench`` installs it), in
+  the run's dtype.
 - ``memory``: peak GPU memory of the extraction (CUDA only).
 - ``generation``: a short steering sweep: greedy continuations of ``--prompts`` prompts unsteered and at two
   strengths of a random direction at the middle block, in new tokens per second.
@@ -79,7 +80,8 @@ def part_equality(model: str, device: torch.device, statements: list[str], lm32:
         models[dtype] = lm
         packed = extract_last_token(lm, statements, ExtractConfig())
         padded = extract_last_token(lm, statements, ExtractConfig(batching="padded"))
-        diffs = {"packed_vs_padded": max_rel_diff(packed, padded), "packed_vs_cpu_float32": max_rel_diff(packed, reference),
+        diffs = {"packed_vs_padded": max_rel_diff(packed, padded),
+                 "packed_vs_cpu_float32": max_rel_diff(packed, reference),
                  "padded_vs_cpu_float32": max_rel_diff(padded, reference)}
         found[dtype] = {**{k: float(f"{v:.3g}") for k, v in diffs.items()}, "tolerance": TOLERANCE[dtype],
                         "dtype_loaded": lm.info.dtype}

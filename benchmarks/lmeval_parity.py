@@ -91,7 +91,8 @@ def main() -> None:
     agree = (mc1 == theirs["truthfulqa_mc1"]) & (np.abs(mc2 - theirs["truthfulqa_mc2"]) <= 1e-4)
     print(json.dumps({
         "benchmark": "lmeval_parity", "model": args.model, "questions": len(docs), "documents": source,
-        "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else "?", **machine(lm.info.device, lm.info.dtype),
+        "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else "?",
+        **machine(lm.info.device, lm.info.dtype),
         "mc1_ours": round(float(mc1.mean()), 6), "mc1_lmeval": round(float(theirs["truthfulqa_mc1"].mean()), 6),
         "mc2_ours": round(float(mc2.mean()), 6), "mc2_lmeval": round(float(theirs["truthfulqa_mc2"].mean()), 6),
         "mc1_abs_diff": float(abs(mc1.mean() - theirs["truthfulqa_mc1"].mean())),

@@ -17,8 +17,8 @@ one process. Prints ONE JSON line. What is timed:
   with ``nnsight_single_per_statement_s``.
 Each path first runs one untimed warm-up batch. ``speedup_vs_nnsight_batched`` = nnsight_batched_s /
 trusttrace_s (the goal is ≥ 2.5); ``flop_ratio`` says how much of it the arithmetic alone explains
-(nnsight pads each batch to its longest statement and runs the LM head; see ``work``). ``max_rel_diff`` = the largest ‖ours − nnsight's‖ / ‖nnsight's‖ over every
-(layer, statement) row.
+(nnsight pads each batch to its longest statement and runs the LM head; see ``work``). ``max_rel_diff`` = the
+largest ‖ours − nnsight's‖ / ‖nnsight's‖ over every (layer, statement) row.
 
     pip install -e '.[peers]'
     python benchmarks/peers.py --dimension fairness --limit 400 --dtype float32

@@ -75,7 +75,8 @@ def main() -> None:
         "prompts": args.prompts, "max_new_tokens": args.max_new_tokens,
         "tokens_per_s_cached": round(n_tokens / t_cached, 1), "tokens_per_s_naive": round(n_tokens / t_naive, 1),
         "speedup": round(t_naive / t_cached, 2),
-        "identical_fraction": float((cached == uncached).all(dim=1).float().mean()), **machine(lm.info.device, args.dtype)}))
+        "identical_fraction": float((cached == uncached).all(dim=1).float().mean()),
+        **machine(lm.info.device, args.dtype)}))
 
 
 if __name__ == "__main__":

@@ -354,7 +354,8 @@ def main() -> None:
         "speedup_end_to_end": round(ref_seconds["total"] / tt_seconds["total"], 2),
         "speedup_without_load": round(without_load(ref_seconds) / without_load(tt_seconds), 2),
         # probing.sh runs generate_activations.py once per dataset: one model load per dimension
-        "seconds_released_total_load_per_dimension": round(ref_seconds["total"] + (len(dims) - 1) * ref_seconds["load"], 2),
+        "seconds_released_total_load_per_dimension":
+            round(ref_seconds["total"] + (len(dims) - 1) * ref_seconds["load"], 2),
         "speedup_by_stage": {k: round(ref_seconds[k] / tt_seconds[k], 2)
                              for k in ("load", "extraction", "probes", "mi", "io") if tt_seconds.get(k)},
         **({"seconds_trusttrace_default_trace": rounded(default_seconds)} if default_seconds else {}),

@@ -88,7 +88,8 @@ def test_the_summary_calls_a_change_only_where_the_intervals_part():
 
     rows = (probe_rows("fairness", 0, 0, 0.55, 0.50, 0.60, -0.1) + probe_rows("fairness", 9, 0, 0.80, 0.74, 0.85, 0.02)
             + probe_rows("privacy", 0, 0, 0.55, 0.45, 0.65, -0.1) + probe_rows("privacy", 9, 0, 0.62, 0.52, 0.72, -0.05)
-            + probe_rows("toxicity", 0, 0, 0.70, 0.66, 0.74, 0.0) + probe_rows("toxicity", 9, 0, 0.52, 0.47, 0.57, -0.2))
+            + probe_rows("toxicity", 0, 0, 0.70, 0.66, 0.74, 0.0)
+            + probe_rows("toxicity", 9, 0, 0.52, 0.47, 0.57, -0.2))
     results = pd.DataFrame(rows, columns=["dimension", "step", "layer", "metric", "value"])
     summary = summarise(results, pd.DataFrame(), {}, [], 0)
     probes = summary["probes"]

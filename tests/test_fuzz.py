@@ -199,7 +199,8 @@ test_dataset_names, test_dataset_names_slow = twice("names", _names)
 
 
 def series(n: int) -> CheckpointSeries:
-    return CheckpointSeries("m", tuple(Checkpoint(f"step{s}", s, "m", f"step{s}") for s in range(0, 10 * n, 10)), "list")
+    return CheckpointSeries("m", tuple(Checkpoint(f"step{s}", s, "m", f"step{s}") for s in range(0, 10 * n, 10)),
+                            "list")
 
 
 selectors = st.one_of(

@@ -43,7 +43,8 @@ def reference(tiny_series, data_dir, tmp_path_factory):
 def _count_extractions(monkeypatch):
     calls = []
     real = trace_mod.extract_last_token
-    monkeypatch.setattr(trace_mod, "extract_last_token", lambda lm, st, *a, **k: calls.append(1) or real(lm, st, *a, **k))
+    monkeypatch.setattr(trace_mod, "extract_last_token",
+                        lambda lm, st, *a, **k: calls.append(1) or real(lm, st, *a, **k))
     return calls
 
 

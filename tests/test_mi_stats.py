@@ -62,7 +62,8 @@ def test_restricted_permutations_keep_groups():
     assert (perms[40:].reshape(10, 3, 50).sum(1) == 1).all()  # each question keeps one true answer
     assert (perms[:40] != twins[:, None]).any() and (perms[40:] != questions[:, None]).any()  # and they move
     free = restricted_permutations(labels, None, 50, rng)
-    assert (free.sum(0) == labels.sum()).all() and not (free.reshape(35, 2, 50)[:20, 0] == free.reshape(35, 2, 50)[:20, 1]).all()
+    assert (free.sum(0) == labels.sum()).all() \
+        and not (free.reshape(35, 2, 50)[:20, 0] == free.reshape(35, 2, 50)[:20, 1]).all()
 
 
 def test_null_finds_the_planted_layer_only():

@@ -155,8 +155,8 @@ def test_detect_with_intervals_checks_and_nulls():
     assert phases.mi_tx_random_init.tolist() == [0.5] * 4 and phases.mi_ty_above_null_last.all()
     summary, lines = summarise(phases)
     assert summary.iloc[0].robust_layers == 3 and summary.iloc[0].estimator_dependent == 1
-    assert "robust under every estimator" in lines[0] and "estimator-dependent in 1 layer(s): chosen/nHSIC: L3 fit-compress/flat" \
-        in lines[0]
+    assert "robust under every estimator" in lines[0] \
+        and "estimator-dependent in 1 layer(s): chosen/nHSIC: L3 fit-compress/flat" in lines[0]
     wide = detect_phases(with_uncertainty(table(), 5.0))
     assert (wide.pattern == "flat").all() and (wide.unresolved != "").all()
     assert "not resolved at this sample size" in summarise(wide)[1][0]

@@ -22,7 +22,8 @@ def planted(n=400, d=20, layers=4, strength=(0.0, 0.5, 2.0, 4.0), seed=0):
 
 def test_matches_sklearn_objective():
     X, y = planted()
-    ours = BatchedLogisticRegression(tol=1e-8, data_dtype=torch.float64).fit(X, torch.as_tensor(y).expand(4, -1).double())
+    ours = BatchedLogisticRegression(tol=1e-8, data_dtype=torch.float64).fit(
+        X, torch.as_tensor(y).expand(4, -1).double())
     assert ours.converged_.all()
     for l in range(4):
         ref = LogisticRegression(tol=1e-10, max_iter=10_000).fit(X[l].double().numpy(), y)

@@ -119,8 +119,8 @@ def test_the_key_is_the_architecture_not_the_checkpoint():
     other_checkpoint = {**config, "_name_or_path": "/series/step0", "torch_dtype": "bfloat16"}
     assert cache.random_init_key(**{**base, "config": other_checkpoint}) == key
     changes = [{"config": {**config, "hidden_size": 32}}, {"tokenizer": "u" * 64}, {"seed": 1},
-               {"dataset_sha256": "e" * 64}, {"n_rows": 41}, {"extraction": {"max_tokens": 512, "token_position": "last"}},
-               {"dtype": "bfloat16"}, {"device": "cuda"}]
+               {"dataset_sha256": "e" * 64}, {"n_rows": 41},
+               {"extraction": {"max_tokens": 512, "token_position": "last"}}, {"dtype": "bfloat16"}, {"device": "cuda"}]
     assert len({cache.random_init_key(**{**base, **change}) for change in changes} | {key}) == len(changes) + 1
 
 

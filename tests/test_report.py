@@ -27,7 +27,8 @@ def _results(n_layers=4, dims=("toxicity", "fairness"), shift=0.0):
                          (rev, step, dim, layer, "mi_ty", 0.1 * np.log10(step + 2)),
                          (rev, step, dim, layer, "accuracy_ci_low", acc - 0.04),
                          (rev, step, dim, layer, "accuracy_ci_high", acc + 0.04),
-                         (rev, step, dim, layer, "control_shuffled", 0.5), (rev, step, dim, layer, "control_lexical", 0.6),
+                         (rev, step, dim, layer, "control_shuffled", 0.5),
+                         (rev, step, dim, layer, "control_lexical", 0.6),
                          (rev, step, dim, layer, "control_random_init", 0.55 + 0.01 * layer),
                          (rev, step, dim, layer, "selectivity", acc - 0.6)]
     frame = pd.DataFrame(rows, columns=["revision", "step", "dimension", "layer", "metric", "value"])
@@ -40,7 +41,8 @@ def _steer_folder(folder, dim="toxicity"):
     for src in ("self", "step10", "step100", "step1000"):
         for alpha in (-2.0, 2.0):
             tox = 0.4 + 0.05 * alpha
-            rows += [(src, 1, alpha, dim, "toxic_ratio", tox), (src, 1, alpha, "general", "perplexity", 11.0 + abs(alpha)),
+            rows += [(src, 1, alpha, dim, "toxic_ratio", tox),
+                     (src, 1, alpha, "general", "perplexity", 11.0 + abs(alpha)),
                      (src, 1, alpha, dim, "cosine_to_self", 0.5), (src, 1, alpha, dim, "toxic_ratio_ci_low", tox - 0.1),
                      (src, 1, alpha, dim, "toxic_ratio_ci_high", tox + 0.1),
                      (src, 1, alpha, dim, "toxic_ratio_p_mcnemar", 0.01 if alpha < 0 else 0.5)]
@@ -116,7 +118,8 @@ def test_two_runs_and_a_paper_csv_are_overlaid(full_run, tmp_path):
     other.mkdir()
     _results(shift=0.05).to_csv(other / "results.csv", index=False)
     paper = tmp_path / "paper.csv"
-    _results(dims=("toxicity",), shift=0.1)[["step", "dimension", "layer", "metric", "value"]].to_csv(paper, index=False)
+    _results(dims=("toxicity",), shift=0.1)[["step", "dimension", "layer", "metric", "value"]].to_csv(
+        paper, index=False)
     result = run_report(ReportConfig((full_run, other, paper), out=str(tmp_path / "cmp"), png=False))
     page = result.page.read_text()
     for name in ("demo", "seed1", "paper"):  # plotly's JSON escapes the middle dot
@@ -208,7 +211,8 @@ def test_steering_figure_draws_the_controls_and_keeps_the_perplexity_axis_to_its
     from trusttrace.report.load import Sweep
     from trusttrace.report.steer_figures import steering_figure
 
-    rows = [("unsteered", -1, 0.0, "toxicity", "toxic_ratio", 0.4), ("unsteered", -1, 0.0, "general", "perplexity", 108.0),
+    rows = [("unsteered", -1, 0.0, "toxicity", "toxic_ratio", 0.4),
+            ("unsteered", -1, 0.0, "general", "perplexity", 108.0),
             ("prompt", -1, 0.0, "toxicity", "toxic_ratio", 0.5), ("prompt", -1, 0.0, "general", "perplexity", 108.0)]
     for src, tox in (("self", 0.2), ("random", 0.41)):
         rows += [(src, 15, -1.0, "toxicity", "toxic_ratio", tox), (src, 15, -1.0, "general", "perplexity", 120.0),

@@ -884,7 +884,8 @@ def _(s):
     _link(s.copy_base() / "report" / "tables" / "results.csv", s.file("victim.txt", "mine"))
     return ["report", str(s.out), "--no-png"]
 @case("input-vectors-into-activations", "hostile", "vectors build RUN --out RUN/activations", disk="unchanged")
-def _(s): return ["vectors", "build", str(s.copy_base()), "--dimension", "toxicity", "--out", str(s.out / "activations")]
+def _(s):
+    return ["vectors", "build", str(s.copy_base()), "--dimension", "toxicity", "--out", str(s.out / "activations")]
 @case("input-export-onto-itself", "hostile", "vectors export V --out V", disk="unchanged")
 def _(s):
     vector = s.file("out", s.ctx.vec32.read_bytes())
@@ -1038,7 +1039,8 @@ def _outside(s: Scratch, target: Path) -> dict[str, str]:
     """Every file of the case's folder that is not under its output (``target``), with its sha256."""
     found = snapshot(s.dir) or {}
     prefix = target.relative_to(s.dir).as_posix() + "/" if s.dir in target.parents else None
-    mounts = {p.relative_to(s.dir).as_posix() + "/" for p in s.dir.iterdir() if p.is_mount()} if s.dir.is_dir() else set()
+    mounts = ({p.relative_to(s.dir).as_posix() + "/" for p in s.dir.iterdir() if p.is_mount()}
+              if s.dir.is_dir() else set())
     return {k: v for k, v in found.items() if not (prefix and (k + "/").startswith(prefix))
             and not any(k.startswith(m) for m in mounts)}
 

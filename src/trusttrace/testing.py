@@ -39,7 +39,8 @@ def make_config(arch: str, n_layers: int = 3, hidden: int = 32) -> PretrainedCon
     vocab = 4 + len(WORDS)
     if arch == "llama":
         return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
-                           num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+                           num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=128)
     if arch == "gpt_neox":
         return GPTNeoXConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
                              num_hidden_layers=n_layers, num_attention_heads=4, max_position_embeddings=128)
@@ -95,7 +96,8 @@ def write_text_corpus(path: Path, n: int = 400, seed: int = 0) -> Path:
     rng = random.Random(seed)
     paragraphs = []
     for _ in range(n):
-        clauses = [f"The {rng.choice(NOUNS)} {rng.choice(VERBS)} a {rng.choice(NOUNS)}" for _ in range(rng.randint(1, 3))]
+        clauses = [f"The {rng.choice(NOUNS)} {rng.choice(VERBS)} a {rng.choice(NOUNS)}"
+                   for _ in range(rng.randint(1, 3))]
         paragraphs.append(", and ".join(clauses) + ".")
     path.write_text("\n\n".join(paragraphs) + "\n")
     return path

@@ -5,7 +5,8 @@ initialised with the analysis seed (``trace_unit.random_init_control``). On Smol
 most of what the controls cost, and it is the same for every checkpoint of a model and every run folder.
 So each extraction is also kept here, and a later trace reads it instead of extracting again:
 
-    <cache>/<key>.safetensors              the activations as a run folder stores them (``trusttrace.activations.store``)
+    <cache>/<key>.safetensors              the activations as a run folder stores them
+                                           (``trusttrace.activations.store``)
     <cache>/<key>.safetensors.sha256.json  their record (size, sha256), checked before every use
     <cache>/<rows key>.rows.csv            the control's probe and MI rows of those activations under one
                                            analysis (``rows_key``: the activations' key and every analysis

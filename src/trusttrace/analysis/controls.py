@@ -80,5 +80,6 @@ def with_selectivity(rows: pd.DataFrame) -> pd.DataFrame:
         a_high = wide.accuracy_ci_high.reindex(layers).to_numpy()
         low = value - np.sqrt((a - a_low) ** 2 + (ctrl_high - ctrl) ** 2)
         high = value + np.sqrt((a_high - a) ** 2 + (ctrl - ctrl_low) ** 2)
-        frames += [acc.assign(metric="selectivity_ci_low", value=low), acc.assign(metric="selectivity_ci_high", value=high)]
+        frames += [acc.assign(metric="selectivity_ci_low", value=low),
+                   acc.assign(metric="selectivity_ci_high", value=high)]
     return pd.concat(frames, ignore_index=True)

@@ -7,7 +7,8 @@ scikit-learn's ``LogisticRegression()`` defaults (L2, C = 1, intercept not penal
 
 which is sklearn's ``C Σ logloss + ½‖w‖²`` divided by ``C n`` (same minimiser). All layers are solved
 together by one L-BFGS loop whose every step is a batched matmul; each problem's line search is the
-Moré–Thuente search L-BFGS-B uses (``trusttrace.analysis.linesearch``), so probes land where sklearn's ``lbfgs`` solver lands.
+Moré–Thuente search L-BFGS-B uses (``trusttrace.analysis.linesearch``), so probes land where sklearn's
+``lbfgs`` solver lands.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ from .mutual_info import MIN_SAMPLES, MIConfig
 
 PRIMARY = "mi"  # the prefix of the chosen estimator's metrics
 PREFIXES = {"nhsic": "nhsic", "linear-cka": "cka"}  # check estimator -> metric prefix
-_CHECK_SETTINGS: dict[str, dict[str, Any]] = {"nhsic": {"estimator": "nhsic", "sigma": None}, "linear-cka": {"estimator": "linear-cka"}}
+_CHECK_SETTINGS: dict[str, dict[str, Any]] = {"nhsic": {"estimator": "nhsic", "sigma": None},
+                                              "linear-cka": {"estimator": "linear-cka"}}
 _STREAMS = {"permutations": 1, "halves": 2}  # independent seeded streams of one MI seed
 
 

@@ -23,7 +23,8 @@ estimator, on the checkpoints in step order (``PhaseRule`` holds the numbers):
 7. The same rule runs on each check estimator's rows (``nhsic_*``, ``cka_*``); ``robust`` says the pattern is
    the same under every estimator present. Summaries count only robust patterns as findings.
 8. I(T;Y) *keeps rising* when its Spearman correlation with the step is at least ``rise_rho``, that
-   correlation's one-sided p-value is below ``alpha``, and its last smoothed value is above its first; ``mi_ty_p_last`` is its permutation p-value at the last checkpoint.
+   correlation's one-sided p-value is below ``alpha``, and its last smoothed value is above its first;
+   ``mi_ty_p_last`` is its permutation p-value at the last checkpoint.
 
 Beside each layer, ``mi_tx_random_init`` is the untrained network's I(T;X) at that layer (the random-init
 control), so "above an untrained network" can be read off.
@@ -135,7 +136,8 @@ def _ty_columns(steps: np.ndarray, ty: np.ndarray, p: np.ndarray | None, rule: P
     test = spearmanr(steps, ty, alternative="greater") if np.ptp(ty) > 0 else None
     rho, rho_p = (float(test.statistic), float(test.pvalue)) if test is not None else (0.0, 1.0)
     p_last = float(p[-1]) if p is not None and not np.isnan(p[-1]) else None  # None: no null was drawn
-    return {"mi_ty_rho": float(rho), "mi_ty_rising": bool(rho >= rule.rise_rho and rho_p < rule.alpha and s_ty[-1] > s_ty[0]),
+    return {"mi_ty_rho": float(rho),
+            "mi_ty_rising": bool(rho >= rule.rise_rho and rho_p < rule.alpha and s_ty[-1] > s_ty[0]),
             "mi_ty_p_last": p_last, "mi_ty_above_null_last": p_last is not None and p_last < rule.alpha}
 
 

@@ -42,7 +42,8 @@ class AnalysisConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     mi: MIConfig = field(default_factory=MIConfig)
     controls: tuple[str, ...] = CONTROLS  # shuffled, lexical, random-init (with the probe analysis)
-    transfer: tuple[tuple[str, str], ...] = ()  # (train, test) dataset names: probes trained on one, scored on the other
+    # (train, test) dataset names: probes trained on one, scored on the other
+    transfer: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         bad = [a for a in self.analyses if a not in ANALYSES]
@@ -92,8 +93,9 @@ def analyse(layers: torch.Tensor, labels: np.ndarray, config: AnalysisConfig, gr
     """Probe rows (with the shuffled and lexical controls) and/or MI rows for one activation set.
 
     ``layers`` is ``[n_layers, n, d]``; ``groups`` the rows' group ids (``group-cv``); ``statements`` their
-    text (the lexical control); ``keep`` gets the probes of the first fold (``probes.probe_layers``). MI follows the released code: X = layer 0, T = layer l, Y = labels, on the
-    probe's training split of z-scored activations (see ``probes.training_split``).
+    text (the lexical control); ``keep`` gets the probes of the first fold (``probes.probe_layers``). MI follows the
+    released code: X = layer 0, T = layer l, Y = labels, on the probe's training split of z-scored activations (see
+    ``probes.training_split``).
     """
     frames = []
     probe = replace(config.probe, control_shuffled="shuffled" in config.controls)

@@ -109,7 +109,8 @@ def fit_score(X_tr: torch.Tensor, ys_tr: list[np.ndarray], X_te: torch.Tensor, y
         y = ytr.expand(hi - lo, k, n)  # [c, k, n]: problem (layer, j) at layer·k + j, sharing the layer's rows
         model = BatchedLogisticRegression(config.C, config.tol, config.max_iter).fit(X_tr[lo:hi], y)
         if kept is not None:
-            kept.append((model.coef_.view(hi - lo, k, d)[:, 0].clone(), model.intercept_.view(hi - lo, k)[:, 0].clone()))
+            kept.append((model.coef_.view(hi - lo, k, d)[:, 0].clone(),
+                         model.intercept_.view(hi - lo, k)[:, 0].clone()))
         pred = model.predict(X_te[lo:hi])  # [c·k, n_test]
         correct[:, lo:hi] = (pred == yte).reshape(hi - lo, k, -1).transpose(0, 1)
     return correct.numpy()

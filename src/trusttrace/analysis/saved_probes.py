@@ -47,7 +47,8 @@ class ProbeSet:
     def __post_init__(self) -> None:
         layers, width = self.weight.shape if self.weight.ndim == 2 else (0, 0)
         shapes = {"weight": (layers, width), "intercept": (layers,), "mean": (layers, width), "std": (layers, width)}
-        wrong = {k: tuple(getattr(self, k).shape) for k, shape in shapes.items() if tuple(getattr(self, k).shape) != shape}
+        wrong = {k: tuple(getattr(self, k).shape) for k, shape in shapes.items()
+                 if tuple(getattr(self, k).shape) != shape}
         if not layers or not width or wrong:
             raise VectorError(f"A probe file holds weight [n_layers, d], intercept [n_layers], mean and std [n_layers, "
                               f"d]; got weight {tuple(self.weight.shape)} and {wrong or 'empty tensors'}.")

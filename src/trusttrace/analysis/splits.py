@@ -30,19 +30,19 @@ def check(labels: np.ndarray, groups: np.ndarray | None, protocol: str, folds: i
     counts = np.bincount(labels, minlength=2)
     need = folds if protocol != "paper-code" else 2
     if counts.min() < need:
-        raise DataFileError(f"{at}each label needs at least {need} rows for protocol {protocol!r}; got {counts[0]} zeros and "
-                         f"{counts[1]} ones. Use more statements (a larger --limit) or fewer --folds.")
+        raise DataFileError(f"{at}each label needs at least {need} rows for protocol {protocol!r}; got {counts[0]} "
+                         f"zeros and {counts[1]} ones. Use more statements (a larger --limit) or fewer --folds.")
     if protocol != "group-cv":
         return
     if groups is None:
-        raise DataFileError(f"{at}protocol 'group-cv' needs a group id per row (groups=…; trusttrace.data.datasets gives every "
-                         "dataset's), or choose protocol 'cv' for rows that have no twins.")
+        raise DataFileError(f"{at}protocol 'group-cv' needs a group id per row (groups=…; trusttrace.data.datasets "
+                         "gives every dataset's), or choose protocol 'cv' for rows that have no twins.")
     if len(groups) != len(labels):
         raise DataFileError(f"{at}{len(groups)} group ids but {len(labels)} labels; they must match.")
     n_groups = len(np.unique(groups))
     if n_groups < folds:
-        raise DataFileError(f"{at}{n_groups} groups cannot make {folds} folds that keep groups apart. Use more statements "
-                         "(a larger --limit), fewer --folds, or protocol 'cv' if the rows are independent.")
+        raise DataFileError(f"{at}{n_groups} groups cannot make {folds} folds that keep groups apart. Use more "
+                         "statements (a larger --limit), fewer --folds, or protocol 'cv' if the rows are independent.")
 
 
 def splits(labels: np.ndarray, groups: np.ndarray | None, protocol: str, folds: int, seed: int) -> list[Split]:

@@ -11,7 +11,8 @@ from . import analysis_cmds, model_cmds, train_cmds, vector_cmds, verify_cmds
 from ._shared import app
 
 __all__ = ["app", "main"]
-_COMMANDS = (analysis_cmds, model_cmds, train_cmds, vector_cmds, verify_cmds)  # imported for their @app.command registrations
+# imported for their @app.command registrations
+_COMMANDS = (analysis_cmds, model_cmds, train_cmds, vector_cmds, verify_cmds)
 
 
 def main() -> None:

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True,
                   help="Trace how a model comes to encode trustworthiness over its pre-training checkpoints.\n\n"
                        "Exit codes: 0 done; 1 a runtime failure (network, failed checkpoints or evaluations, a "
-                       "partial sweep, a full disk: rerun to retry); 2 a usage error (a bad option, name, path or file, an "
-                       "output folder another trusttrace process is writing); verify: 3 unfinished.")
+                       "partial sweep, a full disk: rerun to retry); 2 a usage error (a bad option, name, path or "
+                       "file, an output folder another trusttrace process is writing); verify: 3 unfinished.")
 log = logging.getLogger("trusttrace")
 
 
@@ -313,7 +313,8 @@ PerplexityFileOpt = Annotated[Path | None, typer.Option(help="Text file for perp
 JudgeOpt = Annotated[str, typer.Option(help="Toxicity judge: offline (MiniLM embedding classifier) | an HF "
                                             "classifier, e.g. tomh/toxigen_roberta.")]
 TruthJudgeOpt = Annotated[str, typer.Option(help="TruthfulQA judge: offline (MiniLM nearest reference) | "
-                                                 "TRUTH_MODEL[,INFO_MODEL], e.g. allenai/truthfulqa-truth-judge-llama2-7B.")]
+                                                 "TRUTH_MODEL[,INFO_MODEL], e.g. "
+                                                 "allenai/truthfulqa-truth-judge-llama2-7B.")]
 PositionsOpt = Annotated[Positions, typer.Option(help="Steered positions.")]
 ProxyBaseOpt = Annotated[str | None, typer.Option(help="The model --proxy-tuned was tuned from (MODEL@REV for a "
                                                        "revision), e.g. the last pre-training checkpoint, "

@@ -156,10 +156,10 @@ def trace(
     if rev is not None and revisions:
         raise OptionError(f"--model {model!r} names a revision and --revisions gives more; use one.")
     config = TraceConfig(
-        model=name, out=str(out), revisions=(rev,) if rev else split(revisions), select=select, dimensions=dimensions(dims),
-        limit=limit, data_dir=path_or_none(data_dir),
-        load=LoadConfig(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-                        blocks=blocks, cache_dir=path_or_none(cache_dir)),
+        model=name, out=str(out), revisions=(rev,) if rev else split(revisions), select=select,
+        dimensions=dimensions(dims), limit=limit, data_dir=path_or_none(data_dir),
+        load=LoadConfig(dtype=dtype.value, device=device, trust_remote_code=trust_remote_code,
+                        allow_pickle=allow_pickle, blocks=blocks, cache_dir=path_or_none(cache_dir)),
         extract=ExtractConfig(max_statement_tokens=max_tokens, compile=compile_blocks, batching=batching.value),
         analysis=AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
                                       sigma(mi_sigma), mi_max_samples=mi_max_samples,

@@ -60,7 +60,8 @@ def verify(
     if report.writing is not None:
         typer.echo(f"{'writing':<10} {report.writing}")
     for f in report.findings:
-        typer.echo(f"{f.status:<10} {f.path}" + (f" ({f.detail})" if f.detail else "") + f"\n{'':<10} a rerun: {f.redo}")
+        typer.echo(f"{f.status:<10} {f.path}" + (f" ({f.detail})" if f.detail else "")
+                   + f"\n{'':<10} a rerun: {f.redo}")
     for line in report.todo:
         typer.echo(f"{'todo':<10} {line}")
     console.print(f"{report.kind} folder {report.root}: {report.checked} recorded files checked, "
@@ -78,7 +79,8 @@ def _verdict(report: VerifyReport) -> str:
     if report.status == "incomplete":
         if report.writer is not None:
             return "incomplete: being written by another process; verify again once it ends"
-        return f"incomplete: {left}; a rerun of the same command with the same settings does {'it' if n == 1 else 'them'}"
+        return (f"incomplete: {left}; a rerun of the same command with the same settings does "
+                f"{'it' if n == 1 else 'them'}")
     return "intact"
 
 

@@ -393,5 +393,5 @@ def made_here(folder: str | Path) -> bool:
     return hold_ is not None and hold_.created
 
 
-__all__ = ["LOCK_NAME", "Hold", "guard_write", "held_by_other", "hold", "holds", "is_lock_file", "lock_path", "made_here",
-           "refuse_if_held", "waiting"]
+__all__ = ["LOCK_NAME", "Hold", "guard_write", "held_by_other", "hold", "holds", "is_lock_file", "lock_path",
+           "made_here", "refuse_if_held", "waiting"]

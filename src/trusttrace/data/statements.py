@@ -157,7 +157,8 @@ def _label(value: object, path: Path, row: int) -> int:
         if number in (0.0, 1.0):
             return int(number)
     raise DataFileError(f"{path}, data row {row}: label {str(value)[:40]!r} is not 0 or 1. Labels must be 0 or 1 "
-                        "(1.0 and 0.0 are read as 1 and 0; see the polarity table in the trusttrace.data.datasets docs).")
+                        "(1.0 and 0.0 are read as 1 and 0; see the polarity table in the "
+                        "trusttrace.data.datasets docs).")
 
 
 REPORTED: set[tuple[str, str]] = set()  # (file, sha256) already reported in this process

@@ -106,7 +106,8 @@ def selectivity_verdict(probes: dict[str, dict[str, Any]]) -> str:
         return (f"**Verdict:** at the last checkpoint no layer's selectivity interval lies above zero on any of "
                 f"{len(told)} dimensions: no probe reads more than its controls.")
     return (f"**Verdict:** at the last checkpoint selectivity's 95 % interval lies above zero on {len(found)} of "
-            f"{len(told)} dimensions: " + ", ".join(f"{d} (layer{'s' * (len(ls) > 1)} {', '.join(map(str, ls))})" for d, ls in found.items())
+            f"{len(told)} dimensions: "
+            + ", ".join(f"{d} (layer{'s' * (len(ls) > 1)} {', '.join(map(str, ls))})" for d, ls in found.items())
             + ".")
 
 

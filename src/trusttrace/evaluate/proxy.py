@@ -205,8 +205,8 @@ def proxy_tuned(ckpt: LoadedModel, tuned: LoadedModel, base: LoadedModel, beta: 
     """``ckpt`` proxy-tuned by ``tuned`` − ``base``: a ``LoadedModel`` the evaluation suite runs unchanged.
 
     Its tokenizer, blocks and info are the checkpoint's (the offset acts on logits only; ``info.revision`` stays
-    the checkpoint's), its ``ref`` says it is proxy-tuned. The three must share a vocabulary and a device. Steering one is refused by the suite: a
-    vector on the checkpoint's blocks would miss the tuned and base models.
+    the checkpoint's), its ``ref`` says it is proxy-tuned. The three must share a vocabulary and a device. Steering
+    one is refused by the suite: a vector on the checkpoint's blocks would miss the tuned and base models.
 
     Example:
         >>> lm = proxy_tuned(load_model("LLM360/Amber", "ckpt_179"), load_model("LLM360/AmberChat"),

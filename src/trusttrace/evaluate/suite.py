@@ -195,7 +195,8 @@ def _proportion(dimension: str, metric: str, outcomes: np.ndarray, spec: str, it
     return [{"dimension": dimension, "metric": metric, "value": float(outcomes.mean()), "n": len(outcomes),
              "spec": spec},
             {"dimension": dimension, "metric": f"{metric}_ci_low", "value": low, "n": len(outcomes), "spec": interval},
-            {"dimension": dimension, "metric": f"{metric}_ci_high", "value": high, "n": len(outcomes), "spec": interval}]
+            {"dimension": dimension, "metric": f"{metric}_ci_high", "value": high, "n": len(outcomes),
+             "spec": interval}]
 
 
 def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Steering | None = None,

@@ -115,7 +115,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 aut
 color:#222}
 h1{font-size:1.6em;margin:24px 0 8px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:36px}
 table.facts th{text-align:left;padding:2px 12px 2px 0;color:#555;font-weight:600;vertical-align:top}
-table.data{border-collapse:collapse;font-size:.9em} table.data td,table.data th{padding:3px 10px;border-bottom:1px solid #eee}
+table.data{border-collapse:collapse;font-size:.9em} \
+table.data td,table.data th{padding:3px 10px;border-bottom:1px solid #eee}
 .run{display:inline-block;vertical-align:top;margin-right:32px} .note{color:#8a5300;background:#fff8e6;padding:6px 10px}
 figure{margin:12px 0 24px} figcaption{font-size:.85em;color:#555}
 nav a{margin-right:14px}

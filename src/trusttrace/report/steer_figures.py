@@ -33,7 +33,8 @@ def steering_figure(name: str, sweep: Sweep) -> Figure | None:
         p = g[f"{metric}_p_mcnemar"] if f"{metric}_p_mcnemar" in g else pd.Series(np.nan, index=g.index)
         significant = (p < SIGNIFICANT).to_numpy()
         error = ({"type": "data", "symmetric": False, "array": g[f"{metric}_ci_high"] - g[metric],
-                  "arrayminus": g[metric] - g[f"{metric}_ci_low"]} if f"{metric}_ci_low" in g and f"{metric}_ci_high" in g else None)
+                  "arrayminus": g[metric] - g[f"{metric}_ci_low"]}
+                 if f"{metric}_ci_low" in g and f"{metric}_ci_high" in g else None)
         fig.add_trace(go.Scatter(
             x=g.alpha, y=g[metric], mode="lines+markers", name=label, legendgroup=label, line={"color": colour},
             error_y=error, customdata=p, marker={"symbol": np.where(significant, "star", "circle"),

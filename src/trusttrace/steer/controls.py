@@ -109,7 +109,8 @@ def paired_rows(e: Evaluated, base: Mapping[tuple[str, str], np.ndarray]) -> lis
                          f"McNemar exact test against unsteered: {down} items 1→0, {up} items 0→1"))
         good, bad = (down, up) if metric in LOWER_IS_BETTER else (up, down)
         rows += _share_rows(e, dim, metric, "improved", good, n, f"share of items whose {metric} moved the good way")
-        rows += _share_rows(e, dim, metric, "unchanged", n - good - bad, n, f"share of items whose {metric} did not move")
+        rows += _share_rows(e, dim, metric, "unchanged", n - good - bad, n,
+                            f"share of items whose {metric} did not move")
         rows += _share_rows(e, dim, metric, "worsened", bad, n,
                             f"share of items whose {metric} moved the wrong way (anti-steerable)")
     return rows
@@ -182,7 +183,8 @@ def monotone_rows(evaluated: Sequence[Evaluated], base: Mapping[tuple[str, str],
             moving = (steps != 0).any(axis=1)
             one_way = ~((steps > 0).any(axis=1) & (steps < 0).any(axis=1))
             n, hits = int(moving.sum()), int((moving & one_way).sum())
-            spec = (f"share of the {n} items whose {key[1]} changes along α ∈ {{{', '.join(f'{a:+g}' for a in alphas)}}} "
+            spec = (f"share of the {n} items whose {key[1]} changes along "
+                    f"α ∈ {{{', '.join(f'{a:+g}' for a in alphas)}}} "
                     "that change one way only")
             for e in group:
                 rows += _share_rows(e, key[0], key[1], "monotone", hits, n, spec)

@@ -180,7 +180,8 @@ def _jobs(config: SteerConfig, sources: dict[str, SteeringVector], self_vector: 
             cosine = vector.cosine(self_vector, layer)
             jobs += [_Job(name, layer, alpha, vector, cosine) for alpha in config.alphas]
     for k, draw in enumerate(draws):  # α = 0 needs none: its control is the unsteered target
-        jobs += [_Job(random_draw(k), layer, alpha, draw) for layer in config.layers for alpha in config.alphas if alpha]
+        jobs += [_Job(random_draw(k), layer, alpha, draw)
+                 for layer in config.layers for alpha in config.alphas if alpha]
     if config.proxy_tuned is not None:
         jobs += [_Job(name, -1, alpha, proxy=proxy) for name, alpha, proxy in
                  proxy_jobs(list(sources), config.source_model, config.proxy_betas, config.proxy_tuned,
@@ -291,8 +292,8 @@ def _sweep(config: SteerConfig, layout: SteerLayout, progress: Progress) -> Stee
         revisions = (target_revision,) if target_revision is not None else None
         self_vector = next(iter(_trace_vectors(target, config, layout.target, revisions, None, None).values()))
     for vector in sources.values():  # before any evaluation (the vocabularies are known now)
-        check_fit(vector, target, self_vector.hidden_size, len(self_vector.layers), self_vector.meta.get("vocab_sha256"),
-                  config.layers, config.allow_mismatch)
+        check_fit(vector, target, self_vector.hidden_size, len(self_vector.layers),
+                  self_vector.meta.get("vocab_sha256"), config.layers, config.allow_mismatch)
     self_vector.save(layout.vectors.vector("self", config.dimension))
     draws = random_directions([self_vector, *sources.values()], config.layers, config.random_vectors, config.seed)
     jobs = _jobs(config, sources, self_vector, draws)

@@ -1,6 +1,7 @@
-"""A trace's config (``TraceConfig``) and one checkpoint of it, the unit of work: fetch it, extract what is not stored yet, analyse every dataset,
-write its part (``parts/<revision>.csv``, recorded with the run's settings). ``trace`` runs the units, in this
-process or as Ray tasks; the random-init control is traced by the first unit that needs it.
+"""A trace's config (``TraceConfig``) and one checkpoint of it, the unit of work: fetch it, extract what is not
+stored yet, analyse every dataset, write its part (``parts/<revision>.csv``, recorded with the run's settings).
+``trace`` runs the units, in this process or as Ray tasks; the random-init control is traced by the first unit
+that needs it.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def needs_model(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, Trust
                             quiet=True) for name, ds in datasets.items())
 
 
-def load_checkpoint(config: TraceConfig, ckpt: Checkpoint, fetched: Fetched, random_init: int | None = None) -> LoadedModel:
+def load_checkpoint(config: TraceConfig, ckpt: Checkpoint, fetched: Fetched,
+                    random_init: int | None = None) -> LoadedModel:
     load = config.load
     revision = None if fetched.source != ckpt.ref else ckpt.revision
     return load_model(fetched.source, revision, load.dtype, load.device, trust_remote_code=load.trust_remote_code,
