@@ -11,6 +11,8 @@ from hypothesis import settings
 
 from trusttrace.testing import save_tiny, write_planted_data_dir
 
+from .support import REPORTED
+
 # The fuzz tests draw the same inputs in every run (seeded, as everything here is), and keep no example
 # database: HYPOTHESIS_PROFILE=explore draws new ones each run, for looking beyond the fixed set.
 settings.register_profile("trusttrace", derandomize=True, database=None, deadline=None)
@@ -78,16 +80,6 @@ def sft_data(data_dir, tmp_path):
     pd.DataFrame({"Question": ["w1 w2?"], "Best Answer": ["w9 good"], "Correct Answers": ["w9 good"],
                   "Incorrect Answers": ["bad"]}).to_csv(folder / "truthfulqa_mc.csv", index=False)
     return folder
-
-
-REPORTED: dict[str, list[str]] = {}  # test module → lines shown when the session ends
-
-
-def report(module: str, line: str) -> None:
-    """Keep a count (inputs tried, kills) to show at the end of the run, past pytest's capture."""
-    lines = REPORTED.setdefault(module, [])
-    if line not in lines:  # a module-scoped fixture torn down twice reports once
-        lines.append(line)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -181,3 +181,19 @@ def test_the_lexical_control_sees_case_as_the_tokenizer_does():
         labels.append(flip)
     folds = splits(np.array(labels), None, "cv", 5, 0)
     assert lexical_accuracy(statements, np.array(labels), [folds]) > 0.8
+
+
+def test_transfer_pairs_are_named_from_the_datasets_already_loaded(data_dir, tmp_path, monkeypatch):
+    from trusttrace.analysis import probe_job
+    from trusttrace.data.datasets import load_datasets
+
+    mine = tmp_path / "mine.csv"
+    mine.write_text("statement,label\nw1 good,1\nw2 bad,0\nw3 good,1\nw4 bad,0\n")
+    datasets = load_datasets(["toxicity", str(mine)], str(data_dir))
+
+    def read_again(*args, **kwargs):
+        raise AssertionError("a transfer dataset was read from disk again")
+
+    monkeypatch.setattr(probe_job, "load_dataset", read_again)
+    pairs = probe_job.resolve_transfer([("toxicity", str(mine)), (str(mine), "toxicity")], datasets)
+    assert pairs == [("toxicity", "mine"), ("mine", "toxicity")]

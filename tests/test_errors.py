@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from trusttrace.cli import app
 from trusttrace.core import errors
 
-from .conftest import report
+from .support import report
 from .walk import CASES, Ctx, Outcome, build_context, run_case
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"

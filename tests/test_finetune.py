@@ -56,5 +56,8 @@ def test_pairs_file_and_its_errors(tmp_path, tiny_models):
         read_pairs(bad)
     with pytest.raises(FileNotFoundError, match="JSONL"):
         FinetuneConfig(model=str(tiny_models["llama"]), out="o", data=str(tmp_path / "missing.jsonl"))
-    with pytest.raises(FileNotFoundError, match="checkpoints/last"):
+    with pytest.raises(FileNotFoundError, match="no such folder or file"):
         FinetuneConfig(model=str(tmp_path / "nope"), out="o")
+    (tmp_path / "series" / "step1").mkdir(parents=True)  # a series, not the one checkpoint fine-tuning starts from
+    with pytest.raises(FileNotFoundError, match="checkpoints/last"):
+        FinetuneConfig(model=str(tmp_path / "series"), out="o")

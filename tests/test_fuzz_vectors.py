@@ -28,7 +28,7 @@ from trusttrace.core.errors import TrustTraceError
 from trusttrace.steering.interop import export_vector, import_vector
 from trusttrace.steering.vector import SteeringVector
 
-from .conftest import report
+from .support import report
 
 SUFFIXES = (".safetensors", ".gguf", ".pt", ".npz")
 FAST, SLOW = 60, 600  # examples per test (default suite, -m slow)
@@ -76,7 +76,8 @@ def run(check: Callable[[], None], tally: Counter, label: str) -> None:
     check()
     summary = f"{label}: tried {tally['tried']} inputs, {tally['loaded']} loaded, {tally['refused']} refused"
     report("test_fuzz_vectors", summary)
-    assert tally["tried"] > 0, summary
+    # some inputs must load: a reader that refused every file would pass every "refused cleanly" check
+    assert tally["tried"] > 0 and tally["loaded"] > 0, summary
 
 
 def fuzz_settings(n: int) -> settings:
@@ -86,11 +87,13 @@ def fuzz_settings(n: int) -> settings:
 
 def _random_bytes(folder: Path, n: int) -> None:
     tally: Counter = Counter()
+    valid = valid_files(folder)
 
     @fuzz_settings(n)
-    @given(suffix=st.sampled_from(SUFFIXES), blob=st.binary(max_size=512))
-    def check(suffix: str, blob: bytes) -> None:
-        outcome(folder, suffix, blob, tally)
+    @given(case=st.one_of(st.tuples(st.sampled_from(SUFFIXES), st.binary(max_size=512)),
+                          st.sampled_from(list(valid.items()))))  # now and then a file as written, which must load
+    def check(case: tuple[str, bytes]) -> None:
+        outcome(folder, *case, tally)
 
     run(check, tally, "random bytes")
 
@@ -100,7 +103,7 @@ def _truncated(folder: Path, n: int) -> None:
     valid = valid_files(folder)
 
     @fuzz_settings(n)
-    @given(suffix=st.sampled_from(SUFFIXES), cut=st.floats(0, 1, exclude_max=True))
+    @given(suffix=st.sampled_from(SUFFIXES), cut=st.one_of(st.floats(0, 1, exclude_max=True), st.just(1.0)))
     def check(suffix: str, cut: float) -> None:
         blob = valid[suffix]
         outcome(folder, suffix, blob[: int(cut * len(blob))], tally)
@@ -118,7 +121,7 @@ def _garbage_headers(folder: Path, n: int) -> None:
     def check(suffix: str, data: st.DataObject) -> None:
         blob = bytearray(valid[suffix])
         edits = data.draw(st.lists(st.tuples(st.integers(0, min(255, len(blob) - 1)), st.integers(0, 255)),
-                                   min_size=1, max_size=6))
+                                   max_size=6))  # no edit: the file as it was
         for pos, byte in edits:
             blob[pos] = byte
         outcome(folder, suffix, bytes(blob), tally)
@@ -147,11 +150,15 @@ def tensors(draw: st.DrawFn) -> torch.Tensor:
 def _wrong_contents(folder: Path, n: int) -> None:
     """Well-formed containers holding the wrong names, shapes, dtypes and structures."""
     tally: Counter = Counter()
+    valid = valid_files(folder)
 
     @fuzz_settings(n)
     @given(suffix=st.sampled_from((".safetensors", ".pt", ".npz")),
-           entries=st.dictionaries(NAMES, tensors(), max_size=4), data=st.data())
-    def check(suffix: str, entries: dict[str, torch.Tensor], data: st.DataObject) -> None:
+           entries=st.dictionaries(NAMES, tensors(), max_size=4), data=st.data(), intact=st.booleans())
+    def check(suffix: str, entries: dict[str, torch.Tensor], data: st.DataObject, intact: bool) -> None:
+        if intact:  # now and then the file as written, which must load
+            outcome(folder, suffix, valid[suffix], tally)
+            return
         if suffix == ".safetensors":
             meta = data.draw(st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3))
             blob = save_safetensors({k: v.contiguous() for k, v in entries.items()}, metadata=meta)
@@ -196,9 +203,15 @@ def _safetensors_headers(folder: Path, n: int) -> None:
                                    "data_offsets": st.lists(st.integers(-1, 2**40), max_size=3)})
     header = st.one_of(st.dictionaries(NAMES, entry, max_size=3).map(json.dumps), st.text(max_size=40))
 
+    valid = valid_files(folder)[".safetensors"]
+
     @fuzz_settings(n)
-    @given(text=header, body=st.binary(max_size=64), declared=st.one_of(st.none(), st.integers(0, 2**64 - 1)))
-    def check(text: str, body: bytes, declared: int | None) -> None:
+    @given(text=header, body=st.binary(max_size=64), declared=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+           intact=st.booleans())
+    def check(text: str, body: bytes, declared: int | None, intact: bool) -> None:
+        if intact:  # now and then the file as written, which must load
+            outcome(folder, ".safetensors", valid, tally)
+            return
         raw = text.encode("utf-8")
         size = len(raw) if declared is None else declared
         outcome(folder, ".safetensors", struct.pack("<Q", size) + raw + body, tally)

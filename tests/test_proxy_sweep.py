@@ -111,8 +111,8 @@ def test_steer_config_proxy_settings():
     with pytest.raises(OptionError, match="at least one strength"):
         SteerConfig(source="s", target="t", dimension="privacy", out="o", proxy_tuned="a", proxy_base="b",
                     proxy_betas=())
-    config = SteerConfig(source="m@c1", target="chat", dimension="privacy", out="o", proxy_tuned="chat",
-                         proxy_base="m@c9", proxy_betas=(0.5, 1.0))
+    config = SteerConfig(source="org/m@c1", target="org/chat", dimension="privacy", out="o", proxy_tuned="org/chat",
+                         proxy_base="org/m@c9", proxy_betas=(0.5, 1.0))
     assert config.settings()["proxy_betas"] == (0.5, 1.0)
-    names = [name for name, _, _ in sweep.proxy_jobs(["c1"], "m", (0.5, 1.0), "chat", config.target_model)]
+    names = [name for name, _, _ in sweep.proxy_jobs(["c1"], "org/m", (0.5, 1.0), "org/chat", config.target_model)]
     assert names == ["proxy:c1", "proxy:c1"]  # the tuned model is the target: no row set of its own

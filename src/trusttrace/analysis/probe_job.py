@@ -24,7 +24,7 @@ from ..activations.store import StoredActivations, load_activations
 from ..core.errors import DataFileError, OutputError, RunFolderError, RunFolderNotFoundError, UnknownNameError
 from ..core.names import ANALYSES, CONTROLS, MI_CHECKS
 from ..core.runlock import hold
-from ..data.datasets import SPECS, TrustDataset, load_dataset
+from ..data.datasets import SPECS, TrustDataset, dataset_name, load_dataset
 from ..runs.layout import TraceLayout
 from ..runs.outputs import check_output, refuse_overlap
 from ..runs.tables import RESULT_COLUMNS
@@ -125,10 +125,10 @@ def transfer_rows(stored: Callable[[str], StoredActivations], pairs: Sequence[tu
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def resolve_transfer(given: Sequence[tuple[str, str]], datasets: dict[str, TrustDataset],
-                     data_dir: str | None = None, limit: int | None = None) -> list[tuple[str, str]]:
-    """Transfer tests as dataset names (a file is named by its stem), each side checked for both labels."""
-    names = {name: load_dataset(name, data_dir, limit=limit).name for pair in given for name in pair}
+def resolve_transfer(given: Sequence[tuple[str, str]], datasets: dict[str, TrustDataset]) -> list[tuple[str, str]]:
+    """Transfer tests as dataset names (a file is named by its stem), each side checked for both labels in the
+    ``datasets`` already loaded (none is read again)."""
+    names = {name: dataset_name(name) for pair in given for name in pair}
     pairs = [(names[train], names[test]) for train, test in given]
     for name in {n for pair in pairs for n in pair}:
         ds = datasets[name]

@@ -104,7 +104,9 @@ def fail(err: Exception) -> NoReturn:
 
     from ..core.errors import TrustTraceError, environment_failure
 
-    if isinstance(err, (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort)):
+    # the CLI's own exits and usage errors: typer's (its click is vendored) and click's
+    if isinstance(err, (typer.Exit, typer.Abort, typer.TyperException, click.exceptions.Exit,
+                        click.exceptions.ClickException, click.exceptions.Abort)):
         raise err
     err = environment_failure(err) or err  # a full disk, a permission, a name too long: not a bug
     if _DEBUG["on"]:
@@ -347,16 +349,11 @@ def executor_config(executor: Executor, ray_address: str | None, gpus_per_task: 
 
 
 def model_at(model: str, revision: str | None, option: str = "--model") -> tuple[str, str | None]:
-    """``MODEL@REV`` or ``MODEL`` with ``--revision REV`` → (MODEL, REV) (``hub.split_revision``); both at once
-    must agree."""
-    from ..models.hub import split_revision
+    """``MODEL@REV`` or ``MODEL`` with ``--revision REV`` → (MODEL, REV) (``models.ref.ModelRef.parse``); both at
+    once must agree."""
+    from ..models.ref import ModelRef
 
-    name, rev = split_revision(model)
-    if rev is None:
-        return model, revision
-    if revision is not None and revision != rev:
-        raise OptionError(f"{option} {model!r} names revision {rev!r} but --revision says {revision!r}; give one.")
-    return name, rev
+    return ModelRef.parse(model, revision, option).pair
 
 
 N = TypeVar("N", int, float)

@@ -1,6 +1,6 @@
 """The CLI's closed choices as enums: typer lists them in ``--help``, checks them while parsing (a typo is
 a usage error before anything loads) and offers them to shell completion. Each mirrors a tuple in
-``trusttrace.core.names``, which the stages validate against (tests/test_cli.py keeps the two equal)."""
+``trusttrace.core.names``, which the stages validate against (tests/test_names.py keeps the two equal)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from .._version import package_versions
 from ..core.errors import OptionError
 from ..core.files import write_json_atomic, write_with
 from ..core.runlock import hold
-from ..models.hub import split_revision
 from ..models.loading import LoadedModel, load_model, peek_model
+from ..models.ref import ModelRef
 from ..runs.layout import EvaluateLayout
 from ..runs.outputs import check_output
 from ..steering.vector import SteeringVector, check_compatible, check_fit
@@ -60,16 +60,16 @@ class EvaluateConfig:
         if self.proxy_tuned is not None and self.vector is not None:
             raise OptionError("--vector with --proxy-tuned: steering a proxy-tuned model is not supported (the vector "
                               "would move the checkpoint only). Give one or the other.")
-        for ref in (self.proxy_tuned, self.proxy_base):
+        for ref, option in ((self.proxy_tuned, "--proxy-tuned"), (self.proxy_base, "--proxy-base")):
             if ref is not None:
-                split_revision(ref)  # a malformed MODEL@REV is refused before anything loads
+                ModelRef.parse(ref, option=option)  # a malformed MODEL@REV is refused before anything loads
 
     @property
     def proxies(self) -> tuple[tuple[str, str | None], tuple[str, str | None]] | None:
         """(tuned, base) as (MODEL, REVISION) pairs, or None without proxy-tuning."""
         if self.proxy_tuned is None or self.proxy_base is None:
             return None
-        return split_revision(self.proxy_tuned), split_revision(self.proxy_base)
+        return ModelRef.parse(self.proxy_tuned).pair, ModelRef.parse(self.proxy_base).pair
 
 
 @dataclass

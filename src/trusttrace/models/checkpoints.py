@@ -7,17 +7,16 @@ repository lists, or a local folder of checkpoint folders. Selectors (``first:N`
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from ..core.errors import ModelError, ModelNotFoundError, OptionError, UnknownNameError
+from ..core.errors import ModelError, OptionError, UnknownNameError
 from ..core.names import SELECTOR_HELP
-from .assets import BUILTIN_MODELS
-from .hub import hub_call, looks_like_path
+from .hub import hub_call
+from .ref import ModelRef
 
 # Pythia: step0, the log-spaced steps 1..512, then every 1000 steps to 143000 (154 checkpoints).
 PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, 143_001, 1000))
@@ -125,26 +124,19 @@ class CheckpointSeries:
     def resolve(cls, model: str, revisions: Sequence[str] | None = None) -> CheckpointSeries:
         """Pick the source for ``model``: explicit revisions, a local series or single checkpoint,
         a built-in name, a catalog, else the hub's branch list."""
-        path = Path(model).expanduser()
-        single = model in BUILTIN_MODELS or path.is_file() or (path / "config.json").exists()
-        if revisions and (path.is_file() or (path / "config.json").exists()):
+        ref = ModelRef(model)  # what the name is: refused here when it is nothing (a mistyped path, say)
+        if revisions and ref.kind in ("gguf", "checkpoint"):
             raise OptionError(f"--revisions {','.join(revisions)!r}: {model} is one checkpoint, which has no "
                               "revisions. Drop --revisions, or point at the series folder that holds the "
                               "checkpoint folders.")
-        if revisions and path.is_dir():  # a local series: revisions are its checkpoint folders' names
-            return cls.from_local(path).named(revisions, "--revisions")
+        if revisions and ref.kind == "series":  # a local series: revisions are its checkpoint folders' names
+            return cls.from_local(ref.path).named(revisions, "--revisions")
         if revisions:
             return cls.from_revisions(model, revisions)
-        if single:
+        if ref.single:
             return cls(model, (Checkpoint("final", None, model, None),), "single")
-        if path.is_dir():
-            return cls.from_local(path)
-        if looks_like_path(model):  # a mistyped folder must not read as a hub id that the network failed on
-            raise ModelNotFoundError(
-                f"Model {model!r}: no such folder or file ({path.resolve()} does not exist). Give a local series "
-                "folder (one folder per checkpoint), a checkpoint folder, a .gguf file, a hub id such as "
-                f"EleutherAI/pythia-70m, or a built-in name ({', '.join(BUILTIN_MODELS)}).")
-        _refuse_near_builtin(model)
+        if ref.kind == "series":
+            return cls.from_local(ref.path)
         names = _catalog(model)
         if names is not None:
             return cls(model, tuple(Checkpoint(n, step_of(n), model, n) for n in names), "catalog")
@@ -197,17 +189,6 @@ class CheckpointSeries:
         if len(names) <= most:
             return ", ".join(names)
         return f"{', '.join(names[:most - 3])}, …, {', '.join(names[-2:])} ({len(names)} in all)"
-
-
-def _refuse_near_builtin(model: str) -> None:
-    """A name with no ``org/`` that is close to a built-in one is a typo, not a hub id to list branches of
-    (``gpt2``-style ids without an org still go to the hub)."""
-    if "/" in model:
-        return
-    close = difflib.get_close_matches(model, list(BUILTIN_MODELS), n=1, cutoff=0.6)
-    if close:
-        raise UnknownNameError(f"Model {model!r} is not a built-in name; did you mean {close[0]!r}? The built-in "
-                               f"names are {', '.join(BUILTIN_MODELS)}; a hub id looks like org/name.")
 
 
 def _positive_int(text: str, selector: str) -> int:

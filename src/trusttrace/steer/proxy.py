@@ -19,14 +19,12 @@ steered rows they get McNemar tests against the unsteered target, and ``best.csv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..core.errors import OptionError
 from ..evaluate.proxy import check_same_vocab, proxy_tuned
-from ..models.assets import BUILTIN_MODELS
-from ..models.hub import split_revision
 from ..models.loading import LoadedModel, load_model, peek_model
+from ..models.ref import ModelRef
 
 PROXY_PREFIX = "proxy:"
 TUNED = "tuned"
@@ -57,8 +55,8 @@ def check_proxy_options(tuned: str | None, base: str | None, betas: tuple[float,
         return
     if not betas:
         raise OptionError("--proxy-betas is empty: give at least one strength, e.g. --proxy-betas 0.5,1.")
-    for ref in (tuned, base):
-        split_revision(ref or "")  # a malformed MODEL@REV is refused before anything loads
+    for ref, option in ((tuned, "--proxy-tuned"), (base, "--proxy-base")):
+        ModelRef.parse(ref or "", option=option)  # a malformed MODEL@REV is refused before anything loads
 
 
 def proxy_settings(tuned: str | None, base: str | None, betas: tuple[float, ...]) -> dict[str, Any]:
@@ -71,7 +69,7 @@ def check_proxy_models(tuned: str, base: str) -> None:
     """Refuse a tuned and base model of different vocabularies from their tokenizers, before anything is traced
     (each source checkpoint is checked against them when it is proxy-tuned); a hub model out of reach now is
     checked then too."""
-    refs = {"tuned": split_revision(tuned), "base": split_revision(base)}
+    refs = {"tuned": ModelRef.parse(tuned).pair, "base": ModelRef.parse(base).pair}
     try:
         tokenizers = [(f"{role} {tuned if role == 'tuned' else base}", peek_model(name, rev).tokenizer)
                       for role, (name, rev) in refs.items()]
@@ -83,10 +81,10 @@ def check_proxy_models(tuned: str, base: str) -> None:
 def checkpoint_ref(model: str, name: str) -> Ref:
     """Where the source checkpoint called ``name`` (as the trace named it) loads from, without the network: a
     local series' folder, a single model (``final``), else the hub revision."""
-    path = Path(model).expanduser()
-    if path.is_dir() and not (path / "config.json").exists():  # a local series: one folder per checkpoint
-        return str(path / name), None
-    if name == "final" and (model in BUILTIN_MODELS or path.is_file() or path.is_dir()):
+    ref = ModelRef.parse(model, option="--source")
+    if ref.kind == "series":  # one folder per checkpoint
+        return str(ref.path / name), None
+    if name == "final" and ref.single:
         return model, None
     return model, name
 
@@ -97,7 +95,7 @@ def proxy_jobs(names: list[str], source_model: str, betas: tuple[float, ...], tu
     model itself unless it is the target."""
     jobs = [(f"{PROXY_PREFIX}{name}", float(beta), ProxyEval(checkpoint_ref(source_model, name), float(beta)))
             for name in names for beta in betas]
-    tuned_ref = split_revision(tuned)
+    tuned_ref = ModelRef.parse(tuned).pair
     if tuned_ref != target:
         jobs.append((TUNED, 0.0, ProxyEval(tuned_ref)))
     return jobs
@@ -111,7 +109,7 @@ def proxy_model(job: ProxyEval, tuned: str, base: str, dtype: str, device: str,
     """``job``'s model: the checkpoint proxy-tuned at β, or the model plainly. Each model loads once per
     process (``have`` holds ones already loaded, such as the target); of the checkpoints only the latest is
     kept, since a sweep's jobs go checkpoint by checkpoint."""
-    keep = {(split_revision(tuned), dtype, device), (split_revision(base), dtype, device)}
+    keep = {(ModelRef.parse(tuned).pair, dtype, device), (ModelRef.parse(base).pair, dtype, device)}
 
     def get(ref: Ref) -> LoadedModel:
         if ref in have:
@@ -125,4 +123,4 @@ def proxy_model(job: ProxyEval, tuned: str, base: str, dtype: str, device: str,
 
     if job.beta is None:
         return get(job.model)
-    return proxy_tuned(get(job.model), get(split_revision(tuned)), get(split_revision(base)), job.beta)
+    return proxy_tuned(get(job.model), get(ModelRef.parse(tuned).pair), get(ModelRef.parse(base).pair), job.beta)

@@ -116,7 +116,7 @@ def _run_trace(config: TraceConfig, progress: Progress, remote: RunFolder | None
     names = [*config.dimensions, *(d for pair in config.transfer for d in pair)]
     datasets = load_datasets(names, config.data_dir, config.limit)
     check_distinct(datasets, "datasets")
-    pairs = resolve_transfer(config.transfer, datasets, config.data_dir, config.limit)
+    pairs = resolve_transfer(config.transfer, datasets)
     if "probe" in config.analysis.analyses:  # data the protocol cannot split: refused before anything is written
         for name in config.dimensions:
             ds = datasets[dataset_name(name)]

@@ -40,8 +40,9 @@ from ..core.progress import Progress
 from ..core.runlock import hold
 from ..data.batching import collate_prompted
 from ..data.datasets import EVAL_FILES, load_dataset, locate_file
-from ..models.hub import fetch_checkpoint, looks_like_hub_id
+from ..models.hub import fetch_checkpoint
 from ..models.loading import choose_device
+from ..models.ref import ModelRef
 from ..runs.layout import FinetuneLayout, read_json, refuse_other_settings, settings_diff
 from ..runs.outputs import check_output
 from .loop import batch_indices, lr_at, make_optimizer, train_step, use_bf16
@@ -78,9 +79,7 @@ class FinetuneConfig:
                                                                 and self.weight_decay >= 0):
             raise OptionError(f"lr={self.lr}, weight_decay={self.weight_decay}: the learning rate must be a positive "
                               "finite number and the weight decay a finite one ≥ 0, e.g. --lr 5e-4.")
-        local = Path(self.model).expanduser()
-        hub_id = looks_like_hub_id(self.model) and not local.exists()
-        if not hub_id and not (local / "config.json").is_file():
+        if ModelRef(self.model).kind not in ("hub", "checkpoint"):
             raise ModelNotFoundError(f"--model {self.model!r} is neither a checkpoint folder (one with a config.json, "
                                     "e.g. RUN/checkpoints/last of `trusttrace pretrain`) nor a hub id (ORG/NAME).")
         if self.data != "builtin" and not Path(self.data).is_file():
