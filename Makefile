@@ -32,7 +32,7 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	touch $@
 
 # Debian packages, where apt-get is available: the built-in pre-training corpus (1913 Webster and fortunes)
-# and the headless browser for the report's browser tests (tests/browser.py).
+# and the headless browser for the report's browser tests (tests/report/browser.py).
 system-packages:
 	@if [ -e /usr/share/dictd/gcide.dict.dz ] && [ -d /usr/share/games/fortunes ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1; then \

@@ -15,7 +15,7 @@ estimate. Here they share its work:
   T's uncentred kernel (``_Side._hsic``).
 - **Permutations are label columns** (``mutual_info.estimate_mi_columns``).
 
-The results equal ``mutual_info.estimate_mi`` per estimator (``tests/test_mi_stats.py``). They are computed
+The results equal ``mutual_info.estimate_mi`` per estimator (``tests/analysis/test_mi_stats.py``). They are computed
 in the chosen estimator's work dtype: float32 for paper-code, so the check estimators are in float32 there
 too.
 """

@@ -10,7 +10,7 @@
   draws share the estimate's kernels (``trusttrace.analysis.mi_engine``).
   Why half-samples and not the ordinary bootstrap:
   - resampling with replacement puts duplicate rows into the kernel matrices, which lowers their rank and
-    biases every kernel estimator (``tests/test_mi_stats.py`` measures it);
+    biases every kernel estimator (``tests/analysis/test_mi_stats.py`` measures it);
   - a full-size draw costs a whole estimate, where a half-sample is a sub-matrix of the estimate's kernels
     and costs an eighth of its factorisation.
 - ``mi_ty_null_q95`` and ``mi_ty_p``: a **permutation null** for I(T;Y) from K seeded relabellings

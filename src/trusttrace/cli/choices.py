@@ -1,6 +1,6 @@
 """The CLI's closed choices as enums: typer lists them in ``--help``, checks them while parsing (a typo is
 a usage error before anything loads) and offers them to shell completion. Each mirrors a tuple in
-``trusttrace.core.names``, which the stages validate against (tests/test_names.py keeps the two equal)."""
+``trusttrace.core.names``, which the stages validate against (tests/core/test_names.py keeps the two equal)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ CHOICES: dict[str, type[Enum]] = {
     "STEER_POSITIONS": Positions, "PERPLEXITY_SOURCES": PerplexitySource, "BINARY_MODES": BinaryMode,
     "DTYPES": Dtype, "PRECISIONS": Precision, "DIMENSIONS": Dimension, "TRUTHFULQA_SPECS": TruthfulQASpec,
     "QUESTION_SETS": QuestionSet, "BATCHINGS": Batching, "VECTOR_FORMATS": VectorFormat,
-}  # each enum above, by the name of its set in core.names (tests/test_names.py: every enum, equal)
+}  # each enum above, by the name of its set in core.names (tests/core/test_names.py: every enum, equal)
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

@@ -8,7 +8,7 @@ reaches the CLI is a bug in trusttrace and is reported as one.
 
 The usage errors also derive from ``ValueError`` (and the "not found" ones from ``FileNotFoundError``), so
 code that caught those before keeps working. ``docs/errors.md`` lists each mistake, its message and what it
-leaves on disk; ``tests/test_errors.py`` walks that list.
+leaves on disk; ``tests/user_errors/test_errors.py`` walks that list.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A ``Choices`` is a tuple of the allowed names (so ``in``, iteration and ``", ".j
 that knows what it names. ``Choices.check`` is the only place a bad choice is refused: an
 ``UnknownChoiceError`` (a usage error, exit 2) that names the bad value, lists the allowed ones and suggests
 the nearest. The CLI's enums (``cli/choices.py``) and the API's ``Literal`` types are checked against these
-sets by ``tests/test_names.py``. Nothing here imports more than the error types, so the CLI lists the
+sets by ``tests/core/test_names.py``. Nothing here imports more than the error types, so the CLI lists the
 choices in ``--help`` without loading torch.
 """
 

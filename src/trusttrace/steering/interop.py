@@ -52,7 +52,7 @@ IMPORTABLE = ("A vector file to import is a GGUF control vector (.gguf: repeng, 
 
 # What the parsers of foreign formats raise on bytes that are not theirs (random, truncated, another
 # format). They document none of it, so the list is what they were seen to raise on fuzzed files
-# (tests/test_fuzz_vectors.py); each becomes a VectorError that names the file.
+# (tests/user_errors/test_fuzz_vectors.py); each becomes a VectorError that names the file.
 _PARSE_ERRORS: tuple[type[Exception], ...] = (
     ValueError, IndexError, KeyError, TypeError, OverflowError, EOFError, struct.error, zipfile.BadZipFile,
     pickle.UnpicklingError, RuntimeError, OSError,

@@ -23,7 +23,7 @@ from trusttrace.core.errors import FolderLockedError, FolderVanishedError, LinkI
 from trusttrace.core.files import write_text_atomic
 from trusttrace.runs.outputs import start_over
 
-from .support import report
+from ..support import report
 
 # ---------------------------------------------------------------- another process holding a folder
 

@@ -39,7 +39,7 @@ from trusttrace.data.datasets import dataset_names, load_datasets
 from trusttrace.models.checkpoints import Checkpoint, CheckpointSeries
 from trusttrace.report import ReportConfig, run_report
 
-from .support import report
+from ..support import report
 
 FAST = {"data": 150, "bytes": 100, "names": 150, "select": 200, "revisions": 80, "options": 120, "report": 40}
 SLOW_FACTOR = 10

@@ -28,7 +28,7 @@ from trusttrace.core.errors import TrustTraceError
 from trusttrace.steering.interop import export_vector, import_vector
 from trusttrace.steering.vector import SteeringVector
 
-from .support import report
+from ..support import report
 
 SUFFIXES = (".safetensors", ".gguf", ".pt", ".npz")
 FAST, SLOW = 60, 600  # examples per test (default suite, -m slow)

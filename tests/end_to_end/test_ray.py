@@ -77,7 +77,7 @@ def test_a_killed_driver_resumes_without_recomputing(cluster, tiny_series, data_
     out = tmp_path / "killed"
     script = (
         "import sys, ray\n"
-        f"sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
         "from tests import test_ray as t\n"
         f"ray.init(address={cluster!r}, log_to_driver=False)\n"
         "ray.cloudpickle.register_pickle_by_value(t)\n"

@@ -225,7 +225,7 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 def test_no_hostile_name_runs_in_a_real_browser(tmp_path):
     """Headless Chromium loads a report of payloads that set window.PWNED if they run: none may."""
-    from tests.browser import browser_or_skip, check_page, open_chromium
+    from tests.report.browser import browser_or_skip, check_page, open_chromium
 
     paths = browser_or_skip()
     run = _hostile_demo(tmp_path, MARKERS)

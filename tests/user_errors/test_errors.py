@@ -1,5 +1,5 @@
 """docs/errors.md stays true: every listed mistake, run through the CLI, gives the listed exit code and message,
-leaves what the list says on disk, and shows no traceback (see ``tests/walk.py`` for the cases)."""
+leaves what the list says on disk, and shows no traceback (see ``tests/user_errors/walk.py`` for the cases)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from trusttrace.cli import app
 from trusttrace.core import errors
 
-from .support import report
+from ..support import report
 from .walk import CASES, Ctx, Outcome, build_context, run_case
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 ROW = re.compile(r"^\|\s*`(?P<id>[a-z0-9-]+)`\s*\|(?P<mistake>[^|]*)\|\s*(?P<exit>\d)\s*\|(?P<message>[^|]*)\|"
                  r"(?P<disk>[^|]*)\|\s*$")
 DISK = {"nothing": "nothing", "the folder as it was": "unchanged",

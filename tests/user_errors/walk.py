@@ -11,9 +11,9 @@ what must follow: ``refuse`` (a message and a non-zero exit, the output folder l
     refused    a case that should work was refused
 
 ``docs/errors.md`` lists the cases with their exit code, a fragment of their message and what is left on
-disk; ``tests/test_errors.py`` checks both agree. Run this file to print the counts (``python tests/walk.py``):
-it also runs against an older checkout (``PYTHONPATH=<checkout>/src``), which is how the before/after
-counts in issue 14's note were taken.
+disk; ``tests/user_errors/test_errors.py`` checks both agree. Run this file to print the counts
+(``python tests/user_errors/walk.py``): it also runs against an older checkout (``PYTHONPATH=<checkout>/src``),
+which is how the before/after counts in issue 14's note were taken.
 """
 
 from __future__ import annotations

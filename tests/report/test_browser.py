@@ -1,4 +1,4 @@
-"""The headless-browser harness (tests/browser.py), on small plotly pages built here."""
+"""The headless-browser harness (tests/report/browser.py), on small plotly pages built here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import plotly.io as pio
 import plotly.offline
 import pytest
 
-from tests.browser import (
+from tests.report.browser import (
     CHROMEDRIVER_ENV,
     CHROMIUM_ENV,
     browser_or_skip,

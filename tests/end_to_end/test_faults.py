@@ -35,7 +35,7 @@ from trusttrace.testing import write_text_corpus
 from trusttrace.trace.job import TraceConfig, run_trace
 from trusttrace.training.pretrain import PretrainConfig, run_pretrain
 
-from .support import report
+from ..support import report
 
 SETTINGS_FILES = ("manifest.json", "steer_config.json", "pretrain_config.json")
 _TMP = re.compile(r"\.tmp-\d+$")

@@ -143,7 +143,7 @@ def test_the_page_renders_in_a_real_browser(full_run, tmp_path):
     import os
     import shutil
 
-    from tests.browser import browser_or_skip, check_page
+    from tests.report.browser import browser_or_skip, check_page
 
     browser_or_skip()
     result = run_report(ReportConfig((full_run,), png=False))

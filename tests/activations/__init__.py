@@ -1,0 +1,1 @@
+"""trusttrace.activations: extraction, packing, stored activations, the random-init cache."""

@@ -1,0 +1,1 @@
+"""trusttrace.analysis: probes, the line search, controls, mutual information, phases, correlation."""

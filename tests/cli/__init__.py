@@ -1,0 +1,1 @@
+"""trusttrace.cli: the command."""

@@ -1,0 +1,1 @@
+"""trusttrace.core: the registry of choices, executors, the run lock."""

@@ -1,0 +1,1 @@
+"""trusttrace.data: the datasets and statement files."""

@@ -1,0 +1,1 @@
+"""trusttrace.demo: the demo job and its plan."""

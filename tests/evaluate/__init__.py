@@ -1,0 +1,1 @@
+"""trusttrace.evaluate: the suite, lm-eval's specs, proxy-tuning."""

@@ -1,0 +1,1 @@
+"""trusttrace.models: model names, checkpoint series, the hub, model files, loading, prefetching."""

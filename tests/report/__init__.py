@@ -1,0 +1,1 @@
+"""trusttrace.report: the page and its figures, in a headless browser too."""

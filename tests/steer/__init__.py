@@ -1,0 +1,1 @@
+"""trusttrace.steer: the steer job, its controls, proxy-tuned rows."""

@@ -1,0 +1,1 @@
+"""trusttrace.steering: vectors, the vectors job, other tools' formats."""

@@ -1,0 +1,1 @@
+"""trusttrace.trace: the trace job."""

@@ -1,0 +1,1 @@
+"""trusttrace.training: pre-training, fine-tuning, the corpus."""
