@@ -79,7 +79,9 @@ check-install:
 	$(FRESH)/bin/pip install -q .
 	$(FRESH)/bin/trusttrace --version
 	$(FRESH)/bin/python -m trusttrace --help >/dev/null
-	$(FRESH)/bin/python -c "import trusttrace, trusttrace.cli; print('import ok')"
+	$(FRESH)/bin/python -c "import importlib, pkgutil, trusttrace; \
+	  names = [m.name for m in pkgutil.walk_packages(trusttrace.__path__, 'trusttrace.')]; \
+	  [importlib.import_module(n) for n in names]; print(len(names), 'modules of the installed package import')"
 	rm -rf $(FRESH)
 
 # Every benchmark, each printing one JSON line, after installing what they compare against (the `peers`
