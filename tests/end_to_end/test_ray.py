@@ -78,7 +78,7 @@ def test_a_killed_driver_resumes_without_recomputing(cluster, tiny_series, data_
     script = (
         "import sys, ray\n"
         f"sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
-        "from tests import test_ray as t\n"
+        "from tests.end_to_end import test_ray as t\n"
         f"ray.init(address={cluster!r}, log_to_driver=False)\n"
         "ray.cloudpickle.register_pickle_by_value(t)\n"
         f"config = t._config({str(tiny_series)!r}, {str(data_dir)!r}, {str(out)!r}, executor='ray', max_retries=0)\n"
