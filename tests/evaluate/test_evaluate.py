@@ -324,3 +324,14 @@ def test_the_offline_judges_training_embeddings_are_cached(data_dir, monkeypatch
         third = EmbeddingJudge.train(data_dir)
     assert encoded == [60] and "is damaged" in caplog.text
     assert np.array_equal(third.classifier.coef_, first.classifier.coef_)
+
+
+def test_every_spec_is_named_once_with_its_version():
+    from trusttrace.evaluate import specs
+
+    constants = {name: value for name, value in vars(specs).items() if name.endswith("_SPEC")}
+    assert len(constants) >= 7 and set(constants.values()) == set(specs.SPECS)
+    assert len(set(constants.values())) == len(constants)  # one name per spec
+    for spec, what in specs.SPECS.items():
+        name, _, version = spec.partition("/")
+        assert name and version.isdigit() and what, spec

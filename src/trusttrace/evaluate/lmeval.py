@@ -41,8 +41,6 @@ from .truthfulqa import QA_PRIMER, answer_lists, load_mc_items, prompt_for
 
 log = logging.getLogger(__name__)
 
-SPEC = "truthfulqa-mc-lmeval/1"
-LAMBADA_SPEC = "lambada-openai-lmeval/1"
 TRUTHFULQA_REPO = "truthfulqa/truthful_qa"
 
 

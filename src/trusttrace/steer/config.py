@@ -10,7 +10,8 @@ from ..core.errors import OptionError
 from ..core.executors import ExecutorConfig
 from ..core.names import STEER_POSITIONS, VECTOR_METHODS
 from ..data.datasets import DIMENSIONS
-from ..evaluate.instructions import INSTRUCTION_SPEC, baseline_instruction
+from ..evaluate.instructions import baseline_instruction
+from ..evaluate.specs import INSTRUCTION_SPEC
 from ..evaluate.suite import PERPLEXITY_SOURCES
 from ..models.ref import ModelRef
 from ..runs.outputs import finite_settings
