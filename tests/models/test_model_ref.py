@@ -64,3 +64,8 @@ def test_a_file_that_is_no_gguf_and_a_near_builtin_name_are_refused_with_the_fix
         _ = ModelRef(builtin[:-2]).kind
     with pytest.raises(UnknownNameError, match="hub id"):
         _ = ModelRef("zzzzzz").kind
+
+
+def test_a_name_no_file_system_accepts_is_refused_not_a_traceback():
+    with pytest.raises(ModelNotFoundError, match="no such folder or file"):
+        _ = ModelRef("~no-such-user-trusttrace/model").kind  # expanding ~user of no user raises in pathlib

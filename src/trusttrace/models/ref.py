@@ -35,18 +35,20 @@ WHAT_A_MODEL_IS = ("Give a local series folder (one folder per checkpoint), a ch
                    "id such as EleutherAI/pythia-70m, or a built-in name ({builtins}).")
 
 
-def _exists(name: str) -> bool:
-    """Whether ``name`` names an existing path; a name no file system accepts (too long, a NUL) names none."""
+def _on_disk(name: str) -> Path | None:
+    """``name``'s path (``~`` expanded) when it exists; None when it names nothing here, or nothing a file system
+    accepts (too long, a NUL, ``~user`` of no such user)."""
     try:
-        return Path(name).expanduser().exists()
+        path = Path(name).expanduser()
+        return path if path.exists() else None
     except (OSError, ValueError, RuntimeError):
-        return False
+        return None
 
 
 def split_revision(text: str, option: str = "--model") -> tuple[str, str | None]:
     """``MODEL@REVISION`` → (MODEL, REVISION); ``MODEL`` → (MODEL, None); a local path that exists is never
     split."""
-    if "@" not in text or _exists(text):
+    if "@" not in text or _on_disk(text) is not None:
         return text, None
     model, _, revision = text.rpartition("@")
     if not model or not revision or "/" in revision:
@@ -97,16 +99,16 @@ class ModelRef:
 def _kind_of(name: str) -> Kind:
     if name in BUILTIN_MODELS:
         return "builtin"
-    path = Path(name).expanduser()
-    if _exists(name) and path.is_file():
+    path = _on_disk(name)
+    if path is not None and path.is_dir():
+        return "checkpoint" if (path / "config.json").exists() else "series"
+    if path is not None:
         if path.suffix == ".gguf":
             return "gguf"
         raise ModelError(f"Model {name!r} is a file but not a .gguf one. "
                          + WHAT_A_MODEL_IS.format(builtins=", ".join(BUILTIN_MODELS)))
-    if _exists(name) and path.is_dir():
-        return "checkpoint" if (path / "config.json").exists() else "series"
     if looks_like_path(name) or not name.strip():
-        raise ModelNotFoundError(f"Model {name!r}: no such folder or file ({_absolute(path)} does not exist). "
+        raise ModelNotFoundError(f"Model {name!r}: no such folder or file ({_absolute(name)} does not exist). "
                                  + WHAT_A_MODEL_IS.format(builtins=", ".join(BUILTIN_MODELS)))
     if not looks_like_hub_id(name):
         close = difflib.get_close_matches(name, list(BUILTIN_MODELS), n=1, cutoff=0.6)
@@ -117,8 +119,8 @@ def _kind_of(name: str) -> Kind:
     return "hub"
 
 
-def _absolute(path: Path) -> str:
+def _absolute(name: str) -> str:
     try:
-        return str(path.resolve())
+        return str(Path(name).expanduser().resolve())
     except (OSError, ValueError, RuntimeError):
-        return str(path)
+        return name

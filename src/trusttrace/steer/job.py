@@ -159,14 +159,21 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
                                                         config.allow_mismatch)
     suite = run_suite(target, eval_config, steering, judges)
     rows = suite.table
-    meta = {"settings_sha256": key}  # what the outcomes were made with: a resume never mixes two settings
-    write_with(items, lambda tmp: suite.items.to_csv(tmp, index=False), meta)  # before the part: it marks the job done
     if job.vector is not None and not is_control(job.name):
         rows = pd.concat([rows, pd.DataFrame([{
             "dimension": config.dimension, "metric": "cosine_to_self", "value": job.cosine,
             "n": job.vector.hidden_size, "spec": "cosine(source vector, target's own vector)"}])], ignore_index=True)
+    return _write_job(config, job, suite.items, rows)
+
+
+def _write_job(config: SteerConfig, job: _Job, outcomes: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``job``'s per-item outcomes, then its rows (the part, which marks the job done), each recorded with the
+    settings they were made with, so that a resume never mixes two settings; returns the rows as written."""
+    layout = SteerLayout(Path(config.out))
+    meta = {"settings_sha256": settings_key(config.settings())}
+    write_with(layout.items(job.name, job.layer, job.alpha), lambda tmp: outcomes.to_csv(tmp, index=False), meta)
     rows = rows.assign(source_revision=job.name, layer=job.layer, alpha=job.alpha)
-    write_with(path, lambda tmp: rows.to_csv(tmp, index=False), meta)
+    write_with(layout.part(job.name, job.layer, job.alpha), lambda tmp: rows.to_csv(tmp, index=False), meta)
     return rows
 
 
@@ -208,13 +215,8 @@ def _repeats(jobs: Sequence[_Job]) -> dict[int, int]:
 
 def _copy_job(config: SteerConfig, done: _Job, job: _Job, rows: pd.DataFrame) -> pd.DataFrame:
     """``job``'s part and outcomes from ``done``'s, an identical evaluation under another name."""
-    layout = SteerLayout(Path(config.out))
-    meta = {"settings_sha256": settings_key(config.settings())}
-    outcomes = pd.read_csv(layout.items(done.name, done.layer, done.alpha))
-    write_with(layout.items(job.name, job.layer, job.alpha), lambda tmp: outcomes.to_csv(tmp, index=False), meta)
-    rows = rows.assign(source_revision=job.name)
-    write_with(layout.part(job.name, job.layer, job.alpha), lambda tmp: rows.to_csv(tmp, index=False), meta)
-    return rows
+    outcomes = pd.read_csv(SteerLayout(Path(config.out)).items(done.name, done.layer, done.alpha))
+    return _write_job(config, job, outcomes, rows)
 
 
 def _with_controls(config: SteerConfig, layout: SteerLayout, jobs: list[_Job], frames: dict[int, pd.DataFrame]
