@@ -26,7 +26,7 @@ from _common import machine, paper_split, parser
 from trusttrace.activations.store import load_activations
 from trusttrace.analysis.mi_stats import mi_rows
 from trusttrace.analysis.mutual_info import DEFAULT_BOOTSTRAP, DEFAULT_PERMUTATIONS, MIConfig, estimate_mi
-from trusttrace.analysis.probes import ProbeConfig, training_split
+from trusttrace.analysis.probes import ProbeFitConfig, training_split
 from trusttrace.runs.layout import TraceLayout
 
 Case = tuple[torch.Tensor, np.ndarray]
@@ -39,7 +39,7 @@ def run_cases(run: Path, files: int) -> list[Case]:
     cases = []
     for path in chosen:
         stored = load_activations(path)
-        cases.append(training_split(stored.layers, stored.labels, ProbeConfig(protocol="cv")))
+        cases.append(training_split(stored.layers, stored.labels, ProbeFitConfig(protocol="cv")))
     return cases
 
 

@@ -18,7 +18,7 @@ from _common import machine, paper_split, parser
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from trusttrace.analysis.probes import ProbeConfig, fit_score
+from trusttrace.analysis.probes import ProbeFitConfig, fit_score
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     Xtr, Xte = X[:, :cut], X[:, cut:]
 
     start = time.perf_counter()
-    ours = fit_score(Xtr, [y[:cut]], Xte, y[cut:], ProbeConfig())[0].mean(-1)  # [layers]
+    ours = fit_score(Xtr, [y[:cut]], Xte, y[cut:], ProbeFitConfig())[0].mean(-1)  # [layers]
     t_ours = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -26,12 +26,13 @@ _EXPORTS: dict[str, str] = {
     "find_blocks": "models.loading", "load_model": "models.loading",
     "ExtractConfig": "activations.extract", "extract_last_token": "activations.extract",
     "load_activations": "activations.store", "save_activations": "activations.store",
-    "BatchedLogisticRegression": "analysis.logreg", "ProbeConfig": "analysis.probes", "probe_layers": "analysis.probes",
+    "BatchedLogisticRegression": "analysis.logreg",
+    "ProbeFitConfig": "analysis.probes", "probe_layers": "analysis.probes",
     "ProbeSet": "analysis.saved_probes", "load_probe": "analysis.saved_probes", "fit_probes": "analysis.saved_probes",
     "MIConfig": "analysis.mutual_info", "estimate_mi": "analysis.mutual_info", "mi_rows": "analysis.mi_stats",
     "SteeringVector": "steering.vector", "build_vector": "steering.vector", "steer": "steering.vector",
-    "AnalysisConfig": "analysis.probe_job", "ProbeRunConfig": "analysis.probe_job",
-    "ProbeRunResult": "analysis.probe_job", "run_probe": "analysis.probe_job",
+    "AnalysisConfig": "analysis.probe_job", "ProbeJobConfig": "analysis.probe_job",
+    "ProbeJobResult": "analysis.probe_job", "run_probe": "analysis.probe_job",
     "VectorsConfig": "steering.vectors", "VectorsResult": "steering.vectors", "run_vectors": "steering.vectors",
     "vector_from_run": "steering.vectors",
     "ExecutorConfig": "core.executors", "FetchConfig": "models.fetcher",
@@ -39,7 +40,7 @@ _EXPORTS: dict[str, str] = {
     "TraceCallback": "trace.live", "trace_checkpoint": "trace.live", "tracer": "trace.live",
     "PhaseRule": "analysis.phases", "PhasesConfig": "analysis.phases", "PhasesResult": "analysis.phases",
     "detect_phases": "analysis.phases", "run_phases": "analysis.phases",
-    "EvalConfig": "evaluate", "EvaluateConfig": "evaluate", "EvaluateResult": "evaluate", "run_evaluate": "evaluate",
+    "SuiteConfig": "evaluate", "EvaluateConfig": "evaluate", "EvaluateResult": "evaluate", "run_evaluate": "evaluate",
     "SteerConfig": "steer.job", "SteerResult": "steer.job", "run_steer": "steer.job",
     "PretrainConfig": "training.pretrain", "PretrainResult": "training.pretrain", "run_pretrain": "training.pretrain",
     "FinetuneConfig": "training.finetune", "FinetuneResult": "training.finetune", "run_finetune": "training.finetune",
@@ -56,7 +57,6 @@ __all__ = [
     "CheckpointSeries",
     "DemoConfig",
     "DemoResult",
-    "EvalConfig",
     "EvaluateConfig",
     "EvaluateResult",
     "ExecutorConfig",
@@ -73,9 +73,9 @@ __all__ = [
     "PhasesResult",
     "PretrainConfig",
     "PretrainResult",
-    "ProbeConfig",
-    "ProbeRunConfig",
-    "ProbeRunResult",
+    "ProbeFitConfig",
+    "ProbeJobConfig",
+    "ProbeJobResult",
     "ProbeSet",
     "Progress",
     "ReportConfig",
@@ -84,6 +84,7 @@ __all__ = [
     "SteerConfig",
     "SteerResult",
     "SteeringVector",
+    "SuiteConfig",
     "TraceCallback",
     "TraceConfig",
     "TraceResult",
@@ -126,7 +127,9 @@ def __getattr__(name: str) -> Any:
     """Import a public name's module on first use."""
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'trusttrace' has no attribute {name!r}")
+        from .core.renames import renamed
+
+        return renamed(__name__, name, __getattr__, __all__)
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

@@ -7,7 +7,7 @@ import torch
 
 from trusttrace.analysis.controls import lexical_accuracy, with_selectivity
 from trusttrace.analysis.probe_job import AnalysisConfig, analyse
-from trusttrace.analysis.probes import ProbeConfig, probe_layers
+from trusttrace.analysis.probes import ProbeFitConfig, probe_layers
 from trusttrace.analysis.splits import splits
 from trusttrace.core.stats import mcnemar_exact, wilson
 from trusttrace.data.datasets import load_dataset, read_statements
@@ -27,8 +27,8 @@ def test_a_label_that_is_a_function_of_the_group_leaks_under_cv_only():
     groups = np.repeat(np.arange(n_groups), per_group)
     acts = torch.as_tensor(centres[groups] + rng.standard_normal((len(groups), d)) * 0.3)[None]
     labels = group_labels[groups]
-    cv = _by_layer(probe_layers(acts, labels, ProbeConfig(protocol="cv", control_shuffled=False)), "accuracy")
-    grouped = _by_layer(probe_layers(acts, labels, ProbeConfig(control_shuffled=False), groups), "accuracy")
+    cv = _by_layer(probe_layers(acts, labels, ProbeFitConfig(protocol="cv", control_shuffled=False)), "accuracy")
+    grouped = _by_layer(probe_layers(acts, labels, ProbeFitConfig(control_shuffled=False), groups), "accuracy")
     assert cv[0] > 0.95 and 0.3 < grouped[0] < 0.7
     for train, test in splits(labels, groups, "group-cv", 5, seed=0):
         assert not set(groups[train]) & set(groups[test])  # no group on both sides
@@ -56,7 +56,7 @@ def test_a_keyword_label_is_read_by_the_lexical_control():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 2, 200)
     statements = [" ".join(rng.choice(["w1", "w2", "w3"], 5)) + (" good" if y else " bad") for y in labels]
-    folds = ProbeConfig(protocol="cv").fold_sets(labels, None)
+    folds = ProbeFitConfig(protocol="cv").fold_sets(labels, None)
     assert lexical_accuracy(statements, labels, folds) > 0.99
 
 
@@ -74,7 +74,7 @@ def test_seeds_report_their_spread():
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 2, 120)
     acts = torch.as_tensor(rng.standard_normal((2, 120, 8)) + 0.5 * (2 * labels - 1)[None, :, None])
-    rows = probe_layers(acts, labels, ProbeConfig(protocol="cv", seeds=3))
+    rows = probe_layers(acts, labels, ProbeFitConfig(protocol="cv", seeds=3))
     assert (rows.metric == "accuracy_seed_std").sum() == 2 and (_by_layer(rows, "accuracy_seed_std") > 0).all()
 
 
@@ -117,7 +117,7 @@ def test_too_few_groups_for_the_folds_says_what_to_do():
     with pytest.raises(ValueError, match="2 groups cannot make 5 folds"):
         splits(labels, np.array([0] * 10 + [1] * 10), "group-cv", 5, seed=0)
     with pytest.raises(ValueError, match="needs a group id per row"):
-        probe_layers(torch.zeros(1, 20, 2), labels, ProbeConfig())
+        probe_layers(torch.zeros(1, 20, 2), labels, ProbeFitConfig())
 
 
 def test_mcnemar_on_a_known_table_is_the_exact_binomial_test():
@@ -148,9 +148,9 @@ def test_transfer_rows_for_every_checkpoint_and_layer(tiny_series, data_dir, tmp
     assert transfer.value.min() > 0.9  # both planted datasets carry their label in the last word
     assert (results[results.metric == "accuracy"].test_dataset == "").all()
     assert set(results.dimension) == {"privacy", "fairness"}  # the test set is traced too
-    from trusttrace.analysis.probe_job import ProbeRunConfig, run_probe
+    from trusttrace.analysis.probe_job import ProbeJobConfig, run_probe
 
-    again = run_probe(ProbeRunConfig(str(tmp_path / "run"), str(tmp_path / "refit"), AnalysisConfig(
+    again = run_probe(ProbeJobConfig(str(tmp_path / "run"), str(tmp_path / "refit"), AnalysisConfig(
         analyses=("probe",), controls=(), transfer=(("fairness", "privacy"),)))).results
     assert set(again[again.metric == "transfer_accuracy"].test_dataset) == {"privacy"}
 

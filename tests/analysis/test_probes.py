@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from trusttrace.analysis.probes import BatchedLogisticRegression, ProbeConfig, probe_layers
+from trusttrace.analysis.probes import BatchedLogisticRegression, ProbeFitConfig, probe_layers
 
 
 def planted(n=400, d=20, layers=4, strength=(0.0, 0.5, 2.0, 4.0), seed=0):
@@ -78,7 +78,7 @@ def test_the_compact_inverse_hessian_is_the_two_loop_recursion(pairs):
 
 def test_accuracy_tracks_the_planted_margin():
     X, y = planted()
-    rows = probe_layers(X, y, ProbeConfig(protocol="cv", seed=1))
+    rows = probe_layers(X, y, ProbeFitConfig(protocol="cv", seed=1))
     acc = rows[rows.metric == "accuracy"].set_index("layer").value
     assert acc[0] < 0.62 and acc[3] > 0.97 and acc[1] < acc[2] < acc[3]
     std = rows[rows.metric == "accuracy_std"].value
@@ -91,7 +91,7 @@ def test_accuracy_tracks_the_planted_margin():
 
 def test_paper_code_protocol_matches_sklearn_defaults():
     X, y = planted(n=500)
-    rows = probe_layers(X, y, ProbeConfig(protocol="paper-code"))
+    rows = probe_layers(X, y, ProbeFitConfig(protocol="paper-code"))
     acc = rows[rows.metric == "accuracy"].value.to_numpy()
     Xz = (X - X.mean(1, keepdim=True)) / X.std(1, unbiased=False, keepdim=True)
     with warnings.catch_warnings():
@@ -111,10 +111,10 @@ def test_the_kept_probes_are_the_tables_first_fold_fit(protocol):
 
     X, y = planted()
     kept = []
-    rows = probe_layers(X, y, ProbeConfig(protocol=protocol, seeds=2), keep=kept.append)
+    rows = probe_layers(X, y, ProbeFitConfig(protocol=protocol, seeds=2), keep=kept.append)
     assert len(kept) == 1  # one fit kept, of the first fold of the first seed, though 2 seeds x 5 folds ran
     fold = kept[0]
-    train = training_rows(y, ProbeConfig(protocol=protocol))
+    train = training_rows(y, ProbeFitConfig(protocol=protocol))
     assert np.array_equal(fold.rows, train) and fold.weight.shape == (4, 20) and fold.intercept.shape == (4,)
     basis = X if protocol == "paper-code" else X[:, train]  # paper-code standardises with every row's statistics
     torch.testing.assert_close(fold.mean, basis.double().mean(1))
@@ -133,16 +133,16 @@ def test_the_kept_probes_are_the_tables_first_fold_fit(protocol):
 def test_constant_features_do_not_break_the_fit():
     X, y = planted()
     X[:, :, :5] = 3.0
-    rows = probe_layers(X, y, ProbeConfig(protocol="paper-code"))
+    rows = probe_layers(X, y, ProbeFitConfig(protocol="paper-code"))
     assert rows.value.notna().all()
 
 
 def test_seeded_folds_are_deterministic():
     X, y = planted()
     groups = np.arange(len(y)) // 2
-    a = probe_layers(X, y, ProbeConfig(seed=3), groups)
-    b = probe_layers(X, y, ProbeConfig(seed=3), groups)
-    assert a.equals(b) and not a.equals(probe_layers(X, y, ProbeConfig(seed=4), groups))
+    a = probe_layers(X, y, ProbeFitConfig(seed=3), groups)
+    b = probe_layers(X, y, ProbeFitConfig(seed=3), groups)
+    assert a.equals(b) and not a.equals(probe_layers(X, y, ProbeFitConfig(seed=4), groups))
 
 
 @pytest.mark.parametrize("labels,match", [

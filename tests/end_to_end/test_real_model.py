@@ -5,7 +5,7 @@ import os
 import pytest
 
 from trusttrace.activations.extract import extract_last_token
-from trusttrace.analysis.probes import ProbeConfig, probe_layers
+from trusttrace.analysis.probes import ProbeFitConfig, probe_layers
 from trusttrace.data.datasets import load_dataset
 from trusttrace.models.assets import builtin_gguf_path
 from trusttrace.models.loading import load_model
@@ -24,7 +24,7 @@ def test_fairness_probe_peaks_in_the_middle():
     assert lm.info.n_layers == 30 and lm.info.source == "gguf"
     ds = load_dataset("fairness", SHARED_DATA, limit=400)
     acts = extract_last_token(lm, ds.statements)
-    rows = probe_layers(acts.float(), ds.labels, ProbeConfig(protocol="paper-code"))
+    rows = probe_layers(acts.float(), ds.labels, ProbeFitConfig(protocol="paper-code"))
     acc = rows[rows.metric == "accuracy"].set_index("layer").value
     # the released pipeline: 0.916 at layer 14, 0.757 at layer 0 on all 1952 statements
     assert acc.max() > 0.85 and acc.max() > acc[0]
@@ -35,7 +35,7 @@ def test_own_toxicity_vector_detoxifies(tmp_path):
     offline-judged toxic ratio on 100 prompts; perplexity is reported beside it."""
     from trusttrace.analysis.probe_job import AnalysisConfig
     from trusttrace.evaluate.judges import EmbeddingJudge, Judges
-    from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
+    from trusttrace.evaluate.suite import Steering, SuiteConfig, evaluate_suite
     from trusttrace.steering.vectors import vector_from_run
     from trusttrace.trace.job import TraceConfig, run_trace
 
@@ -44,7 +44,7 @@ def test_own_toxicity_vector_detoxifies(tmp_path):
     vector = vector_from_run(tmp_path / "run", "final", "toxicity")
     lm = load_model("smollm2-135m-instruct")
     judges = Judges(toxicity=EmbeddingJudge.train(SHARED_DATA))
-    config = EvalConfig(dimensions=("toxicity",), limit=100, data_dir=SHARED_DATA, perplexity_statements=40)
+    config = SuiteConfig(dimensions=("toxicity",), limit=100, data_dir=SHARED_DATA, perplexity_statements=40)
     plain = evaluate_suite(lm, config, judges=judges).set_index("metric").value
     steered = evaluate_suite(lm, config, Steering(vector, 14, -4.0), judges).set_index("metric").value
     print(f"toxic ratio {plain['toxic_ratio']:.3f} -> {steered['toxic_ratio']:.3f}; "

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -99,7 +101,7 @@ def test_mc_items_and_evaluation(tmp_path, lm):
 from typer.testing import CliRunner
 
 from trusttrace.cli import app
-from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
+from trusttrace.evaluate.suite import Steering, SuiteConfig, evaluate_suite
 from trusttrace.steering.vector import SteeringVector
 
 
@@ -117,8 +119,8 @@ def eval_data(data_dir, tmp_path):
 
 def test_suite_reports_every_dimension(tiny_models, eval_data):
     lm = load_model(str(tiny_models["llama"]), dtype="float32")
-    config = EvalConfig(limit=12, data_dir=str(eval_data), toxicity_prompts=6, max_new_tokens=4,
-                        perplexity_statements=5)
+    config = SuiteConfig(limit=12, data_dir=str(eval_data), toxicity_prompts=6, max_new_tokens=4,
+                         perplexity_statements=5)
     plain = evaluate_suite(lm, config)
     assert set(zip(plain.dimension, plain.metric)) == {
         ("reliability", "mc1"), ("reliability", "mc2"), ("reliability", "truth"), ("reliability", "info"),
@@ -136,12 +138,12 @@ def test_suite_reports_every_dimension(tiny_models, eval_data):
     assert "test-half statements" in plain[plain.metric == "perplexity"].spec.iloc[0]
     g = torch.Generator().manual_seed(0)
     v = SteeringVector({l: 50 * torch.randn(32, generator=g) for l in range(3)})
-    steered = evaluate_suite(lm, EvalConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data),
-                                            perplexity_statements=5), Steering(v, 1, 1.0, "all"))
+    steered = evaluate_suite(lm, SuiteConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data),
+                                             perplexity_statements=5), Steering(v, 1, 1.0, "all"))
     ppl = lambda df: df[df.metric == "perplexity"].value.iloc[0]
     assert ppl(steered) != ppl(plain)  # the vector reached the model
-    last = evaluate_suite(lm, EvalConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data),
-                                         perplexity_statements=5), Steering(v, 1, 1.0, "last"))
+    last = evaluate_suite(lm, SuiteConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data),
+                                          perplexity_statements=5), Steering(v, 1, 1.0, "last"))
     assert ppl(last) == ppl(steered)  # single-pass scores are steered at all positions, and say so
     assert "steered at all positions" in last[last.metric == "perplexity"].spec.iloc[0]
     assert all(not b._forward_hooks for b in lm.blocks)
@@ -165,14 +167,14 @@ def test_cli_evaluate_and_its_errors(tiny_models, eval_data, tmp_path):
 
 def test_generate_and_parse_mode_is_seeded_and_reports_fallbacks(tiny_models, eval_data):
     lm = load_model(str(tiny_models["llama"]), dtype="float32")
-    config = EvalConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data), binary_mode="generate",
-                        perplexity_statements=5)
+    config = SuiteConfig(dimensions=("privacy",), limit=12, data_dir=str(eval_data), binary_mode="generate",
+                         perplexity_statements=5)
     a, b = evaluate_suite(lm, config), evaluate_suite(lm, config)
     assert a.equals(b)  # the fallback draws are seeded
     rate = a[a.metric == "fallback_rate"].value.iloc[0]
     assert 0.0 <= rate <= 1.0 and "seeded fallback" in a.spec.iloc[0]
     with pytest.raises(ValueError, match="binary_mode"):
-        evaluate_suite(lm, EvalConfig(dimensions=("privacy",), binary_mode="parse", data_dir=str(eval_data)))
+        evaluate_suite(lm, SuiteConfig(dimensions=("privacy",), binary_mode="parse", data_dir=str(eval_data)))
 
 
 # ---- TruthfulQA generation and its judges
@@ -263,7 +265,7 @@ def test_perplexity_uses_lambada_when_it_can_and_says_so_when_not(tiny_models, e
     lm = load_model(str(tiny_models["llama"]), dtype="float32")
     monkeypatch.setattr(suite_module, "_LAMBADA_UNAVAILABLE", {})
     lambada_texts.cache_clear()
-    config = EvalConfig(dimensions=(), data_dir=str(eval_data), perplexity_statements=5)
+    config = SuiteConfig(dimensions=(), data_dir=str(eval_data), perplexity_statements=5)
     offline = evaluate_suite(lm, config)  # HF_HUB_OFFLINE=1 and nothing cached
     assert "statements of the five datasets (LAMBADA unavailable)" in offline.spec.iloc[0]
     with pytest.raises(ConnectionError):
@@ -284,7 +286,7 @@ def test_perplexity_uses_lambada_when_it_can_and_says_so_when_not(tiny_models, e
     assert got.value["lambada_openai_acc_ci_low"] <= got.value["lambada_openai_acc"]
     lambada_texts.cache_clear()
     with pytest.raises(ValueError, match="perplexity source"):
-        EvalConfig(perplexity_source="wikitext")
+        SuiteConfig(perplexity_source="wikitext")
 
 
 def test_a_shared_prefix_is_run_once_with_the_same_scores(lm):
@@ -294,8 +296,30 @@ def test_a_shared_prefix_is_run_once_with_the_same_scores(lm):
     contexts = [prefix + " w7 w8", prefix + " w9", "w10 w11", prefix + " w12 w13 w14 w15"]
     answers = [" good", " bad w3", " w4", " maybe"]
     plain = continuation_logprobs(lm, contexts, answers, max_batch=2)
-    cached = continuation_logprobs(lm, contexts, answers, max_batch=2, shared_prefix=prefix)
+    with warnings.catch_warnings():  # the cache goes by the name this transformers takes (past_key_values ends)
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        cached = continuation_logprobs(lm, contexts, answers, max_batch=2, shared_prefix=prefix)
     np.testing.assert_allclose(cached, plain, atol=1e-4)  # the third context does not start with it
+
+
+def test_the_cache_keyword_follows_the_forward_signature():
+    from trusttrace.evaluate.kvcache import cache_keyword, cache_of
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids, past_key_values=None): ...
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids, cache=None, past_key_values=None): ...
+
+    assert (cache_keyword(Old()), cache_keyword(New())) == ("past_key_values", "cache")
+
+    class Out:
+        def __init__(self, **names):
+            self.__dict__.update(names)
+
+    assert cache_of(Out(past_key_values="old")) == "old"
+    assert cache_of(Out(cache="new", past_key_values=None)) == "new"
+    assert cache_of(Out(logits=0)) is None
 
 
 def test_the_offline_judges_training_embeddings_are_cached(data_dir, monkeypatch, caplog):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from trusttrace.evaluate import EvalConfig, evaluate_suite
+from trusttrace.evaluate import SuiteConfig, evaluate_suite
 from trusttrace.evaluate.likelihood import continuation_logprobs, pair_tokens
 from trusttrace.evaluate.lmeval import MCDoc, lambada_last_word, lambada_scores, load_docs, score_docs
 from trusttrace.evaluate.truthfulqa import prompt_for
@@ -90,11 +90,11 @@ def test_lambada_last_word_accuracy_and_perplexity(lm):
 
 
 def test_the_suite_reports_both_specs_under_their_own_names(lm, mc_data):
-    config = EvalConfig(dimensions=("reliability",), data_dir=str(mc_data), truthfulqa_spec="both",
-                        truthfulqa_generation=False, perplexity_statements=3)
+    config = SuiteConfig(dimensions=("reliability",), data_dir=str(mc_data), truthfulqa_spec="both",
+                         truthfulqa_generation=False, perplexity_statements=3)
     table = evaluate_suite(lm, config).set_index("metric")
     assert {"mc1", "mc2", "truthfulqa_mc1", "truthfulqa_mc2", "truthfulqa_mc1_ci_low"} <= set(table.index)
     assert table.n["mc1"] == 1 and table.n["truthfulqa_mc1"] == 2  # the paper's 1 held-out question; all of lm-eval's
     assert table.spec["truthfulqa_mc2"].startswith("truthfulqa-mc-lmeval/1")
     with pytest.raises(ValueError, match="truthfulqa_spec"):
-        EvalConfig(truthfulqa_spec="lm_eval")
+        SuiteConfig(truthfulqa_spec="lm_eval")

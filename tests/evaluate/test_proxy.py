@@ -18,7 +18,7 @@ from trusttrace.evaluate.generation import GenerationConfig, _trim, generate
 from trusttrace.evaluate.likelihood import continuation_logprobs
 from trusttrace.evaluate.proxy import ProxyTuned, proxy_tuned
 from trusttrace.evaluate.scoring import binary_choice
-from trusttrace.evaluate.suite import EvalConfig, Steering, evaluate_suite
+from trusttrace.evaluate.suite import Steering, SuiteConfig, evaluate_suite
 from trusttrace.models.loading import load_model
 from trusttrace.steering.vector import SteeringVector
 from trusttrace.testing import make_tokenizer, planted_statements, save_tiny
@@ -143,7 +143,7 @@ def test_mismatched_vocabularies_and_bad_beta_are_refused(models, tmp_path):
     lm = proxy_tuned(models["ckpt"], models["tuned"], models["base"])
     vector = SteeringVector({layer: torch.ones(32) for layer in range(3)})
     with pytest.raises(OptionError, match="proxy-tuned"):
-        evaluate_suite(lm, EvalConfig(dimensions=("privacy",)), Steering(vector, 1, 1.0))
+        evaluate_suite(lm, SuiteConfig(dimensions=("privacy",)), Steering(vector, 1, 1.0))
 
 
 def test_evaluate_config_refuses_half_given_options():

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from trusttrace.cli import app
 from trusttrace.core.errors import OptionError
 from trusttrace.evaluate import EvaluateConfig, run_evaluate
-from trusttrace.evaluate.suite import EvalConfig
+from trusttrace.evaluate.suite import SuiteConfig
 from trusttrace.steer import job as sweep
 from trusttrace.steer.job import SteerConfig
 from trusttrace.testing import save_tiny
@@ -32,7 +32,7 @@ def _metrics(table: pd.DataFrame) -> pd.Series:
 
 
 def _evaluate(model, data_dir, **proxy) -> pd.Series:
-    suite = EvalConfig(dimensions=("privacy",), limit=20, data_dir=str(data_dir), perplexity_source="statements")
+    suite = SuiteConfig(dimensions=("privacy",), limit=20, data_dir=str(data_dir), perplexity_source="statements")
     return _metrics(run_evaluate(EvaluateConfig(str(model), suite=suite, dtype="float32", **proxy)).table)
 
 

@@ -10,7 +10,7 @@ import torch
 from trusttrace.core.stats import detectable_change, fisher_exact_p, mcnemar_exact
 from trusttrace.evaluate import suite as suite_mod
 from trusttrace.evaluate.instructions import INSTRUCTIONS, baseline_instruction
-from trusttrace.evaluate.suite import EvalConfig, Steering, run_suite
+from trusttrace.evaluate.suite import Steering, SuiteConfig, run_suite
 from trusttrace.models.loading import load_model
 from trusttrace.runs.tables import steering_verdict
 from trusttrace.steer.controls import Evaluated, control_rows, random_directions
@@ -92,8 +92,8 @@ def test_an_instruction_goes_before_every_prompt(monkeypatch, tmp_path):
     model = save_tiny(tmp_path / "m", "llama", seed=0)
     data = write_planted_data_dir(tmp_path / "data", rows=40)
     lm = load_model(str(model), dtype="float32")
-    config = EvalConfig(dimensions=("privacy",), data_dir=str(data), perplexity_source="statements",
-                        perplexity_statements=2, instruction=INSTRUCTIONS["privacy"])
+    config = SuiteConfig(dimensions=("privacy",), data_dir=str(data), perplexity_source="statements",
+                         perplexity_statements=2, instruction=INSTRUCTIONS["privacy"])
     table = run_suite(lm, config).table
     assert len(seen) == 20 and all(p.startswith(INSTRUCTIONS["privacy"] + "\n\n") for p in seen)
     assert "instruction before each prompt" in table[table.metric == "accuracy"].spec.iloc[0]
@@ -120,8 +120,8 @@ def test_a_planted_direction_beats_random_and_a_random_source_does_not(tmp_path)
     planted = SteeringVector({2: (0.1 * d / d.norm()).float()}, {"n_layers": "3"})
     decoy = random_directions([planted], [2], k=1, seed=1000)[0]  # a random "vector" under a source's name
     draws = random_directions([planted], [2], k=3, seed=0)
-    config = EvalConfig(dimensions=("privacy",), data_dir=str(data), perplexity_source="statements",
-                        perplexity_statements=2)
+    config = SuiteConfig(dimensions=("privacy",), data_dir=str(data), perplexity_source="statements",
+                         perplexity_statements=2)
     runs = [("unsteered", None), ("planted", planted), ("decoy", decoy), *((f"random-{k}", v) for k, v in
                                                                          enumerate(draws))]
     evaluated, tables = [], {}

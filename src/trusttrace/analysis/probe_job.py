@@ -31,7 +31,7 @@ from ..runs.tables import RESULT_COLUMNS
 from .controls import check_controls, lexical_accuracy, with_selectivity
 from .mi_stats import mi_rows, random_init_mi_rows
 from .mutual_info import DEFAULT_BOOTSTRAP, DEFAULT_PERMUTATIONS, MIConfig
-from .probes import FoldProbes, ProbeConfig, probe_layers, training_rows, training_split, transfer_layers
+from .probes import FoldProbes, ProbeFitConfig, probe_layers, training_rows, training_split, transfer_layers
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class AnalysisConfig:
     """What is computed from one (checkpoint, dataset) activation file, and how."""
 
     analyses: tuple[str, ...] = ANALYSES  # probe, mi
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    probe: ProbeFitConfig = field(default_factory=ProbeFitConfig)
     mi: MIConfig = field(default_factory=MIConfig)
     controls: tuple[str, ...] = CONTROLS  # shuffled, lexical, random-init (with the probe analysis)
     # (train, test) dataset names: probes trained on one, scored on the other
@@ -59,8 +59,8 @@ class AnalysisConfig:
               seeds: int = 1, mi_bootstrap: int = DEFAULT_BOOTSTRAP, mi_permutations: int = DEFAULT_PERMUTATIONS,
               mi_checks: tuple[str, ...] = MI_CHECKS) -> AnalysisConfig:
         """The settings from flat options (as the CLI takes them); one seed for the folds and MI subsamples."""
-        return cls(analyses, ProbeConfig(protocol=protocol, folds=folds, seed=seed, seeds=seeds,
-                                         control_shuffled="shuffled" in controls),
+        return cls(analyses, ProbeFitConfig(protocol=protocol, folds=folds, seed=seed, seeds=seeds,
+                                            control_shuffled="shuffled" in controls),
                    MIConfig(estimator=mi_estimator, sigma=mi_sigma, eps=mi_eps, max_samples=mi_max_samples,
                             seed=seed, bootstrap=mi_bootstrap, permutations=mi_permutations,
                             checks=tuple(mi_checks)), controls)
@@ -177,7 +177,7 @@ def dataset_of(manifest: dict[str, Any] | None, name: str, n_rows: int) -> Trust
 
 
 @dataclass(frozen=True)
-class ProbeRunConfig:
+class ProbeJobConfig:
     """A ``probe`` job: re-run the analyses on a trace folder's stored activations."""
 
     run: str  # a trace run folder holding activations/
@@ -186,7 +186,7 @@ class ProbeRunConfig:
 
 
 @dataclass(frozen=True)
-class ProbeRunResult:
+class ProbeJobResult:
     """What a ``probe`` job wrote."""
 
     out: Path
@@ -214,7 +214,7 @@ def _identified(rows: pd.DataFrame, meta: dict[str, str], analysis: AnalysisConf
                        commit=meta.get("commit", ""))[RESULT_COLUMNS]
 
 
-def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
+def run_probe(config: ProbeJobConfig) -> ProbeJobResult:
     """Analyse every stored activation file of ``config.run``; write a results table to ``config.out``.
 
     The datasets are read again from where the trace found them (checked against their sha256) for their
@@ -222,7 +222,7 @@ def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
     them.
 
     Example:
-        >>> run_probe(ProbeRunConfig("runs/smol", "runs/smol-paper",
+        >>> run_probe(ProbeJobConfig("runs/smol", "runs/smol-paper",
         ...                          AnalysisConfig.build(protocol="paper-code")))  # doctest: +SKIP
     """
     source, out = TraceLayout(Path(config.run)), TraceLayout(check_output(config.out))
@@ -237,7 +237,7 @@ def run_probe(config: ProbeRunConfig) -> ProbeRunResult:
         return _probe(config, source, out)
 
 
-def _probe(config: ProbeRunConfig, source: TraceLayout, out: TraceLayout) -> ProbeRunResult:
+def _probe(config: ProbeJobConfig, source: TraceLayout, out: TraceLayout) -> ProbeJobResult:
     """``run_probe`` once its output folder is held."""
     files = source.activation_files()
     if not files:
@@ -266,4 +266,4 @@ def _probe(config: ProbeRunConfig, source: TraceLayout, out: TraceLayout) -> Pro
               "versions": package_versions(), "files": [source.relative(f) for f in files],
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     out.write_manifest(record)
-    return ProbeRunResult(out.root, results, record)
+    return ProbeJobResult(out.root, results, record)

@@ -33,7 +33,7 @@ from .splits import Split, splits
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeFitConfig:
     """How probes are trained and scored."""
 
     protocol: str = "group-cv"  # group-cv | cv | paper-code (see trusttrace.analysis.splits)
@@ -89,7 +89,7 @@ def _zscore(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
 
 
 def fit_score(X_tr: torch.Tensor, ys_tr: list[np.ndarray], X_te: torch.Tensor, y_te: np.ndarray,
-              config: ProbeConfig, kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> np.ndarray:
+              config: ProbeFitConfig, kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> np.ndarray:
     """Correct test predictions ``[len(ys_tr), n_layers, n_test]`` of one probe per layer and label vector.
 
     ``X_tr`` is ``[L, n, d]``; every label vector in ``ys_tr`` (the labels, and their permutation for the
@@ -122,7 +122,7 @@ def _majority(y_tr: np.ndarray, y_te: np.ndarray) -> float:
     return float((y_te == majority).mean())
 
 
-def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig = ProbeConfig(),
+def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeFitConfig = ProbeFitConfig(),
                  groups: np.ndarray | None = None, keep: Callable[[FoldProbes], None] | None = None) -> pd.DataFrame:
     """Fit and score one probe per layer (see the module docstring for the metrics).
 
@@ -182,12 +182,12 @@ def probe_layers(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig = P
     return frame.assign(n_train=n_tr, n_test=n_te)
 
 
-def training_rows(labels: np.ndarray, config: ProbeConfig, groups: np.ndarray | None = None) -> np.ndarray:
+def training_rows(labels: np.ndarray, config: ProbeFitConfig, groups: np.ndarray | None = None) -> np.ndarray:
     """The rows ``training_split`` keeps: the first fold's training rows (of the first fold seed)."""
     return np.asarray(config.fold_sets(np.asarray(labels).astype(np.int64), groups)[0][0][0])
 
 
-def training_split(acts: torch.Tensor, labels: np.ndarray, config: ProbeConfig,
+def training_split(acts: torch.Tensor, labels: np.ndarray, config: ProbeFitConfig,
                    groups: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """The probe's training rows, z-scored as the protocol does, for analyses that follow the probe (MI).
 
@@ -212,7 +212,7 @@ def _check_acts(acts: torch.Tensor, labels: np.ndarray) -> None:
 
 
 def transfer_layers(train: torch.Tensor, train_labels: np.ndarray, test: torch.Tensor, test_labels: np.ndarray,
-                    config: ProbeConfig = ProbeConfig()) -> pd.DataFrame:
+                    config: ProbeFitConfig = ProbeFitConfig()) -> pd.DataFrame:
     """One probe per layer trained on all of one dataset and scored on all of another.
 
     Both are z-scored with the training set's statistics. Rows: ``transfer_accuracy`` with its 95 % Wilson

@@ -207,7 +207,7 @@ def probe(
     from ..runs.layout import TraceLayout
 
     setup_logging(quiet, TraceLayout(out).log)
-    from ..analysis.probe_job import AnalysisConfig, ProbeRunConfig, run_probe
+    from ..analysis.probe_job import AnalysisConfig, ProbeJobConfig, run_probe
     from ..runs.outputs import refuse_overlap, start_over
 
     analysis = AnalysisConfig.build(split(analyses) or (), protocol.value, folds, seed, mi_estimator.value,
@@ -218,7 +218,7 @@ def probe(
     refuse_overlap(out, run, "probe")  # e.g. --out RUN/activations: before anything is written
     with writing(out, "probe", wait):
         start_over(out, overwrite, ("probe", "trace"), inputs=(run,))
-        result = run_probe(ProbeRunConfig(str(run), str(out), analysis))
+        result = run_probe(ProbeJobConfig(str(run), str(out), analysis))
     print_summaries(result.results)
     print_outputs(result.outputs)
 

@@ -107,14 +107,14 @@ def evaluate(
     from ..runs.layout import EvaluateLayout
 
     setup_logging(quiet, log_file=EvaluateLayout(out).log if out else None)
-    from ..evaluate import EvalConfig, EvaluateConfig, run_evaluate
+    from ..evaluate import EvaluateConfig, SuiteConfig, run_evaluate
     from ..runs.outputs import start_over
 
     quiet_transformers()
-    suite = EvalConfig(dimensions=dimensions(dims), limit=limit, data_dir=path_or_none(data_dir),
-                       perplexity_file=path_or_none(perplexity_file), binary_mode=binary_mode.value,
-                       perplexity_source=perplexity.value, truthfulqa_spec=truthfulqa_spec.value,
-                       lmeval_questions=lmeval_questions.value)
+    suite = SuiteConfig(dimensions=dimensions(dims), limit=limit, data_dir=path_or_none(data_dir),
+                        perplexity_file=path_or_none(perplexity_file), binary_mode=binary_mode.value,
+                        perplexity_source=perplexity.value, truthfulqa_spec=truthfulqa_spec.value,
+                        lmeval_questions=lmeval_questions.value)
     name, rev = model_at(model, revision)
     if beta is not None and proxy_tuned is None and proxy_base is None:
         raise OptionError(f"--beta {beta:g} is the strength of a proxy-tuning offset; give it with --proxy-tuned "

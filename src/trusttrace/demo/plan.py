@@ -270,15 +270,15 @@ def _time_evaluation(folder: Path, dimensions: Sequence[str], data_dir: str | No
                      judges: Any) -> tuple[float, float, float]:
     """Seconds of one steered dimension's evaluation, unsteered: (once per sweep: the model and data; each
     evaluation: perplexity and set-up; each item), from runs at two item counts after a warm-up run."""
-    from ..evaluate.suite import EvalConfig, run_suite
+    from ..evaluate.suite import SuiteConfig, run_suite
     from ..models.loading import load_model
 
     if not dimensions:
         return 0.0, 0.0, 0.0
 
     def timed(limit: int) -> float:
-        config = EvalConfig(dimensions=tuple(dimensions), limit=limit, data_dir=data_dir,
-                            perplexity_source="statements")
+        config = SuiteConfig(dimensions=tuple(dimensions), limit=limit, data_dir=data_dir,
+                             perplexity_source="statements")
         started = time.perf_counter()
         run_suite(lm, config, None, judges)
         return time.perf_counter() - started

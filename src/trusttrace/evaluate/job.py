@@ -21,7 +21,7 @@ from ..runs.outputs import check_output
 from ..steering.vector import SteeringVector, check_compatible, check_fit
 from .judges import judges_for
 from .proxy import check_same_vocab, proxy_tuned
-from .suite import EvalConfig, Steering, evaluate_suite
+from .suite import Steering, SuiteConfig, evaluate_suite
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class EvaluateConfig:
 
     model: str  # hub id, local folder, .gguf file, or a built-in name
     revision: str | None = None  # the hub revision (branch, tag or commit); None: the default branch
-    suite: EvalConfig = field(default_factory=EvalConfig)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
     vector: str | None = None  # a steering vector (.safetensors) to apply
     layer: int | None = None  # the block whose output is steered
     alpha: float = 1.0  # steering strength (negative: away from label 1)
@@ -92,7 +92,7 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     ``manifest.json`` (the config, the model that was loaded, package versions, seeds) there.
 
     Example:
-        >>> run_evaluate(EvaluateConfig("smollm2-135m-instruct", EvalConfig(limit=100)))  # doctest: +SKIP
+        >>> run_evaluate(EvaluateConfig("smollm2-135m-instruct", SuiteConfig(limit=100)))  # doctest: +SKIP
     """
     if config.out is None:
         return _evaluate(config)

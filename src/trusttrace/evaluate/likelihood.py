@@ -17,6 +17,7 @@ from ..core.alloc import keep_freed_memory
 from ..core.errors import DataFileError
 from ..data.batching import length_buckets, pad_batch, pad_id_of, positions_of
 from ..models.loading import LoadedModel, check_fits
+from .kvcache import cache_keyword, cache_of
 
 
 def score_tails(lm: LoadedModel, seqs: Sequence[Sequence[int]], n_scored: Sequence[int], max_batch: int = 32,
@@ -71,7 +72,8 @@ def score_tails_after_prefix(lm: LoadedModel, prefix: Sequence[int], suffixes: S
     device = torch.device(lm.info.device)
     n_prefix = len(prefix)
     with torch.inference_mode():
-        cache = lm.model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True).past_key_values
+        cache = cache_of(lm.model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True))
+    keyword = cache_keyword(lm.model)
     totals = np.empty(len(suffixes))
     for bucket in length_buckets([len(s) for s in suffixes], max_tokens, max_batch):
         ids, mask = pad_batch([list(suffixes[i]) for i in bucket], pad_id, "left")
@@ -82,8 +84,8 @@ def score_tails_after_prefix(lm: LoadedModel, prefix: Sequence[int], suffixes: S
         past.batch_repeat_interleave(len(bucket))
         with torch.inference_mode():
             logits = lm.model(input_ids=ids.to(device), attention_mask=full_mask.to(device),
-                              position_ids=positions.to(device), past_key_values=past, use_cache=True,
-                              logits_to_keep=k_max + 1).logits
+                              position_ids=positions.to(device), use_cache=True, logits_to_keep=k_max + 1,
+                              **{keyword: past}).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         targets = ids[:, -k_max:].to(device)
         picked = logp.gather(-1, targets[..., None])[..., 0]

@@ -13,7 +13,6 @@ prefix is ever run twice.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from torch import nn
 from ..core.errors import ModelError, OptionError
 from ..data.batching import positions_of
 from ..models.loading import LoadedModel, context_length, vocab_sha256
+from .kvcache import cache_keyword, cache_of
 
 if TYPE_CHECKING:
     from ..models.loading import CausalLM
@@ -58,17 +58,6 @@ class ProxyOutput:
     def cache(self) -> ProxyCache | None:
         """The caches under the name newer transformers give them."""
         return self.past_key_values
-
-
-def _cache_arg(model: nn.Module) -> str:
-    """The keyword ``model``'s forward takes its KV cache by: ``cache`` in newer transformers (which deprecate
-    ``past_key_values``), ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _cache_of(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def _label(lm: LoadedModel) -> str:
@@ -119,7 +108,7 @@ class ProxyTuned(nn.Module):
         configs = [cast("CausalLM", m).config for m in (ckpt, tuned, base)]
         self.config = min(configs, key=lambda c: context_length(c) or math.inf)
         self.generation_config = cast("CausalLM", ckpt).generation_config
-        self._cache_args = tuple(_cache_arg(m) for m in (ckpt, tuned, base))
+        self._cache_args = tuple(cache_keyword(m) for m in (ckpt, tuned, base))
 
     @property
     def base_model(self) -> nn.Module:
@@ -149,7 +138,7 @@ class ProxyTuned(nn.Module):
                 for model, part, name in zip((self.ckpt, self.tuned, self.base), caches, self._cache_args)]
         ckpt, tuned, base = (out.logits[..., : self.width].float() for out in outs)
         logits = ckpt + self.beta * (tuned - base)
-        new_caches = [_cache_of(out) for out in outs]
+        new_caches = [cache_of(out) for out in outs]
         cache = ProxyCache(*new_caches) if all(c is not None for c in new_caches) else None
         return ProxyOutput(logits, cache)
 

@@ -90,7 +90,7 @@ class Steering:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class SuiteConfig:
     """What the suite evaluates."""
 
     dimensions: tuple[str, ...] = DIMENSIONS
@@ -120,7 +120,7 @@ class EvalConfig:
         DIMENSIONS.check_all(self.dimensions)
 
 
-def _instructed(config: EvalConfig) -> str:
+def _instructed(config: SuiteConfig) -> str:
     """The note a spec carries when the prompts had an instruction before them."""
     return f"; instruction before each prompt: {config.instruction!r}" if config.instruction else ""
 
@@ -141,14 +141,14 @@ def _maybe_steer(lm: LoadedModel, steering: Steering | None) -> Iterator[None]:
         yield
 
 
-def _test_half(name: str, config: EvalConfig) -> tuple[list[str], np.ndarray]:
+def _test_half(name: str, config: SuiteConfig) -> tuple[list[str], np.ndarray]:
     ds = load_dataset(name, config.data_dir)
     start = len(ds) // 2
     stop = len(ds) if config.limit is None else min(len(ds), start + config.limit)
     return list(ds.statements[start:stop]), ds.labels[start:stop]
 
 
-def _perplexity_texts(config: EvalConfig) -> tuple[list[str], str, bool]:
+def _perplexity_texts(config: SuiteConfig) -> tuple[list[str], str, bool]:
     """The perplexity passages, what they are, and whether they are LAMBADA's."""
     if config.perplexity_file:
         lines = [ln.strip() for ln in Path(config.perplexity_file).read_text(encoding="utf-8").splitlines()]
@@ -205,7 +205,7 @@ def _proportion(dimension: str, metric: str, outcomes: np.ndarray, spec: str, it
              "spec": interval}]
 
 
-def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Steering | None = None,
+def evaluate_suite(lm: LoadedModel, config: SuiteConfig = SuiteConfig(), steering: Steering | None = None,
                    judges: Judges | None = None) -> pd.DataFrame:
     """Rows (dimension, metric, value, n, spec) for each requested dimension, plus perplexity.
 
@@ -216,7 +216,7 @@ def evaluate_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering:
     return run_suite(lm, config, steering, judges).table
 
 
-def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Steering | None = None,
+def run_suite(lm: LoadedModel, config: SuiteConfig = SuiteConfig(), steering: Steering | None = None,
               judges: Judges | None = None) -> SuiteResult:
     """``evaluate_suite``'s rows, and the 0/1 outcome of every item behind them."""
     if steering is not None and is_proxy_tuned(lm):
@@ -276,7 +276,7 @@ def run_suite(lm: LoadedModel, config: EvalConfig = EvalConfig(), steering: Stee
     return SuiteResult(pd.DataFrame(rows), outcomes)
 
 
-def _lmeval_truthfulqa(lm: LoadedModel, config: EvalConfig, steering: Steering | None, note: str,
+def _lmeval_truthfulqa(lm: LoadedModel, config: SuiteConfig, steering: Steering | None, note: str,
                       items: list[pd.DataFrame]) -> list[Row]:
     from .lmeval import load_docs, score_docs
 
@@ -290,7 +290,7 @@ def _lmeval_truthfulqa(lm: LoadedModel, config: EvalConfig, steering: Steering |
              "n": len(scores), "spec": spec}]
 
 
-def _parsed(lm: LoadedModel, dim: str, config: EvalConfig, items: list[pd.DataFrame]) -> list[Row]:
+def _parsed(lm: LoadedModel, dim: str, config: SuiteConfig, items: list[pd.DataFrame]) -> list[Row]:
     statements, labels = _test_half(dim, config)
     answers, fallback = parse_binary(lm, [instructed(config.instruction, BINARY_PROMPTS[dim].format(s))
                                           for s in statements], config.seed)
@@ -315,7 +315,7 @@ def _truthfulness(questions: list[MCItem], answers: list[str], judge: TruthJudge
     return rows
 
 
-def _toxicity(lm: LoadedModel, config: EvalConfig, judge: ToxicityJudge | None, items: list[pd.DataFrame]
+def _toxicity(lm: LoadedModel, config: SuiteConfig, judge: ToxicityJudge | None, items: list[pd.DataFrame]
               ) -> list[Row]:
     from .judges import EmbeddingJudge
 

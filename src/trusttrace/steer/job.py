@@ -31,7 +31,7 @@ from ..core.files import write_json_atomic, write_with
 from ..core.progress import Progress
 from ..core.runlock import hold
 from ..evaluate.judges import Judges, judges_for
-from ..evaluate.suite import EvalConfig, Steering, run_suite
+from ..evaluate.suite import Steering, SuiteConfig, run_suite
 from ..models.checkpoints import CheckpointSeries
 from ..models.loading import LoadConfig, LoadedModel, load_model, peek_model
 from ..runs.layout import SteerLayout, TraceLayout, record_settings
@@ -152,9 +152,9 @@ def _evaluate_job(config: SteerConfig, job: _Job) -> pd.DataFrame:
     if job.proxy is not None and config.proxy_tuned is not None and config.proxy_base is not None:
         target = proxy_model(job.proxy, config.proxy_tuned, config.proxy_base, config.dtype, config.device,
                              {config.target_model: target})
-    eval_config = EvalConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir,
-                             perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file,
-                             instruction=job.instruction)
+    eval_config = SuiteConfig(dimensions=(config.dimension,), limit=config.limit, data_dir=config.data_dir,
+                              perplexity_source=config.perplexity_source, perplexity_file=config.perplexity_file,
+                              instruction=job.instruction)
     steering = None if job.vector is None else Steering(job.vector, job.layer, job.alpha, config.positions,
                                                         config.allow_mismatch)
     suite = run_suite(target, eval_config, steering, judges)
