@@ -16,7 +16,8 @@ from trusttrace.activations.extract import ExtractConfig, extract_last_token
 from trusttrace.activations.packing import prefix_packs
 from trusttrace.analysis.probes import _zscore
 from trusttrace.data.datasets import load_dataset
-from trusttrace.models.loading import LoadedModel, choose_device, choose_dtype, load_model
+from trusttrace.models.devices import choose_device, choose_dtype
+from trusttrace.models.loading import LoadedModel, load_model
 
 CPU_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}  # what decides the fast dtype on a CPU
 

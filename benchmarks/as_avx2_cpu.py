@@ -24,9 +24,9 @@ def main() -> None:
         sys.exit(__doc__)
     if any(os.environ.get(k) != v for k, v in LIMITS.items()):  # the ISA limits are read when torch loads
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **LIMITS})
-    import trusttrace.models.loading
+    import trusttrace.models.devices
 
-    trusttrace.models.loading.cpu_has_fast_bf16 = lambda: False  # what /proc/cpuinfo would say on such a CPU
+    trusttrace.models.devices.cpu_has_fast_bf16 = lambda: False  # what /proc/cpuinfo would say on such a CPU
     target, args = sys.argv[1], sys.argv[2:]
     if target.endswith(".py"):
         sys.argv = [target, *args]

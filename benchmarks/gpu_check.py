@@ -45,7 +45,8 @@ from trusttrace.activations.extract import ExtractConfig, extract_last_token, pa
 from trusttrace.data.batching import pad_batch, pad_id_of
 from trusttrace.data.datasets import load_dataset
 from trusttrace.evaluate.generation import GenerationConfig, generate
-from trusttrace.models.loading import LoadedModel, choose_device, load_model
+from trusttrace.models.devices import choose_device
+from trusttrace.models.loading import LoadedModel, load_model
 from trusttrace.steering.vector import SteeringVector, steer
 
 TOLERANCE = {"float32": 1e-3, "bfloat16": 6e-2}  # largest relative row difference allowed

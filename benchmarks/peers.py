@@ -38,9 +38,10 @@ from _common import block_matmul_params, computed_work, machine, max_rel_diff
 
 from trusttrace.activations.extract import ExtractConfig, extract_last_token
 from trusttrace.data.datasets import load_dataset
+from trusttrace.models.devices import choose_device, choose_dtype
 from trusttrace.models.files import resolve_source
 from trusttrace.models.gguf_cache import dequantized
-from trusttrace.models.loading import choose_device, choose_dtype, load_model
+from trusttrace.models.loading import load_model
 
 try:
     import nnsight

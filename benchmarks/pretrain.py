@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from _common import add_device_dtype, machine, matmul_flops_per_s, sync
 
-from trusttrace.models.loading import choose_device
+from trusttrace.models.devices import choose_device
 from trusttrace.training.loop import make_optimizer, train_step, use_bf16
 from trusttrace.training.pretrain import PretrainConfig, make_model
 

@@ -58,7 +58,8 @@ from trusttrace.activations.store import load_activations
 from trusttrace.analysis.probe_job import AnalysisConfig
 from trusttrace.data.datasets import DIMENSIONS, load_dataset
 from trusttrace.models.assets import BUILTIN_MODELS, builtin_gguf_path
-from trusttrace.models.loading import LoadConfig, LoadedModel, choose_device, load_model
+from trusttrace.models.devices import choose_device
+from trusttrace.models.loading import LoadConfig, LoadedModel, load_model
 from trusttrace.trace.job import TraceConfig, run_trace
 
 ACTS_BATCH_SIZE = 400  # statements per saved activation file in generate_activations.py

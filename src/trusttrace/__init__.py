@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "Checkpoint": "models.checkpoints", "CheckpointSeries": "models.checkpoints",
     "TrustDataset": "data.datasets", "load_dataset": "data.datasets",
     "LoadConfig": "models.loading", "LoadedModel": "models.loading", "ModelInfo": "models.loading",
-    "find_blocks": "models.loading", "load_model": "models.loading",
+    "find_blocks": "models.blocks", "load_model": "models.loading",
     "ExtractConfig": "activations.extract", "extract_last_token": "activations.extract",
     "load_activations": "activations.store", "save_activations": "activations.store",
     "BatchedLogisticRegression": "analysis.logreg",

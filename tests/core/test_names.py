@@ -14,7 +14,7 @@ from trusttrace.cli import choices
 from trusttrace.core import names
 from trusttrace.core.errors import OptionError, UnknownChoiceError, UnknownNameError
 from trusttrace.demo.plan import SIZES
-from trusttrace.models.loading import DtypeName
+from trusttrace.models.devices import DtypeName
 from trusttrace.steering.interop import FORMATS
 
 SETS = {name: value for name, value in vars(names).items() if isinstance(value, names.Choices)}

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from trusttrace.models.loading import BLOCK_PATHS, choose_dtype, find_blocks, load_model
+from trusttrace.models.blocks import BLOCK_PATHS, find_blocks
+from trusttrace.models.devices import choose_dtype
+from trusttrace.models.loading import load_model
 
 
 @pytest.mark.parametrize("arch,n_layers", [("llama", 3), ("gpt_neox", 3), ("gpt2", 3)])

@@ -151,7 +151,7 @@ def plan_demo(config: DemoConfig, layout: DemoLayout, progress: Progress) -> Pla
 
 def _machine() -> dict[str, Any]:
     """The device and dtype the demo's stages pick, and the CPU flags behind the dtype."""
-    from ..models.loading import choose_device, choose_dtype, cpu_has_fast_bf16
+    from ..models.devices import choose_device, choose_dtype, cpu_has_fast_bf16
 
     device = choose_device("auto")
     return {"device": str(device), "dtype": str(choose_dtype("auto", device)[0]).removeprefix("torch."),

@@ -214,7 +214,7 @@ def measure(sizes: Sequence[str], pretrain_kwargs: dict[str, Any], data_dir: str
     are prepared there as the pre-training stage would, and reused by it.
     """
     from ..evaluate.judges import judges_for
-    from ..models.loading import choose_device
+    from ..models.devices import choose_device
     from ..training.loop import batch_indices, make_optimizer, train_step, use_bf16
     from ..training.pretrain import PretrainConfig, make_model, prepare_data
 

@@ -1,17 +1,13 @@
-"""Loading a causal LM from a hub revision, a local folder or a GGUF file, and finding its decoder blocks.
-
-"Layer l" everywhere in trusttrace is the output of decoder block l (0-based), the residual stream before
-the final norm, as in the paper's code.
-"""
+"""Loading a causal LM from a hub revision, a local folder or a GGUF file, on the device and in the dtype
+``devices`` chooses, with its decoder blocks (``blocks``); reading a model's config and tokenizer without its
+weights (``peek_model``); and checking that texts fit its context."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 from torch import nn
 
-from ..core.errors import ModelError, OptionError, StatementTooLongError
-from ..core.names import DTYPES
+from ..core.errors import StatementTooLongError
+from .blocks import find_blocks, n_layers
+from .devices import DtypeName, choose_device, choose_dtype
 from .files import Source, resolve_source, transformers_call
 from .gguf_cache import dequantized
 
@@ -32,26 +29,6 @@ if TYPE_CHECKING:
         """For type checking only: what ``AutoModelForCausalLM`` returns (a model with an LM head that generates)."""
 
 log = logging.getLogger(__name__)
-
-DtypeName = Literal["auto", "bfloat16", "float16", "float32"]
-
-# model_type -> dotted path of the ModuleList of decoder blocks, from the model class's root.
-BLOCK_PATHS: dict[str, str] = {
-    **{
-        arch: "model.layers"
-        for arch in (
-            "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma", "gemma2", "gemma3_text",
-            "olmo", "olmo2", "olmoe", "phi", "phi3", "granite", "cohere", "stablelm", "smollm3",
-        )
-    },
-    "gpt_neox": "gpt_neox.layers",
-    "gpt2": "transformer.h",
-    "gpt_neo": "transformer.h",
-    "gptj": "transformer.h",
-    "falcon": "transformer.h",
-    "bloom": "transformer.h",
-    "opt": "model.decoder.layers",
-}
 
 
 @dataclass(frozen=True)
@@ -105,111 +82,6 @@ def vocab_sha256(tokenizer: Any) -> str:
     """A fingerprint of a tokenizer's vocabulary (token → id), to tell whether two models share one."""
     items = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-# ---------------------------------------------------------------- dtype and device
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AVX-512 BF16 or AMX instructions (bf16 matmuls run several times fp32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-def choose_device(device: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (chosen.index or 0) >= count:
-            have = "no CUDA device" if count == 0 else f"CUDA devices 0..{count - 1}"
-            raise OptionError(f"--device {device}: this machine has {have}. Use --device auto (CUDA when present, "
-                              "else the CPU) or --device cpu.")
-    if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise OptionError(f"--device {device}: MPS (Apple GPU) is not available here. Use --device auto or cpu.")
-    return chosen
-
-
-def choose_dtype(dtype: DtypeName | str, device: torch.device) -> tuple[torch.dtype, str]:
-    """Resolve ``dtype`` to a torch dtype and the reason for the choice.
-
-    ``auto`` is bf16 where the hardware runs it fast (CUDA with bf16, or a CPU with AVX-512 BF16/AMX),
-    else float32.
-    """
-    named = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
-    if dtype != "auto":
-        if dtype not in named:  # bf16, fp16 and fp32 are accepted beside the names --dtype lists
-            DTYPES.refuse(dtype)
-        return named[dtype], "asked for"
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, "auto: CUDA device supports bf16"
-        return torch.float32, "auto: CUDA device without bf16"
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16, "auto: CPU has AVX-512 BF16/AMX"
-    return torch.float32, f"auto: no fast bf16 on {device.type}"
-
-
-# ---------------------------------------------------------------- decoder blocks
-
-
-def _n_layers(config: Any) -> int:
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        value = getattr(text, key, None)
-        if isinstance(value, int):
-            return value
-    raise ModelError(f"config of type {type(config).__name__} names no layer count (num_hidden_layers, n_layer or "
-                     "num_layers); trusttrace cannot tell its decoder blocks. Check the model's config.json.")
-
-
-def _get_path(root: nn.Module, dotted: str) -> nn.Module | None:
-    obj: Any = root
-    for part in dotted.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj if isinstance(obj, nn.Module) else None
-
-
-def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[list[nn.Module], str]:
-    """Return the decoder blocks of ``model`` in order and the dotted path they were found at.
-
-    Looks up ``blocks`` if given, else the architecture table, else the one ``nn.ModuleList`` whose
-    length equals the configured layer count.
-    """
-    config = model.config
-    arch = getattr(config, "model_type", "?")
-    n_layers = _n_layers(config)
-    path = blocks or BLOCK_PATHS.get(arch)
-    if path is not None:
-        found = _get_path(model, path)
-        if isinstance(found, nn.ModuleList):
-            return list(found), path
-        if blocks is not None:
-            raise ModelError(f"--blocks {blocks!r} does not name an nn.ModuleList in this {arch} model; give the "
-                             "dotted path of its decoder blocks, e.g. model.layers.")
-    candidates = [
-        name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList) and len(mod) == n_layers
-    ]
-    if len(candidates) == 1:
-        found = model.get_submodule(candidates[0])
-        if isinstance(found, nn.ModuleList):
-            BLOCK_PATHS.setdefault(arch, candidates[0])  # resolve once per architecture
-            return list(found), candidates[0]
-    lists = [name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList)]
-    raise ModelError(
-        f"Cannot tell which modules are the decoder blocks of architecture {arch!r} "
-        f"({n_layers} layers; ModuleLists found: {lists or 'none'}). Name them with "
-        "--blocks path.to.layers (API: blocks='path.to.layers'), e.g. --blocks model.layers."
-    )
 
 
 # ---------------------------------------------------------------- loading
@@ -360,7 +232,7 @@ class ModelPeek:
 
     @property
     def n_layers(self) -> int:
-        return _n_layers(self.config)
+        return n_layers(self.config)
 
 
 def peek_model(ref: str, revision: str | None = None, *, trust_remote_code: bool = False,

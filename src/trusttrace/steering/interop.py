@@ -39,7 +39,7 @@ import torch
 from ..core.errors import OptionError, VectorError, environment_failure
 from ..core.files import write_with
 from ..core.names import VECTOR_FORMATS
-from ..models.loading import BLOCK_PATHS
+from ..models.blocks import BLOCK_PATHS
 from .vector import SteeringVector, checked_directions
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from ..core.progress import Progress
 from ..core.runlock import hold
 from ..data.datasets import TrustDataset, dataset_name, load_datasets
 from ..models.checkpoints import Checkpoint, CheckpointSeries
+from ..models.devices import choose_device
 from ..models.fetcher import CheckpointFetcher, Fetch
-from ..models.loading import choose_device
 from ..runs.layout import TraceLayout, check_distinct
 from ..runs.outputs import check_output, removed_on_usage_error, start_over
 from ..runs.remote import RunFolder, is_url

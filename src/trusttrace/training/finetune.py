@@ -40,8 +40,8 @@ from ..core.progress import Progress
 from ..core.runlock import hold
 from ..data.batching import collate_prompted
 from ..data.datasets import EVAL_FILES, load_dataset, locate_file
+from ..models.devices import choose_device
 from ..models.hub import fetch_checkpoint
-from ..models.loading import choose_device
 from ..models.ref import ModelRef
 from ..runs.layout import FinetuneLayout, read_json, refuse_other_settings, settings_diff
 from ..runs.outputs import check_output

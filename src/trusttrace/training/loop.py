@@ -15,7 +15,7 @@ import torch
 
 from ..core.errors import RunFolderError
 from ..core.files import atomic_path
-from ..models.loading import choose_dtype
+from ..models.devices import choose_dtype
 
 
 def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> np.ndarray:

@@ -45,7 +45,7 @@ from ..core.names import PRECISIONS
 from ..core.progress import Progress
 from ..core.runlock import hold
 from ..models.checkpoints import log_spaced_indices
-from ..models.loading import choose_device
+from ..models.devices import choose_device
 from ..runs.integrity import check, describe, remove, usable
 from ..runs.layout import PretrainLayout, record_settings
 from ..runs.outputs import check_output, finite_settings, removed_on_usage_error
