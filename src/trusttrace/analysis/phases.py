@@ -44,6 +44,7 @@ from ..core.errors import RunFolderError
 from ..core.files import write_with
 from ..core.runlock import hold
 from ..runs.layout import TraceLayout
+from ..runs.tables import text
 
 PHASES = ("decay", "fit", "compress")
 ESTIMATOR_OF = {"mi": "the chosen estimator", "nhsic": "nHSIC (median bandwidth)", "cka": "linear CKA"}
@@ -244,7 +245,7 @@ def summarise(phases: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         chosen = robust[robust.pattern == top]
         trough, peak = _median_step(chosen.trough_step), _median_step(chosen.peak_step)
         fragile = g.drop(robust.index)
-        unresolved = int((g.unresolved.fillna("") != "").sum())
+        unresolved = int((text(g.unresolved) != "").sum())
         rising = int(g.mi_ty_rising.sum())
         above_null = int(g.mi_ty_above_null_last.sum()) if "mi_ty_above_null_last" in g else 0
         rows.append({"dimension": dim, "layers": n, "pattern": top if len(counts) else "none robust",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..core.errors import RunFolderError, RunFolderNotFoundError, environment_failure
 from ..runs.layout import RunLayout, SteerLayout, TraceLayout, read_csv, read_json
-from ..runs.tables import HEADLINE, steered_dimension
+from ..runs.tables import HEADLINE, steered_dimension, text
 
 ACCEPTED = ("a trace, probe, steer, pretrain or demo run folder, or a CSV of step,dimension,layer,metric,value "
             "rows")
@@ -101,7 +101,7 @@ def checked_results(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     frame["value"] = _numbers(frame["value"], path, "value", allow_missing=True, whole=False, negative=True)
     if "revision" not in frame:
         frame["revision"] = ["" if pd.isna(s) else f"step{int(s) if s % 1 == 0 else s}" for s in frame.step]
-    frame["revision"] = frame["revision"].fillna("").astype(str)
+    frame["revision"] = text(frame["revision"])
     return frame
 
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..core.files import read_record, record_path, sha256_file
 from ..core.errors import DamagedFileError, RunFailure, environment_failure
+from ..core.files import read_record, record_path, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import pandas as pd
 
-from ..core.files import write_json_atomic, write_with
 from ..core.errors import DamagedFileError, RunFolderNotFoundError
 from ..core.filenames import check_distinct, safe_name  # noqa: F401 (re-exported: every path comes from here)
+from ..core.files import write_json_atomic, write_with
 from .integrity import check, damaged, describe
 from .settings import (  # noqa: F401 (read_csv and the settings helpers are imported from here too)
     describe_diff,
@@ -194,8 +194,8 @@ class TraceLayout:
                     return reader(path)
                 except (OSError, ValueError) as err:  # pyarrow's and pandas' errors for a file cut short
                     raise damaged(path, err, fix) from err
-        raise RunFolderNotFoundError(f"{self.root} has no results.parquet or results.csv. Point at a `trusttrace trace` "
-                                "--out folder.")
+        raise RunFolderNotFoundError(f"{self.root} has no results.parquet or results.csv. Point at a "
+                                     "`trusttrace trace` --out folder.")
 
 
 # ---------------------------------------------------------------- vectors and steering

@@ -197,9 +197,9 @@ def refuse_overlap(out: str | Path, run: str | Path, command: str, allowed: Sequ
     owned = {name for names in KNOWN_FILES.values() for name in names} - set(allowed) - {"report", "report-compare"}
     if first in owned:
         raise OutputOverlapsInputError(
-            f"{option} {str(out)!r} is or lies in {source / first}, which `trusttrace {command}` reads (or the run's own "
-            f"{first}): writing there would overwrite or mix with the run's files. Give a folder outside the run, "
-            f"or a new one inside it (e.g. {source / (command.split()[-1] + '-out')}).")
+            f"{option} {str(out)!r} is or lies in {source / first}, which `trusttrace {command}` reads (or the "
+            f"run's own {first}): writing there would overwrite or mix with the run's files. Give a folder "
+            f"outside the run, or a new one inside it (e.g. {source / (command.split()[-1] + '-out')}).")
 
 
 def refuse_same_file(out: str | Path, source: str | Path, command: str, option: str = "--out") -> None:

@@ -15,9 +15,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..core.files import RECORD_SUFFIX, record_path
-from ..core.errors import OptionError, OutputError
 from ..core.caches import default_cache_dir
+from ..core.errors import OptionError, OutputError
+from ..core.files import RECORD_SUFFIX, record_path
 from ..core.runlock import LOCK_NAME
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ class RunFolder:
         try:
             import fsspec
         except ImportError as err:  # pragma: no cover - fsspec comes with huggingface_hub
-            raise OptionError("A URL run folder needs fsspec: `pip install fsspec` (and s3fs/gcsfs for s3/gs).") from err
+            raise OptionError("A URL run folder needs fsspec: `pip install fsspec` "
+                              "(and s3fs/gcsfs for s3/gs).") from err
         self.url = url.rstrip("/")
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url)

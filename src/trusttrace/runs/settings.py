@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..core.files import write_json_atomic
 from ..core.errors import DamagedFileError, OutputError, RunFolderError
+from ..core.files import write_json_atomic
 from .integrity import check, damaged, describe
 
 

@@ -29,6 +29,13 @@ UNSTEERED, PROMPT, RANDOM = "unsteered", "prompt", "random"
 SIGNIFICANT = 0.05  # a p-value below this counts as a difference in every steering table and summary
 
 
+def text(column: pd.Series) -> pd.Series:
+    """``column`` as text, a missing value as "". A column that is empty in every row of a CSV (``commit`` of a
+    local run, ``test_dataset`` without transfer) reads back as float NaN, which ``fillna("")`` would not fill
+    in pandas 4."""
+    return column.astype(object).where(column.notna(), "").astype(str)
+
+
 def improves(change: pd.Series, metric: str) -> pd.Series:
     """Whether each change of ``metric`` goes the good way (down for ``LOWER_IS_BETTER``, else up)."""
     return (change < 0) if metric in LOWER_IS_BETTER else (change > 0)
@@ -49,8 +56,8 @@ def order_results(frame: pd.DataFrame) -> pd.DataFrame:
     """Results rows in training order (step, then revision, dimension, metric, layer), typed for writing."""
     frame = frame.copy()
     frame["step"] = pd.to_numeric(frame["step"]).astype("Int64")
-    frame["commit"] = frame["commit"].fillna("").astype(str)
-    frame["test_dataset"] = frame.get("test_dataset", pd.Series("", index=frame.index)).fillna("").astype(str)
+    frame["commit"] = text(frame["commit"])
+    frame["test_dataset"] = text(frame.get("test_dataset", pd.Series("", index=frame.index)))
     return frame.sort_values(["step", "revision", "dimension", "metric", "layer"], na_position="last",
                              kind="stable").reset_index(drop=True)
 
@@ -76,7 +83,7 @@ def mi_wide(results: pd.DataFrame, dimension: str) -> pd.DataFrame:
 def trace_summary(results: pd.DataFrame) -> pd.DataFrame:
     """Per revision × dimension: the best layer's accuracy (with its 95 % interval where present), layer 0,
     the majority baseline, the controls at the best layer, and the best selectivity over layers."""
-    transfer = results["test_dataset"].fillna("").astype(str) != "" if "test_dataset" in results else False
+    transfer = text(results["test_dataset"]) != "" if "test_dataset" in results else False
     wide = results[~transfer].pivot_table(index=["revision", "dimension", "layer"], columns="metric", values="value")
     steps = results.drop_duplicates("revision").set_index("revision").step
     rows = []
@@ -162,7 +169,7 @@ def emergence(results: pd.DataFrame) -> pd.DataFrame:
     stays above zero at every later checkpoint (NA: never within this run, or no interval rows)."""
     rows = results[results.metric == "selectivity_ci_low"]
     if "test_dataset" in rows:
-        rows = rows[rows.test_dataset.fillna("").astype(str) == ""]
+        rows = rows[text(rows.test_dataset) == ""]
     out = []
     for (dim, layer), g in rows.dropna(subset=["step"]).groupby(["dimension", "layer"], sort=True):
         g = g.sort_values("step")

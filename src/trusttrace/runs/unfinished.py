@@ -26,11 +26,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..core.files import record_path
 from ..core.errors import DamagedFileError, RunFolderError
+from ..core.files import record_path
+from ..core.runlock import held_by_other
 from .integrity import check
 from .layout import PretrainLayout, SteerLayout, TraceLayout, read_json
-from ..core.runlock import held_by_other
 from .tables import PROMPT, RANDOM, UNSTEERED, random_draw
 
 _SHOWN = 6  # evaluations named at most in the sweep's line

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..core.files import RECORD_SUFFIX, is_record, record_as_is, record_path
 from ..core.errors import DamagedFileError, RunFolderError, RunFolderNotFoundError
+from ..core.files import RECORD_SUFFIX, is_record, record_as_is, record_path
+from ..core.runlock import is_lock_file
 from .integrity import check
 from .layout import RunLayout, TraceLayout
-from ..core.runlock import is_lock_file
 from .unfinished import left_to_do, writer, writer_text
 
 IGNORED_NAMES = ("log.txt",)  # appended as the run goes, never resumed from

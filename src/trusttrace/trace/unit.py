@@ -42,7 +42,7 @@ from ..models.fetcher import CheckpointFetcher, FetchConfig, Fetched
 from ..models.loading import LoadConfig, LoadedModel, load_model, vocab_sha256
 from ..runs.integrity import files_digest, model_files_stat, weights_stat
 from ..runs.layout import TraceLayout, read_csv
-from ..runs.tables import RESULT_COLUMNS
+from ..runs.tables import RESULT_COLUMNS, text
 from .resume import control_done, local_model_files, local_weights, settings_key
 
 # What a kept probe file records of its activations' provenance (``saved_probes``).
@@ -266,7 +266,7 @@ def trace_unit(config: TraceConfig, ckpt: Checkpoint, datasets: dict[str, TrustD
     finally:
         model.drop()
     part = pd.concat(frames, ignore_index=True)
-    part["test_dataset"] = part["test_dataset"].fillna("") if "test_dataset" in part else ""
+    part["test_dataset"] = text(part["test_dataset"]) if "test_dataset" in part else ""
     part = part.assign(model=config.model, revision=ckpt.name, step=ckpt.step, seed=analysis.seed,
                        protocol=analysis.probe.protocol, dtype=model.record.get("dtype"),
                        commit=model.commit or "")[RESULT_COLUMNS]

@@ -1,0 +1,1 @@
+"""trusttrace.runs: layouts, records, settings, tables."""
