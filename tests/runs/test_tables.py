@@ -1,5 +1,5 @@
-"""Reading tables back: a text column that was empty in every row comes back as "" (not float NaN), without
-pandas' warning that ``fillna("")`` on such a column will raise in pandas 4."""
+"""Reading tables back (a text column that was empty in every row comes back as "", without pandas 4's warning)
+and the one-line verdicts written from them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from trusttrace.report.load import checked_results
-from trusttrace.runs.tables import RESULT_COLUMNS, order_results, text, trace_summary
+from trusttrace.runs.tables import RESULT_COLUMNS, order_results, steering_verdict, text, trace_summary
 
 
 def _read_back(frame: pd.DataFrame) -> pd.DataFrame:
@@ -49,3 +49,31 @@ def test_an_all_empty_text_column_reads_back_as_empty_strings_without_a_warning(
     assert ordered["test_dataset"].tolist() == [""] * len(back)
     assert set(checked["revision"]) == {""}  # text, not NaN
     assert len(summary) == 2  # two revisions of one dimension; no row was taken for a transfer row
+
+
+def _steering_rows(vectors: dict[tuple[str, float], tuple[float, float, float]]) -> pd.DataFrame:
+    """A toxicity sweep's table: unsteered at 0.5, random directions at 0.5, and each vector's (toxic ratio,
+    effect against random, Fisher's p) at layer 2."""
+    rows = [("unsteered", -1, 0.0, "toxic_ratio", 0.5)]
+    rows += [("random", 2, alpha, "toxic_ratio", 0.5) for alpha in sorted({a for _, a in vectors})]
+    for (source, alpha), (ratio, effect, p) in vectors.items():
+        rows += [(source, 2, alpha, "toxic_ratio", ratio), (source, 2, alpha, "toxic_ratio_effect_vs_random", effect),
+                 (source, 2, alpha, "toxic_ratio_p_vs_random", p)]
+    return pd.DataFrame(rows, columns=["source_revision", "layer", "alpha", "metric", "value"]).assign(
+        dimension="toxicity")
+
+
+def test_the_steering_verdict_names_vectors_that_do_worse_than_random():
+    """"No vector beats random" must not read as "the vectors do nothing" when some move the model the wrong
+    way beyond what random directions of their norm do; a wrong-way move random explains is not named."""
+    vectors = {("good", -2.0): (0.2, -0.3, 0.001), ("bad", 2.0): (0.9, 0.4, 1e-4), ("worse", 4.0): (0.95, 0.45, 1e-5),
+               ("noise", -1.0): (0.6, 0.1, 0.2), ("flat", 1.0): (0.5, 0.0, 1.0)}
+    line = steering_verdict(_steering_rows(vectors), "toxicity")
+    assert "1 of 5 beat the random directions" in line
+    assert "2 of 5 make toxic_ratio worse than the random directions do (largest: worse layer 2 α +4, +0.450 vs " \
+        "random, p 1e-05)" in line
+    calm = {k: v for k, v in vectors.items() if k[0] not in ("bad", "worse")}
+    assert "worse than the random" not in steering_verdict(_steering_rows(calm), "toxicity")
+    bare = _steering_rows(vectors)
+    bare = bare[~bare.metric.str.contains("_vs_random")]  # a sweep run with --random-vectors 0
+    assert "no vector was compared with random directions" in steering_verdict(bare, "toxicity")

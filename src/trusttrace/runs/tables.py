@@ -216,7 +216,8 @@ def emergence_summary(results: pd.DataFrame) -> pd.DataFrame:
 
 def steering_verdict(table: pd.DataFrame, dimension: str) -> str:
     """One line saying what, in a sweep's table, clears its controls: the vectors that beat the random
-    directions, the prompting baseline against unsteered, and what the table can detect."""
+    directions, those that do worse than them, the prompting baseline against unsteered, and what the table can
+    detect."""
     metric = ITEM_HEADLINE[dimension]
     wide = steering_wide(table)
     base = wide[wide.source_revision == UNSTEERED]
@@ -233,6 +234,9 @@ def steering_verdict(table: pd.DataFrame, dimension: str) -> str:
         parts.append(f"the smallest detectable change of {metric} is {detectable:.3f}"
                      + (f" (n {int(n.iloc[0])})" if len(n) else ""))
     parts.append(_against_random(wide, metric))
+    worse = _worse_than_random(wide, metric)
+    if worse:
+        parts.append(worse)
     prompt = wide[wide.source_revision == PROMPT]
     if len(prompt) and f"{metric}_p_mcnemar" in prompt:
         p = float(prompt[f"{metric}_p_mcnemar"].iloc[0])
@@ -242,10 +246,34 @@ def steering_verdict(table: pd.DataFrame, dimension: str) -> str:
     return f"{dimension}: " + "; ".join(parts) + "."
 
 
+def _tested(wide: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The vectors' rows (no control) that were compared with random directions on ``metric``."""
+    p = f"{metric}_p_vs_random"
+    return wide[~wide.source_revision.map(is_control) & wide[p].notna()] if p in wide.columns else wide.iloc[0:0]
+
+
+def _worse_than_random(wide: pd.DataFrame, metric: str) -> str | None:
+    """The vectors' rows that move ``metric`` the wrong way by more than the random directions do (Fisher's
+    p < ``SIGNIFICANT``), the largest named; None when there are none. A vector that makes the model worse
+    beyond random has found a direction the model follows, with the sign against the dimension at that α:
+    "no vector beats random" alone would read as "the vectors do nothing"."""
+    effect, p = f"{metric}_effect_vs_random", f"{metric}_p_vs_random"
+    tested = _tested(wide, metric)
+    if tested.empty or effect not in tested:
+        return None
+    worse = tested[improves(-tested[effect], metric) & (tested[p] < SIGNIFICANT)]
+    if worse.empty:
+        return None
+    top = worse.loc[worse[effect].abs().idxmax()]
+    return (f"{len(worse)} of {len(tested)} make {metric} worse than the random directions do (largest: "
+            f"{top.source_revision} layer {int(top.layer)} α {top.alpha:+g}, {top[effect]:+.3f} vs random, "
+            f"p {top[p]:.2g})")
+
+
 def _against_random(wide: pd.DataFrame, metric: str) -> str:
     """Which vectors' rows beat the random directions on ``metric`` (Fisher's p < ``SIGNIFICANT``)."""
     effect, p = f"{metric}_effect_vs_random", f"{metric}_p_vs_random"
-    tested = wide[~wide.source_revision.map(is_control) & wide[p].notna()] if p in wide.columns else wide.iloc[0:0]
+    tested = _tested(wide, metric)
     if tested.empty:
         return "no vector was compared with random directions (--random-vectors 0)"
     winners = tested[improves(tested[effect], metric) & (tested[p] < SIGNIFICANT)]
