@@ -38,7 +38,9 @@ def read_json(path: Path, fix: str = "Rerun the command that wrote it with the s
 
 
 def read_csv(path: Path) -> pd.DataFrame | None:
-    """A table written by trusttrace (empty strings stay empty, not NaN), or None when absent."""
+    """A table written by trusttrace, or None when absent. Only an empty field is missing (NaN): text such as
+    "NA" or "None" stays text. A text column empty in every row reads as float NaN; ``tables.text`` reads it as
+    text."""
     return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else None
 
 

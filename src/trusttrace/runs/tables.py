@@ -146,8 +146,7 @@ def best_alphas(table: pd.DataFrame, dimension: str, ppl_budget: float) -> pd.Da
         why = "" if within else f"no (layer, α) keeps perplexity within {ppl_budget:g}× unsteered"
         tested = ok[f"{test}_p_vs_random"].notna() if controlled else pd.Series(False, index=ok.index)
         if len(ok) and tested.any():  # proxy-tuned rows have no random control: they are kept as they are
-            better = improves(ok[f"{test}_effect_vs_random"], test)
-            ok = ok[~tested | (better & (ok[f"{test}_p_vs_random"] < SIGNIFICANT))]
+            ok = ok[~tested | beyond_random(ok, test)]
             if ok.empty:
                 why = f"no (layer, α) within the budget beats the random directions on {test} (p < {SIGNIFICANT})"
         if ok.empty:
@@ -233,8 +232,9 @@ def steering_verdict(table: pd.DataFrame, dimension: str) -> str:
         n = unsteered[unsteered.metric == metric].get("n", pd.Series(dtype=float))
         parts.append(f"the smallest detectable change of {metric} is {detectable:.3f}"
                      + (f" (n {int(n.iloc[0])})" if len(n) else ""))
-    parts.append(_against_random(wide, metric))
-    worse = _worse_than_random(wide, metric)
+    tested = _tested(wide, metric)
+    parts.append(_against_random(wide, tested, metric))
+    worse = _worse_than_random(tested, metric)
     if worse:
         parts.append(worse)
     prompt = wide[wide.source_revision == PROMPT]
@@ -246,22 +246,29 @@ def steering_verdict(table: pd.DataFrame, dimension: str) -> str:
     return f"{dimension}: " + "; ".join(parts) + "."
 
 
+def beyond_random(rows: pd.DataFrame, metric: str, better: bool = True) -> pd.Series:
+    """Whether each steering row moves ``metric`` beyond what the random directions do (Fisher's p <
+    ``SIGNIFICANT``): the good way (``better``, "beats random") or the bad way. A row with no random control
+    (no p) is neither."""
+    effect = rows[f"{metric}_effect_vs_random"]
+    return improves(effect if better else -effect, metric) & (rows[f"{metric}_p_vs_random"] < SIGNIFICANT)
+
+
 def _tested(wide: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The vectors' rows (no control) that were compared with random directions on ``metric``."""
     p = f"{metric}_p_vs_random"
     return wide[~wide.source_revision.map(is_control) & wide[p].notna()] if p in wide.columns else wide.iloc[0:0]
 
 
-def _worse_than_random(wide: pd.DataFrame, metric: str) -> str | None:
-    """The vectors' rows that move ``metric`` the wrong way by more than the random directions do (Fisher's
+def _worse_than_random(tested: pd.DataFrame, metric: str) -> str | None:
+    """The ``tested`` rows that move ``metric`` the wrong way by more than the random directions do (Fisher's
     p < ``SIGNIFICANT``), the largest named; None when there are none. A vector that makes the model worse
     beyond random has found a direction the model follows, with the sign against the dimension at that α:
     "no vector beats random" alone would read as "the vectors do nothing"."""
     effect, p = f"{metric}_effect_vs_random", f"{metric}_p_vs_random"
-    tested = _tested(wide, metric)
-    if tested.empty or effect not in tested:
+    if tested.empty:
         return None
-    worse = tested[improves(-tested[effect], metric) & (tested[p] < SIGNIFICANT)]
+    worse = tested[beyond_random(tested, metric, better=False)]
     if worse.empty:
         return None
     top = worse.loc[worse[effect].abs().idxmax()]
@@ -270,13 +277,12 @@ def _worse_than_random(wide: pd.DataFrame, metric: str) -> str | None:
             f"p {top[p]:.2g})")
 
 
-def _against_random(wide: pd.DataFrame, metric: str) -> str:
-    """Which vectors' rows beat the random directions on ``metric`` (Fisher's p < ``SIGNIFICANT``)."""
+def _against_random(wide: pd.DataFrame, tested: pd.DataFrame, metric: str) -> str:
+    """Which of the ``tested`` rows beat the random directions on ``metric`` (Fisher's p < ``SIGNIFICANT``)."""
     effect, p = f"{metric}_effect_vs_random", f"{metric}_p_vs_random"
-    tested = _tested(wide, metric)
     if tested.empty:
         return "no vector was compared with random directions (--random-vectors 0)"
-    winners = tested[improves(tested[effect], metric) & (tested[p] < SIGNIFICANT)]
+    winners = tested[beyond_random(tested, metric)]
     if winners.empty:
         return f"no vector beats the random directions on {metric} (of {len(tested)} source × layer × α)"
     base = float(wide.loc[wide.source_revision == UNSTEERED, metric].iloc[0])
